@@ -15,28 +15,35 @@ MAX_PLAINTEXT_LEN = MAX_MESSAGE_LEN - TAGLEN
 class CipherState:
     """A key ``k`` and nonce ``n``; encrypts and decrypts with associated data.
 
-    The AEAD object is built once per key: constructing one per message would
-    cost as much as the encryption of a small message.
+    The AEAD object is built once per key, on first use: constructing one per
+    message would cost as much as encrypting a small message, and a handshake
+    sets keys (MixKey) that it never uses.
     """
 
-    __slots__ = ("_aead", "_cipher", "_nonce", "n")
+    __slots__ = ("_aead", "_cipher", "_key", "_nonce", "n")
 
     def __init__(self, cipher: CipherFunction, key: bytes | None = None) -> None:
         self._cipher = cipher
         self._nonce = cipher.nonce
+        self._key = key
         self._aead: AEAD | None = None
         self.n = 0
-        if key is not None:
-            self.initialize_key(key)
 
     def initialize_key(self, key: bytes | None) -> None:
         """InitializeKey(key): set ``k`` (``None`` empties it) and reset ``n`` to zero."""
-        self._aead = None if key is None else self._cipher.new_aead(key)
+        self._key = key
+        self._aead = None
         self.n = 0
 
     def has_key(self) -> bool:
         """HasKey()."""
-        return self._aead is not None
+        return self._key is not None
+
+    def _build_aead(self) -> AEAD | None:
+        if self._key is None:
+            return None
+        self._aead = self._cipher.new_aead(self._key)
+        return self._aead
 
     def set_nonce(self, nonce: int) -> None:
         """SetNonce(nonce), for applications that deliver messages out of order."""
@@ -46,7 +53,7 @@ class CipherState:
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         """EncryptWithAd(ad, plaintext): ciphertext, or plaintext when there is no key."""
-        aead = self._aead
+        aead = self._aead or self._build_aead()
         if aead is None:
             if len(plaintext) > MAX_MESSAGE_LEN:
                 raise MessageTooLongError(f"message of {len(plaintext)} bytes exceeds 65535")
@@ -64,7 +71,7 @@ class CipherState:
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
         """DecryptWithAd(ad, ciphertext); on failure ``n`` is left unchanged."""
-        aead = self._aead
+        aead = self._aead or self._build_aead()
         if len(ciphertext) > MAX_MESSAGE_LEN:
             raise MessageTooLongError(f"message of {len(ciphertext)} bytes exceeds 65535")
         if aead is None:
@@ -91,9 +98,11 @@ class CipherState:
 
     def rekey(self) -> None:
         """Rekey(): replace ``k`` by REKEY(k); ``n`` is deliberately not reset (spec 11.3)."""
-        if self._aead is None:
+        aead = self._aead or self._build_aead()
+        if aead is None:
             raise NonceExhaustedError("cannot rekey a CipherState that has no key")
-        self._aead = self._cipher.new_aead(self._cipher.rekey(self._aead))
+        self._key = self._cipher.rekey(aead)
+        self._aead = None
 
     def __repr__(self) -> str:
         return f"CipherState({self._cipher.name}, has_key={self.has_key()}, n={self.n})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from noisewall.noise.ciphers import TAGLEN
 from noisewall.noise.cipherstate import MAX_MESSAGE_LEN, CipherState
@@ -48,6 +49,7 @@ class Transport:
     remote_static: bytes | None
 
 
+@lru_cache(maxsize=512)
 def _layouts(protocol: NoiseProtocol) -> tuple[MessageLayout, ...]:
     # Whether k is set depends only on the pattern: DH and psk tokens set it,
     # and so does "e" in a PSK handshake (spec 9.2).

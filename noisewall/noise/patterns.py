@@ -87,6 +87,7 @@ class HandshakePattern:
         """How many PSKs the handshake consumes."""
         return sum(message.count("psk") for message in self.messages)
 
+    @lru_cache(maxsize=1024)  # noqa: B019 - patterns are few, immutable and long-lived
     def uses_static(self, initiator: bool) -> bool:
         """True if this role's static key pair is needed (pre-message, sent, or in a DH)."""
         if "s" in (self.initiator_pre if initiator else self.responder_pre):

@@ -1,0 +1,30 @@
+"""Reading keys from files and command-line hex."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from noisewall.noise.dh import DHFunction, KeyPair
+from noisewall.noise.errors import InvalidKeyError
+
+
+def parse_hex_key(text: str, length: int, what: str) -> bytes:
+    """Decode a hex key of exactly ``length`` bytes, naming ``what`` in errors."""
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise InvalidKeyError(f"{what} is not valid hex") from None
+    if len(key) != length:
+        raise InvalidKeyError(f"{what} must be {length} bytes ({2 * length} hex digits)")
+    return key
+
+
+def load_private_key(path: Path, dh: DHFunction) -> KeyPair:
+    """Load a key pair from a file holding the hex private key (first line)."""
+    try:
+        text = path.read_text(encoding="ascii").strip().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidKeyError(f"cannot read key file {path}: {exc}") from None
+    if not text:
+        raise InvalidKeyError(f"key file {path} is empty")
+    return dh.keypair_from_private(parse_hex_key(text[0], dh.dhlen, f"key file {path}"))

@@ -1,0 +1,323 @@
+"""asyncio adapter: an encrypted, framed message stream over TCP.
+
+The sans-IO connection does all protocol work; this module only moves bytes.
+On top of the framing it adds noisewall's message layer: every transport body
+starts with one flag byte, ``0x01`` when more fragments of the same
+application message follow and ``0x00`` on the last one, so messages of any
+size (up to ``max_message_size``) cross the 65535-byte Noise limit intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Literal
+
+from noisewall.noise.connection import NoiseConnection
+from noisewall.noise.errors import (
+    ConnectionClosedError,
+    FramingError,
+    MessageTooLongError,
+    NegotiationError,
+    NoiseError,
+)
+from noisewall.noise.events import Event, HandshakePayload, MessageReceived, PeerClosed
+from noisewall.noise.noisesocket import NoiseSocketConnection
+from noisewall.noise.settings import NoiseSettings
+from noisewall.noise.wa import WAConnection
+
+log = logging.getLogger("noisewall.noise")
+
+Framing = Literal["noisesocket", "wa"]
+FRAMINGS: tuple[Framing, ...] = ("noisesocket", "wa")
+FLAG_LAST = 0x00
+FLAG_MORE = 0x01
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+READ_CHUNK = 65536
+
+
+def make_connection(framing: Framing, initiator: bool, settings: NoiseSettings) -> NoiseConnection:
+    """A sans-IO connection of the chosen framing."""
+    if framing == "noisesocket":
+        return NoiseSocketConnection(initiator, settings)
+    if framing == "wa":
+        return WAConnection(initiator, settings)
+    raise ValueError(f"unknown framing {framing!r} (choose from {', '.join(FRAMINGS)})")
+
+
+class NoiseStream:
+    """An authenticated, encrypted message stream (use :func:`connect` or :func:`serve`).
+
+    ``remote_static`` is the peer's static key as the handshake proved it;
+    authenticate the peer by comparing it with the key you expect.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        connection: NoiseConnection,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.connection = connection
+        self.max_message_size = max_message_size
+        self.handshake_payloads: list[bytes] = []
+        self._pending: deque[Event] = deque()
+        self._fragments: list[bytes] = []
+        self._fragment_bytes = 0
+        self._eof = False
+
+    @property
+    def remote_static(self) -> bytes | None:
+        """The peer's static public key, authenticated by the handshake."""
+        return self.connection.remote_static
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """The handshake hash, for channel binding."""
+        return self.connection.handshake_hash
+
+    @property
+    def protocol_name(self) -> str | None:
+        """The Noise protocol the handshake settled on."""
+        return self.connection.protocol_name
+
+    @property
+    def peername(self) -> object:
+        """The peer's socket address."""
+        return self._writer.get_extra_info("peername")
+
+    async def _flush(self) -> None:
+        data = self.connection.data_to_send()
+        if data:
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def _feed(self, timeout: float | None) -> None:
+        async with asyncio.timeout(timeout):
+            data = await self._reader.read(READ_CHUNK)
+        self._pending.extend(self.connection.receive_data(data))
+        await self._flush()
+
+    async def handshake(self, payload: bytes = b"", timeout: float | None = 10.0) -> None:
+        """Run the handshake to completion (``payload`` rides in our first message)."""
+        async with asyncio.timeout(timeout):
+            first = payload
+            while not self.connection.handshake_complete:
+                if self.connection.needs_write:
+                    self._pending.extend(self.connection.send_handshake(first))
+                    first = b""
+                    await self._flush()
+                    continue
+                await self._feed(None)
+                if self.connection.must_close:
+                    raise NegotiationError("handshake refused: the peer's protocol is not accepted")
+        # Keep handshake payloads aside; transport events wait for receive().
+        remaining: deque[Event] = deque()
+        for event in self._pending:
+            if isinstance(event, HandshakePayload):
+                self.handshake_payloads.append(event.body)
+            elif isinstance(event, MessageReceived | PeerClosed):
+                remaining.append(event)
+        self._pending = remaining
+
+    async def send(self, message: bytes) -> None:
+        """Send one application message of any size up to ``max_message_size``."""
+        if len(message) > self.max_message_size:
+            raise MessageTooLongError(
+                f"message of {len(message)} bytes exceeds the {self.max_message_size}-byte limit"
+            )
+        chunk = self.connection.max_body - 1
+        view = memoryview(message)
+        offset = 0
+        while True:
+            piece = view[offset : offset + chunk]
+            offset += chunk
+            flag = FLAG_MORE if offset < len(message) else FLAG_LAST
+            self.connection.send_message(bytes((flag,)) + piece)
+            if flag == FLAG_LAST:
+                break
+        await self._flush()
+
+    async def receive(self, timeout: float | None = None) -> bytes:
+        """The next whole application message; raises :class:`ConnectionClosedError` at EOF."""
+        async with asyncio.timeout(timeout):
+            while True:
+                while self._pending:
+                    message = self._take(self._pending.popleft())
+                    if message is not None:
+                        return message
+                if self._eof:
+                    raise ConnectionClosedError("the peer closed the stream")
+                await self._feed(None)
+
+    def _take(self, event: Event) -> bytes | None:
+        if isinstance(event, PeerClosed):
+            if self._fragments:
+                raise ConnectionClosedError("the peer closed the stream inside a message")
+            self._eof = True
+            return None
+        if not isinstance(event, MessageReceived):
+            return None
+        body = event.body
+        if not body or body[0] not in (FLAG_LAST, FLAG_MORE):
+            raise FramingError("transport body lacks a valid noisewall fragment flag")
+        self._fragment_bytes += len(body) - 1
+        if self._fragment_bytes > self.max_message_size:
+            raise MessageTooLongError(
+                f"incoming message exceeds the {self.max_message_size}-byte limit"
+            )
+        self._fragments.append(body[1:])
+        if body[0] == FLAG_MORE:
+            return None
+        message = b"".join(self._fragments)
+        self._fragments.clear()
+        self._fragment_bytes = 0
+        return message
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        """Yield messages until the peer closes the stream cleanly."""
+        while True:
+            try:
+                yield await self.receive()
+            except ConnectionClosedError:
+                if self._eof:
+                    return
+                raise
+
+    async def write_eof(self) -> None:
+        """Half-close: tell the peer we send nothing more, keep receiving."""
+        if self._writer.can_write_eof():
+            self._writer.write_eof()
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        """Close the connection and wait until the socket is closed."""
+        self._writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await self._writer.wait_closed()
+
+    async def __aenter__(self) -> NoiseStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def connect(
+    host: str,
+    port: int,
+    settings: NoiseSettings,
+    framing: Framing = "noisesocket",
+    payload: bytes = b"",
+    timeout: float | None = 10.0,
+    max_message_size: int = DEFAULT_MAX_MESSAGE,
+) -> NoiseStream:
+    """Open a TCP connection and complete the handshake as initiator."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
+    stream = NoiseStream(
+        reader, writer, make_connection(framing, True, settings), max_message_size
+    )
+    try:
+        await stream.handshake(payload, timeout)
+    except BaseException:
+        await stream.close()
+        raise
+    return stream
+
+
+Handler = Callable[[NoiseStream], Awaitable[None]]
+
+
+class NoiseServer:
+    """A listening Noise endpoint; closing it also ends its live connections.
+
+    (``asyncio.Server.close`` alone leaves accepted connections running.)
+    """
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the first listening socket."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def connections(self) -> int:
+        """How many connections are open right now."""
+        return len(self._tasks)
+
+    async def close(self) -> None:
+        """Stop listening and close every open connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled."""
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def __aenter__(self) -> NoiseServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def serve(
+    handler: Handler,
+    host: str,
+    port: int,
+    settings: NoiseSettings,
+    framing: Framing = "noisesocket",
+    handshake_timeout: float | None = 10.0,
+    max_message_size: int = DEFAULT_MAX_MESSAGE,
+) -> NoiseServer:
+    """Listen for initiators; run ``handler`` on each completed handshake.
+
+    A peer that sends garbage, fails the handshake, times out or violates the
+    protocol later loses its own connection only; the server keeps serving.
+    """
+    server = NoiseServer()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        server._tasks.add(task)
+        stream = NoiseStream(
+            reader, writer, make_connection(framing, False, settings), max_message_size
+        )
+        peer = stream.peername
+        try:
+            await stream.handshake(timeout=handshake_timeout)
+            await handler(stream)
+        except NoiseError as exc:
+            log.info("connection from %s closed: %s: %s", peer, type(exc).__name__, exc)
+        except TimeoutError:
+            log.info("connection from %s closed: timed out", peer)
+        except (ConnectionError, OSError) as exc:
+            log.info("connection from %s lost: %s", peer, type(exc).__name__)
+        except asyncio.CancelledError:
+            pass  # the server is closing: this connection's task ends here
+        except Exception:
+            log.exception("handler failed for connection from %s", peer)
+        finally:
+            server._tasks.discard(task)
+            writer.close()
+
+    server._server = await asyncio.start_server(on_connection, host, port)
+    return server
