@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from noisewall import __version__
+from noisewall.noise.bench import machine_description, run_noise_benchmarks
 from noisewall.noise.cat import CatOptions, run_cat
 from noisewall.noise.dh import DH_FUNCTIONS, dh_function
 from noisewall.noise.errors import NoiseError
@@ -184,8 +185,6 @@ def bench() -> None:
 @json_option
 def bench_noise(quick: bool, as_json: bool) -> None:
     """Noise handshakes per second and transport throughput vs the raw AEAD."""
-    from noisewall.noise.bench import machine_description, run_noise_benchmarks
-
     results = run_noise_benchmarks(quick=quick)
     if as_json:
         click.echo(json.dumps({"machine": machine_description(),

@@ -16,13 +16,13 @@ both sides alike and the ratio stays meaningful.
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from noisewall.noise.dh import dh_function
 from noisewall.noise.handshakestate import HandshakeState
 from noisewall.noise.noisesocket import NoiseSocketConnection
 from noisewall.noise.protocol import parse_protocol_name
@@ -97,8 +97,9 @@ def _dh_floor_runner(pattern: str) -> Callable[[int], None]:
     # The X25519 operations one handshake of this pattern performs, and nothing else.
     protocol = parse_protocol_name(f"Noise_{pattern}_{SUITE}")
     dh = protocol.dh
-    dh_ops = sum(token in ("ee", "es", "se", "ss") for m in protocol.pattern.messages for token in m)
-    keygens = sum(m.count("e") for m in protocol.pattern.messages)
+    messages = protocol.pattern.messages
+    dh_ops = sum(token in ("ee", "es", "se", "ss") for message in messages for token in message)
+    keygens = sum(message.count("e") for message in messages)
     peer = dh.generate_keypair()
 
     def run(count: int) -> None:
@@ -173,8 +174,6 @@ def run_noise_benchmarks(quick: bool = False) -> list[BenchResult]:
 
 def machine_description() -> str:
     """One line saying what this ran on, for BENCHMARKS.md."""
-    import platform
-
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import io
 import sys
 import threading
 from dataclasses import dataclass
@@ -40,8 +41,10 @@ def check_remote_key(stream: NoiseStream, expected: bytes | None) -> None:
 def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes], chunk: int) -> None:
     # A daemon thread: works for pipes, files and terminals alike, and never
     # holds the process open once the session is over.
+    stdin = sys.stdin.buffer
+    assert isinstance(stdin, io.BufferedReader)  # read1: return what is there, not chunk bytes
     while True:
-        data = sys.stdin.buffer.read1(chunk)
+        data = stdin.read1(chunk)
         loop.call_soon_threadsafe(queue.put_nowait, data)
         if not data:
             return
@@ -84,7 +87,8 @@ async def run_cat(options: CatOptions) -> None:
     """Run ``noise cat`` until the session (or, with --echo, the process) ends."""
     if not options.listen:
         stream = await connect(
-            options.host, options.port, options.settings, options.framing, timeout=options.timeout
+            options.host, options.port, options.settings,
+            framing=options.framing, timeout=options.timeout,
         )
         async with stream:
             check_remote_key(stream, options.expected_remote)
@@ -105,8 +109,8 @@ async def run_cat(options: CatOptions) -> None:
             done.set()
 
     server = await serve(
-        handle, options.host, options.port, options.settings, options.framing,
-        handshake_timeout=options.timeout,
+        handle, options.host, options.port, options.settings,
+        framing=options.framing, handshake_timeout=options.timeout,
     )
     async with server:
         print(f"listening on {options.host}:{server.port}", file=sys.stderr, flush=True)

@@ -89,6 +89,7 @@ class HandshakeState:
         protocol: NoiseProtocol | str,
         initiator: bool,
         prologue: bytes = b"",
+        *,
         s: KeyPair | None = None,
         e: KeyPair | None = None,
         rs: bytes | None = None,

@@ -9,7 +9,6 @@ from typing import Any
 
 from noisewall.noise.errors import ProtocolNameError
 
-
 _INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
 _OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
 
