@@ -12,7 +12,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from noisewall.noise.errors import ProtocolNameError
+from noisewall.noise.errors import unsupported
 
 KEYLEN = 32
 TAGLEN = 16
@@ -60,6 +60,4 @@ def cipher_function(name: str) -> CipherFunction:
     try:
         return CIPHER_FUNCTIONS[name]
     except KeyError:
-        raise ProtocolNameError(
-            f"unsupported cipher {name!r} (supported: {', '.join(CIPHER_FUNCTIONS)})"
-        ) from None
+        raise unsupported("cipher", name, CIPHER_FUNCTIONS) from None

@@ -8,7 +8,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.x448 import X448PrivateKey, X448PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from noisewall.noise.errors import InvalidKeyError, ProtocolNameError
+from noisewall.noise.errors import InvalidKeyError, unsupported
 
 
 class _PrivateKey(Protocol):
@@ -85,6 +85,4 @@ def dh_function(name: str) -> DHFunction:
     try:
         return DH_FUNCTIONS[name]
     except KeyError:
-        raise ProtocolNameError(
-            f"unsupported DH function {name!r} (supported: {', '.join(DH_FUNCTIONS)})"
-        ) from None
+        raise unsupported("DH function", name, DH_FUNCTIONS) from None

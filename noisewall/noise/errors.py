@@ -7,6 +7,8 @@ everything a hostile peer or a bad argument can cause.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class NoiseError(Exception):
     """Base class of every error raised by :mod:`noisewall.noise`."""
@@ -14,6 +16,13 @@ class NoiseError(Exception):
 
 class ProtocolNameError(NoiseError, ValueError):
     """A Noise protocol name is malformed or names something unsupported."""
+
+
+def unsupported(kind: str, name: str, supported: Iterable[str]) -> ProtocolNameError:
+    """The error for a protocol-name section naming a function noisewall lacks."""
+    return ProtocolNameError(
+        f"unsupported {kind} {name!r} (supported: {', '.join(supported)})"
+    )
 
 
 class PatternError(NoiseError, ValueError):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from noisewall.noise.errors import ProtocolNameError
+from noisewall.noise.errors import unsupported
 
 _INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
 _OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
@@ -76,6 +76,4 @@ def hash_function(name: str) -> HashFunction:
     try:
         return HASH_FUNCTIONS[name]
     except KeyError:
-        raise ProtocolNameError(
-            f"unsupported hash {name!r} (supported: {', '.join(HASH_FUNCTIONS)})"
-        ) from None
+        raise unsupported("hash", name, HASH_FUNCTIONS) from None
