@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from noisewall.noise.cipherstate import MAX_PLAINTEXT_LEN
+from noisewall.noise.ciphers import TAGLEN
+from noisewall.noise.cipherstate import MAX_MESSAGE_LEN, MAX_PLAINTEXT_LEN
 from noisewall.noise.errors import (
     ConnectionClosedError,
     FramingError,
@@ -102,7 +103,8 @@ class NoiseConnection(ABC):
             raise MessageTooLongError(
                 f"body of {len(body)} bytes exceeds the {self.max_body}-byte frame limit"
             )
-        self._outbox += self._frame_transport(send.encrypt(self._encode_body(body, True)))
+        plaintext = self._encode_body(body, True, MAX_PLAINTEXT_LEN)
+        self._outbox += self._frame_transport(send.encrypt(plaintext))
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Process bytes from the peer; ``b""`` signals end of stream.
@@ -162,8 +164,11 @@ class NoiseConnection(ABC):
         try:
             self._start_handshake_if_needed()
             handshake = self._require_handshake()
-            encrypted = handshake.next_layout().payload_encrypted
-            message = handshake.write_message(self._encode_body(payload, encrypted))
+            layout = handshake.next_layout()
+            room = MAX_MESSAGE_LEN - layout.overhead - TAGLEN
+            message = handshake.write_message(
+                self._encode_body(payload, layout.payload_encrypted, room)
+            )
             self._outbox += self._frame_handshake(message)
             self._check_complete(events)
         except NoiseError as exc:
@@ -233,8 +238,8 @@ class NoiseConnection(ABC):
         """Bytes the framing adds inside an encrypted payload."""
 
     @abstractmethod
-    def _encode_body(self, body: bytes, encrypted: bool) -> bytes:
-        """Turn an application body into a Noise payload."""
+    def _encode_body(self, body: bytes, encrypted: bool, room: int) -> bytes:
+        """Turn an application body into a Noise payload of at most ``room`` bytes."""
 
     @abstractmethod
     def _decode_body(self, payload: bytes, encrypted: bool) -> bytes:

@@ -24,6 +24,7 @@ from noisewall.noise.cipherstate import MAX_MESSAGE_LEN, MAX_PLAINTEXT_LEN
 from noisewall.noise.connection import NoiseConnection
 from noisewall.noise.errors import (
     FramingError,
+    MessageTooLongError,
     NegotiationError,
     NoiseError,
     ProtocolNameError,
@@ -37,6 +38,8 @@ PROLOGUE_INITIAL = b"NoiseSocketInit1"
 PROLOGUE_SWITCH = b"NoiseSocketInit2"
 PROLOGUE_RETRY = b"NoiseSocketInit3"
 BODY_LEN_SIZE = 2
+#: The largest body one transport message carries.
+MAX_BODY = MAX_PLAINTEXT_LEN - BODY_LEN_SIZE
 #: Explicit reject reasons must not look like protocol names, or they would read as retry.
 PROTOCOL_PREFIX = "Noise_"
 
@@ -52,23 +55,30 @@ def encode_handshake_frame(negotiation_data: bytes, noise_message: bytes) -> byt
     return _u16(len(negotiation_data)) + negotiation_data + _u16(len(noise_message)) + noise_message
 
 
-def padded_body_length(body_length: int, multiple: int) -> int:
+def padded_body_length(body_length: int, multiple: int, limit: int = MAX_BODY) -> int:
     """Length of body plus padding when padding to a multiple of ``multiple`` bytes.
 
-    An empty body still gets one block, so an empty message does not stand out.
-    The result never exceeds what one Noise message can carry.
+    An empty body still gets one block, so an empty message does not stand
+    out. The result never exceeds ``limit``, the room the message has.
     """
     if multiple <= 0:
         return body_length
     blocks = max(1, -(-body_length // multiple))
-    return min(blocks * multiple, MAX_PLAINTEXT_LEN - BODY_LEN_SIZE)
+    return max(body_length, min(blocks * multiple, limit))
 
 
-def encode_payload(body: bytes, padding: int = 0) -> bytes:
-    """An encrypted payload's plaintext: ``body_len | body | zero padding`` (spec 2.3)."""
-    if len(body) > MAX_PLAINTEXT_LEN - BODY_LEN_SIZE:
-        raise FramingError(f"body of {len(body)} bytes does not fit in one NoiseSocket message")
-    fill = padded_body_length(len(body), padding) - len(body)
+def encode_payload(body: bytes, padding: int = 0, room: int = MAX_PLAINTEXT_LEN) -> bytes:
+    """An encrypted payload's plaintext: ``body_len | body | zero padding`` (spec 2.3).
+
+    ``room`` is the plaintext the Noise message can still carry (less than
+    65519 in a handshake message, whose keys take space too).
+    """
+    limit = room - BODY_LEN_SIZE
+    if len(body) > limit:
+        raise MessageTooLongError(
+            f"body of {len(body)} bytes exceeds the {limit} bytes it has room for"
+        )
+    fill = padded_body_length(len(body), padding, limit) - len(body)
     return _u16(len(body)) + body + bytes(fill)
 
 
@@ -113,15 +123,8 @@ class NoiseSocketConnection(NoiseConnection):
     def _body_overhead(self) -> int:
         return BODY_LEN_SIZE
 
-    @property
-    def max_body(self) -> int:
-        """The largest body one transport message carries, padding included."""
-        limit = MAX_PLAINTEXT_LEN - BODY_LEN_SIZE
-        multiple = self.settings.padding
-        return limit if multiple <= 0 else limit - limit % multiple
-
-    def _encode_body(self, body: bytes, encrypted: bool) -> bytes:
-        return encode_payload(body, self.settings.padding) if encrypted else body
+    def _encode_body(self, body: bytes, encrypted: bool, room: int) -> bytes:
+        return encode_payload(body, self.settings.padding, room) if encrypted else body
 
     def _decode_body(self, payload: bytes, encrypted: bool) -> bytes:
         return decode_payload(payload) if encrypted else payload

@@ -53,7 +53,7 @@ class WAConnection(NoiseConnection):
     def _body_overhead(self) -> int:
         return 0
 
-    def _encode_body(self, body: bytes, encrypted: bool) -> bytes:
+    def _encode_body(self, body: bytes, encrypted: bool, room: int) -> bytes:
         return body
 
     def _decode_body(self, payload: bytes, encrypted: bool) -> bytes:
