@@ -10,8 +10,10 @@ import sys
 import click
 
 from noisewall import __version__
+from noisewall.censor.bench import run_censor_benchmarks
+from noisewall.censor.commands import censor
 from noisewall.cli_options import json_option
-from noisewall.noise.bench import machine_description, run_noise_benchmarks
+from noisewall.noise.bench import BenchResult, machine_description, run_noise_benchmarks
 from noisewall.noise.commands import noise
 from noisewall.noise.errors import NoiseError
 
@@ -26,6 +28,7 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(noise)
+cli.add_command(censor)
 
 
 @cli.group()
@@ -33,12 +36,7 @@ def bench() -> None:
     """Benchmarks: each figure is reported next to a baseline measured in the same run."""
 
 
-@bench.command(name="noise")
-@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
-@json_option
-def bench_noise(quick: bool, as_json: bool) -> None:
-    """Noise handshakes per second and transport throughput vs the raw AEAD."""
-    results = run_noise_benchmarks(quick=quick)
+def _print_results(results: list[BenchResult], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"machine": machine_description(),
                                "results": [r.as_json() for r in results]}, indent=2))
@@ -47,6 +45,22 @@ def bench_noise(quick: bool, as_json: bool) -> None:
     for r in results:
         click.echo(f"{r.name:42} {r.value:12.1f} {r.unit:13} baseline ({r.baseline_name}) "
                    f"{r.baseline:12.1f}  ratio {r.ratio:.2f}")
+
+
+@bench.command(name="noise")
+@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
+@json_option
+def bench_noise(quick: bool, as_json: bool) -> None:
+    """Noise handshakes per second and transport throughput vs the raw AEAD."""
+    _print_results(run_noise_benchmarks(quick=quick), as_json)
+
+
+@bench.command(name="censor")
+@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
+@json_option
+def bench_censor(quick: bool, as_json: bool) -> None:
+    """Relay throughput vs direct loopback, new flows/s, capture packets/s."""
+    _print_results(run_censor_benchmarks(quick=quick), as_json)
 
 
 def main() -> None:

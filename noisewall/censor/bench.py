@@ -1,0 +1,250 @@
+"""``noisewall bench censor``: relay throughput, new-flow rate and capture classification rate.
+
+* Throughput: one TCP stream of bulk data from a client to a sink, directly on
+  loopback and through an allow route of a real ``noisewall censor`` process,
+  alternating rounds in the same run; the ratio is the figure.
+* New flows: connections per second that the middlebox accepts, classifies
+  (each sends a real first message: a TLS ClientHello, an HTTP request or a
+  NoiseSocket handshake), decides and relays to an echo server; the baseline
+  is the same clients connecting to the echo server directly.
+* Capture: packets per second through ``censor classify`` (read, reassemble,
+  classify) on a capture the benchmark writes itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+import dpkt
+
+from noisewall.censor.flowclassifier import classify_flow
+from noisewall.censor.pcap import read_flows
+from noisewall.noise.bench import BenchResult
+
+
+def client_hello(server_name: str = "example.org") -> bytes:
+    """A real TLS ClientHello from Python's ``ssl`` (SNI ``server_name``, ALPN h2), no socket."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    outgoing = ssl.MemoryBIO()
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=server_name)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+FIRST_MESSAGES = (
+    b"GET / HTTP/1.1\r\nHost: media.example\r\n\r\n",
+    (28).to_bytes(2, "big") + b"Noise_XX_25519_AESGCM_SHA256" + (32).to_bytes(2, "big")
+    + bytes(range(32)),
+)
+BULK = 64 * 1024 * 1024
+CHUNK = 256 * 1024
+
+
+async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while await reader.read(CHUNK):
+        pass
+    writer.write(b"k")
+    await writer.drain()
+    writer.close()
+
+
+async def _echo_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    data = await reader.read(65536)
+    writer.write(data)
+    await writer.drain()
+    writer.close()
+
+
+async def _bulk(port: int, size: int) -> float:
+    """Seconds to push ``size`` bytes to the sink behind ``port`` and hear it finished."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    block = os.urandom(CHUNK)
+    start = time.perf_counter()
+    for _ in range(size // CHUNK):
+        writer.write(block)
+        await writer.drain()
+    writer.write_eof()
+    await reader.read(1)
+    elapsed = time.perf_counter() - start
+    writer.close()
+    return elapsed
+
+
+async def _flows(port: int, count: int, concurrency: int = 50) -> float:
+    """Seconds for ``count`` connections that each send a first message and read the echo."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> None:
+        async with semaphore:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            message = FIRST_MESSAGES[index % len(FIRST_MESSAGES)]
+            writer.write(message)
+            await reader.readexactly(len(message))
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return time.perf_counter() - start
+
+
+async def _paired_time(
+    direct: Callable[[], Awaitable[float]], relayed: Callable[[], Awaitable[float]], rounds: int
+) -> tuple[float, float]:
+    best_direct = best_relayed = float("inf")
+    for _ in range(rounds):
+        best_direct = min(best_direct, await direct())
+        best_relayed = min(best_relayed, await relayed())
+    return best_direct, best_relayed
+
+
+class _Child:
+    """A child process that prints one line naming the port it serves."""
+
+    def __init__(self, args: list[str], pattern: str) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - our own modules, fixed arguments
+            [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        stream = self.process.stdout if "sink" in args else self.process.stderr
+        assert stream is not None
+        line = stream.readline()
+        match = re.search(pattern, line)
+        if match is None:
+            self.stop()
+            raise RuntimeError(f"benchmark child did not start: {line!r}")
+        self.port = int(match.group(1))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _censor_child(target_port: int, workdir: Path) -> _Child:
+    policy = workdir / "allow.yaml"
+    policy.write_text("rules: [{action: allow}]\n")
+    return _Child(["-m", "noisewall", "censor", "--policy", str(policy), "--route",
+                   f"127.0.0.1:0=127.0.0.1:{target_port}", "--log", os.devnull],
+                  r"route 127\.0\.0\.1:(\d+)")
+
+
+async def _relay_benchmarks(quick: bool, workdir: Path) -> list[BenchResult]:
+    size = BULK // 16 if quick else BULK
+    flows = 200 if quick else 3000
+    rounds = 2 if quick else 4
+    # The sink is a process of its own, so direct and relayed differ only by the relay.
+    sink = _Child(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)")
+    censor = _censor_child(sink.port, workdir)
+    try:
+        direct, relayed = await _paired_time(
+            partial(_bulk, sink.port, size), partial(_bulk, censor.port, size), rounds
+        )
+    finally:
+        censor.stop()
+        sink.stop()
+    results = [BenchResult("throughput through an allow route", "MB/s", size / relayed / 1e6,
+                           "direct loopback", size / direct / 1e6)]
+    server = await asyncio.start_server(_echo_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    censor = _censor_child(port, workdir)
+    try:
+        direct, relayed = await _paired_time(
+            partial(_flows, port, flows), partial(_flows, censor.port, flows), rounds
+        )
+    finally:
+        censor.stop()
+        server.close()
+        await server.wait_closed()
+    results.append(BenchResult("new flows classified and relayed", "flows/s", flows / relayed,
+                               "the same connections, direct", flows / direct))
+    return results
+
+
+def write_benchmark_capture(path: Path, flows: int) -> int:
+    """A pcap of ``flows`` short TCP flows (handshake, first message, data, FIN).
+
+    Returns the number of packets written.
+    """
+    payloads = (client_hello(), *FIRST_MESSAGES)
+    packets = 0
+    with path.open("wb") as out:
+        writer = dpkt.pcap.Writer(out, linktype=dpkt.pcap.DLT_EN10MB)
+        for index in range(flows):
+            client_port = 10000 + index % 50000
+            client_ip = bytes((10, 0, (index >> 8) & 0xFF, index & 0xFF))
+            first = payloads[index % len(payloads)]
+            segments = [(True, 0x02, b""), (False, 0x12, b""), (True, 0x10, b""),
+                        (True, 0x18, first), (False, 0x18, b"x" * 600), (True, 0x10, b""),
+                        (False, 0x18, b"y" * 600), (True, 0x11, b""), (False, 0x11, b"")]
+            seq = {True: 1000, False: 5000}
+            for from_client, flags, data in segments:
+                tcp = dpkt.tcp.TCP(
+                    sport=client_port if from_client else 443,
+                    dport=443 if from_client else client_port,
+                    seq=seq[from_client], flags=flags, data=data,
+                )
+                seq[from_client] += len(data) + (1 if flags & 0x03 else 0)
+                ip = dpkt.ip.IP(src=client_ip if from_client else b"\x0a\x63\x00\x01",
+                                dst=b"\x0a\x63\x00\x01" if from_client else client_ip,
+                                p=dpkt.ip.IP_PROTO_TCP, data=tcp)
+                frame = dpkt.ethernet.Ethernet(data=ip, type=dpkt.ethernet.ETH_TYPE_IP)
+                writer.writepkt(bytes(frame), ts=1_500_000_000 + packets * 1e-4)
+                packets += 1
+    return packets
+
+
+def _capture_benchmark(quick: bool, workdir: Path) -> BenchResult:
+    path = workdir / "bench.pcap"
+    packets = write_benchmark_capture(path, 500 if quick else 10000)
+    best = float("inf")
+    for _ in range(2 if quick else 3):
+        start = time.perf_counter()
+        for flow in read_flows(path):
+            classify_flow(flow.client, flow.server, flow.client_data,
+                          flow.first_client_segment, flow.server_data)
+        best = min(best, time.perf_counter() - start)
+    # Baseline: dpkt parsing every frame down to TCP, nothing else.
+    base = float("inf")
+    for _ in range(2 if quick else 3):
+        start = time.perf_counter()
+        with path.open("rb") as raw:
+            for _, frame in dpkt.pcap.Reader(raw):
+                _ = dpkt.ethernet.Ethernet(frame).data.data
+        base = min(base, time.perf_counter() - start)
+    return BenchResult("capture read + reassemble + classify", "packets/s",
+                       packets / best, "dpkt parse to TCP only", packets / base)
+
+
+def run_censor_benchmarks(quick: bool = False) -> list[BenchResult]:
+    """Run every censor benchmark; ``quick`` shrinks the work for smoke tests."""
+    with tempfile.TemporaryDirectory(prefix="noisewall-bench-") as tmp:
+        workdir = Path(tmp)
+        results = asyncio.run(_relay_benchmarks(quick, workdir))
+        results.append(_capture_benchmark(quick, workdir))
+    return results
+
+
+async def _serve_sink() -> None:
+    server = await asyncio.start_server(_sink, "127.0.0.1", 0)
+    print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["sink"]:
+    asyncio.run(_serve_sink())

@@ -1,0 +1,1 @@
+"""One module per protocol classifier; each exposes ``inspect(data) -> InspectResult``."""

@@ -1,0 +1,447 @@
+"""The censor's middlebox: a TCP relay that classifies each flow and enforces the policy.
+
+Clients reach it through port-forward routes or a SOCKS5 gateway. For each
+flow it connects upstream at once, lets server bytes through while it reads
+the client's first bytes (a GFW sees packets pass before it decides), holds
+the client's bytes until the flow is classified, asks the policy for one
+decision, logs it as a JSON line, and then enforces it:
+
+* ``allow``: relay both ways; ``delay``: relay with added one-way latency;
+* ``reset``: tear both sides down with TCP RSTs (SO_LINGER 0, then abort);
+* ``drop``: stop forwarding and leave both ends to time out;
+* ``throttle``: a token bucket at the configured rate in each direction;
+* ``flaky``: fail a fraction of flows at once (``fail``) or let them stall
+  after some bytes (``stall``).
+
+The flow table is bounded (``max_flows``; the least recently active flow is
+evicted) and idle flows are closed after ``idle_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import random
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from noisewall import socks5
+from noisewall.censor.detection import Endpoint, FlowRecord
+from noisewall.censor.flowclassifier import FlowClassifier
+from noisewall.censor.metrics import CensorMetrics
+from noisewall.censor.policy import Decision, Policy
+from noisewall.censor.shaping import TokenBucket, kbit_to_bytes
+from noisewall.clock import Clock, SystemClock
+
+log = logging.getLogger("noisewall.censor")
+
+CHUNK = 65536
+#: Loopback only, unless the operator widens it: an open relay is a bug.
+DEFAULT_SOCKS_ALLOW = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Connections to ``listen`` are relayed to ``target``."""
+
+    listen: Endpoint
+    target: Endpoint
+
+
+@dataclass
+class MiddleboxConfig:
+    """Tunables of the relay (policy and clock are given separately)."""
+
+    max_flows: int = 20000
+    idle_timeout: float = 300.0
+    classify_timeout: float = 2.0
+    connect_timeout: float = 10.0
+    socks_allow: Sequence[str] = DEFAULT_SOCKS_ALLOW
+
+
+@dataclass
+class Flow:
+    """One relayed connection pair and its state."""
+
+    ident: int
+    record: FlowRecord
+    client_writer: asyncio.StreamWriter
+    server_writer: asyncio.StreamWriter | None = None
+    decision: Decision | None = None
+    last_active: float = field(default_factory=time.monotonic)
+    bytes_up: int = 0
+    bytes_down: int = 0
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    buckets: dict[bool, TokenBucket] = field(default_factory=dict)  # throttle, per direction
+
+
+class Middlebox:
+    """A running censor: routes and/or a SOCKS5 gateway in front of real servers."""
+
+    def __init__(
+        self,
+        policy: Callable[[], Policy],
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        decision_log: TextIO | None = None,
+        metrics: CensorMetrics | None = None,
+        config: MiddleboxConfig | None = None,
+    ) -> None:
+        self._policy = policy
+        self.clock: Clock = clock or SystemClock()
+        self.rng = rng or random.Random()  # noqa: S311 - censorship simulation, not crypto
+        self._log = decision_log
+        self.metrics = metrics
+        self.config = config or MiddleboxConfig()
+        self._socks_allow = [ipaddress.ip_network(net) for net in self.config.socks_allow]
+        self._servers: list[asyncio.Server] = []
+        self._flows: dict[int, Flow] = {}
+        self._next_id = 0
+        self._janitor: asyncio.Task[None] | None = None
+
+    # --- lifecycle -----------------------------------------------------
+
+    async def add_route(self, route: Route) -> Endpoint:
+        """Listen for a route; returns the bound endpoint (port 0 picks one)."""
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve_flow(reader, writer, route.target)
+
+        server = await asyncio.start_server(accept, route.listen.host, route.listen.port)
+        self._servers.append(server)
+        self._start_janitor()
+        host, port = server.sockets[0].getsockname()[:2]
+        return Endpoint(host, port)
+
+    async def add_socks(self, listen: Endpoint) -> Endpoint:
+        """Listen as a SOCKS5 gateway; returns the bound endpoint."""
+        server = await asyncio.start_server(self._serve_socks, listen.host, listen.port)
+        self._servers.append(server)
+        self._start_janitor()
+        host, port = server.sockets[0].getsockname()[:2]
+        return Endpoint(host, port)
+
+    @property
+    def flow_count(self) -> int:
+        """Flows currently in the table."""
+        return len(self._flows)
+
+    async def close(self) -> None:
+        """Stop listening and close every flow."""
+        for server in self._servers:
+            server.close()
+        if self._janitor is not None:
+            self._janitor.cancel()
+        for flow in list(self._flows.values()):
+            self._close_flow(flow)
+        for server in self._servers:
+            await server.wait_closed()
+
+    async def __aenter__(self) -> Middlebox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _start_janitor(self) -> None:
+        if self._janitor is None:
+            self._janitor = asyncio.get_running_loop().create_task(self._evict_idle())
+
+    async def _evict_idle(self) -> None:
+        period = max(0.05, min(self.config.idle_timeout / 4, 5.0))
+        while True:
+            await asyncio.sleep(period)
+            limit = time.monotonic() - self.config.idle_timeout
+            for flow in [f for f in self._flows.values() if f.last_active < limit]:
+                self._close_flow(flow)
+
+    # --- SOCKS5 --------------------------------------------------------
+
+    async def _serve_socks(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        refusals = (socks5.Socks5Error, TimeoutError, ConnectionError, asyncio.IncompleteReadError)
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                target = await self._socks_handshake(reader, writer)
+        except refusals as exc:
+            log.info("socks: refused %s: %s", writer.get_extra_info("peername"), exc)
+            writer.close()
+            return
+        if target is not None:
+            await self._serve_flow(reader, writer, target, socks=True)
+
+    async def _socks_handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Endpoint | None:
+        buffer = b""
+        while (greeting := socks5.parse_greeting(buffer)) is None:
+            buffer += await self._read_some(reader)
+        methods, used = greeting
+        writer.write(socks5.method_reply(methods))
+        if socks5.METHOD_NO_AUTH not in methods:
+            await writer.drain()
+            raise socks5.Socks5Error("client offers no acceptable method")
+        buffer = buffer[used:]
+        while True:
+            try:
+                parsed = socks5.parse_request(buffer)
+            except socks5.Socks5Error as exc:
+                writer.write(socks5.reply(exc.reply))
+                await writer.drain()
+                raise
+            if parsed is not None:
+                break
+            buffer += await self._read_some(reader)
+        request, _ = parsed
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                request.host, request.port, type=socket.SOCK_STREAM
+            )
+            address = ipaddress.ip_address(infos[0][4][0])
+        except (OSError, ValueError, IndexError):
+            writer.write(socks5.reply(socks5.Reply.HOST_UNREACHABLE))
+            await writer.drain()
+            raise socks5.Socks5Error(f"cannot resolve {request.host}") from None
+        if not any(address in network for network in self._socks_allow):
+            writer.write(socks5.reply(socks5.Reply.NOT_ALLOWED))
+            await writer.drain()
+            raise socks5.Socks5Error(f"destination {address} is outside the allowed networks")
+        return Endpoint(str(address), request.port)
+
+    @staticmethod
+    async def _read_some(reader: asyncio.StreamReader) -> bytes:
+        data = await reader.read(512)
+        if not data:
+            raise asyncio.IncompleteReadError(b"", None)
+        return data
+
+    # --- flows ---------------------------------------------------------
+
+    def _admit(self, flow: Flow) -> None:
+        while len(self._flows) >= self.config.max_flows:
+            oldest = min(self._flows.values(), key=lambda f: f.last_active)
+            log.info("flow table full: evicting flow %d", oldest.ident)
+            self._close_flow(oldest)
+        self._flows[flow.ident] = flow
+
+    async def _serve_flow(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        target: Endpoint,
+        socks: bool = False,
+    ) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        client = Endpoint(str(peer[0]), int(peer[1]))
+        self._next_id += 1
+        flow = Flow(self._next_id, FlowRecord(client, target), writer)
+        self._admit(flow)
+        try:
+            await self._run_flow(flow, reader, writer, target, socks)
+        except (ConnectionError, OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._close_flow(flow)
+
+    async def _run_flow(
+        self,
+        flow: Flow,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        target: Endpoint,
+        socks: bool,
+    ) -> None:
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                up_reader, up_writer = await asyncio.open_connection(target.host, target.port)
+        except (OSError, TimeoutError):
+            if socks:
+                writer.write(socks5.reply(socks5.Reply.CONNECTION_REFUSED))
+                await writer.drain()
+            return
+        flow.server_writer = up_writer
+        if socks:
+            local = up_writer.get_extra_info("sockname")
+            writer.write(socks5.reply(socks5.Reply.SUCCEEDED, local[0], local[1]))
+            await writer.drain()
+        classifier = FlowClassifier(flow.record.client, target)
+        residual = self._policy().residual_decision(flow.record, self.clock.now())
+        downstream = asyncio.get_running_loop().create_task(
+            self._pump(flow, up_reader, writer, upstream=False, classifier=classifier)
+        )
+        flow.tasks.append(downstream)
+        held = b""
+        if residual is not None:
+            record = classifier.finish()
+            decision = residual
+        else:
+            record, held = await self._classify(flow, reader, classifier)
+            decision = self._policy().decide(record, self.clock.now(), self.rng)
+        flow.record = record
+        flow.decision = decision
+        self._report(flow)
+        effect = decision.effect
+        if effect == "reset":
+            self._reset(flow)
+            return
+        if effect == "drop":
+            await flow.closed.wait()
+            return
+        if held:
+            await self._forward(flow, up_writer, held, upstream=True)
+        await self._pump(flow, reader, up_writer, upstream=True, classifier=None)
+        await downstream
+
+    async def _classify(
+        self, flow: Flow, reader: asyncio.StreamReader, classifier: FlowClassifier
+    ) -> tuple[FlowRecord, bytes]:
+        held = b""
+        deadline = time.monotonic() + self.config.classify_timeout
+        while not classifier.decided:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    data = await reader.read(CHUNK)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            flow.last_active = time.monotonic()
+            held += data
+            classifier.feed_client(data)
+        return classifier.finish(), held
+
+    async def _pump(
+        self,
+        flow: Flow,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        upstream: bool,
+        classifier: FlowClassifier | None,
+    ) -> None:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                blocked = flow.decision is not None and flow.decision.effect in (
+                    "drop", "reset", "stall"
+                )
+                if not blocked:
+                    with contextlib.suppress(OSError):
+                        if writer.can_write_eof():
+                            writer.write_eof()
+                return
+            flow.last_active = time.monotonic()
+            if flow.decision is None and classifier is not None:
+                classifier.feed_server(data)
+            await self._forward(flow, writer, data, upstream=upstream)
+
+    async def _forward(
+        self, flow: Flow, writer: asyncio.StreamWriter, data: bytes, *, upstream: bool
+    ) -> None:
+        decision = flow.decision
+        effect = decision.effect if decision is not None else "allow"
+        if effect in ("drop", "reset"):
+            await flow.closed.wait()
+            return
+        if decision is not None and effect != "allow":
+            action = decision.action
+            if effect == "stall":
+                sent = flow.bytes_up + flow.bytes_down
+                if sent >= action.stall_after_bytes:
+                    await flow.closed.wait()
+                    return
+                data = data[: action.stall_after_bytes - sent]
+            elif effect == "delay":
+                await asyncio.sleep(action.ms / 1000)
+            elif effect == "throttle":
+                await self._throttle(flow, writer, data, upstream)
+                return
+        self._count(flow, len(data), upstream)
+        writer.write(data)
+        await writer.drain()
+
+    async def _throttle(
+        self, flow: Flow, writer: asyncio.StreamWriter, data: bytes, upstream: bool
+    ) -> None:
+        assert flow.decision is not None
+        bucket = flow.buckets.get(upstream)
+        if bucket is None:
+            rate = kbit_to_bytes(flow.decision.action.rate_kbps)
+            # A 50 ms burst (at least one packet) keeps the rate smooth at any scale.
+            burst = max(1500.0, rate / 20)
+            bucket = flow.buckets[upstream] = TokenBucket(rate, burst, time.monotonic())
+        step = max(1, int(bucket.burst))
+        for offset in range(0, len(data), step):
+            piece = data[offset : offset + step]
+            await asyncio.sleep(bucket.reserve(len(piece), time.monotonic()))
+            self._count(flow, len(piece), upstream)
+            writer.write(piece)
+            await writer.drain()
+
+    def _count(self, flow: Flow, size: int, upstream: bool) -> None:
+        if upstream:
+            flow.bytes_up += size
+        else:
+            flow.bytes_down += size
+        if self.metrics is not None:
+            self.metrics.bytes(upstream, size)
+
+    def _reset(self, flow: Flow) -> None:
+        for writer in (flow.client_writer, flow.server_writer):
+            if writer is None:
+                continue
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        self._close_flow(flow)
+
+    def _close_flow(self, flow: Flow) -> None:
+        if self._flows.pop(flow.ident, None) is None and flow.closed.is_set():
+            return
+        flow.closed.set()
+        for task in flow.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        for writer in (flow.client_writer, flow.server_writer):
+            if writer is not None:
+                writer.close()
+
+    def _report(self, flow: Flow) -> None:
+        decision = flow.decision
+        assert decision is not None
+        record = flow.record
+        if self.metrics is not None:
+            self.metrics.flow(record.protocol, decision.effect, decision.rule or "default")
+        if self._log is None:
+            return
+        entry: dict[str, Any] = {
+            "time": self.clock.now(),
+            "flow": flow.ident,
+            "client": str(record.client),
+            "server": str(record.server),
+            "protocol": record.protocol,
+            "sni": record.sni,
+            "host": record.host,
+            "ja3": record.ja3,
+            "ja4": record.ja4,
+            "fully_encrypted": record.fully_encrypted,
+            "exemption": record.exemption,
+            **decision.as_json(),
+        }
+        self._log.write(json.dumps(entry) + "\n")
+        self._log.flush()
