@@ -13,6 +13,7 @@ from noisewall import __version__
 from noisewall.censor.bench import run_censor_benchmarks
 from noisewall.censor.commands import censor
 from noisewall.cli_options import json_option
+from noisewall.errors import InputError
 from noisewall.noise.bench import BenchResult, machine_description, run_noise_benchmarks
 from noisewall.noise.commands import noise
 from noisewall.noise.errors import NoiseError
@@ -73,7 +74,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (NoiseError, ValueError, OSError, TimeoutError) as exc:
+    except (NoiseError, InputError, ValueError, OSError, TimeoutError) as exc:
         message = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError):
             message = "timed out"

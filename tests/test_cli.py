@@ -77,6 +77,7 @@ def test_bad_input_is_one_clear_line(args: tuple[str, ...], needle: str) -> None
     assert result.returncode != 0
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
+    assert "internal error" not in result.stderr
 
 
 def test_connect_to_a_closed_port_is_one_line() -> None:

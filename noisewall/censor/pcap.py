@@ -65,6 +65,7 @@ from typing import BinaryIO, Final, Literal
 import dpkt
 
 from noisewall.censor.detection import Endpoint
+from noisewall.errors import InputError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -173,7 +174,7 @@ _Record = tuple[float, bytes, int, int]  # timestamp, frame, link kind, link off
 _Segment = tuple[bytes, int, int, int, bytes]  # flow key, seq, ack, flags, payload
 
 
-class CaptureError(Exception):
+class CaptureError(InputError):
     """The file is not a capture this module can read; the message names the file."""
 
     def __init__(self, path: Path | str, reason: str) -> None:

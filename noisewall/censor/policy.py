@@ -116,6 +116,7 @@ from pydantic import (
 )
 
 from noisewall.censor.detection import FlowRecord
+from noisewall.errors import InputError
 
 __all__ = [
     "ALLOW",
@@ -152,7 +153,7 @@ _MAX_NODES = 200_000
 # --------------------------------------------------------------------------- errors
 
 
-class PolicyError(Exception):
+class PolicyError(InputError):
     """An invalid policy: which file, which line (1-based), which field, and what is wrong."""
 
     def __init__(self, file: str, line: int | None, field: str | None, message: str) -> None:

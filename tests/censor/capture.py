@@ -1,4 +1,4 @@
-"""Record the first bytes a real client sends to a loopback server."""
+"""Loopback helpers for censor tests: record first bytes, check an echo gets through."""
 
 from __future__ import annotations
 
@@ -63,3 +63,20 @@ def in_thread(function: Callable[[str, int], object]) -> Callable[[str, int], Aw
         return result[0] if result else None
 
     return run
+
+
+HTTP_REQUEST = b"GET /file HTTP/1.1\r\nHost: media.example\r\n\r\n"
+
+
+async def http_echo_works(host: str, port: int, timeout: float = 5) -> bool:
+    """Send an HTTP request through ``host:port`` to an echo server; True if it comes back."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(HTTP_REQUEST)
+        return await asyncio.wait_for(reader.readexactly(len(HTTP_REQUEST)), timeout) == (
+            HTTP_REQUEST
+        )
+    except (ConnectionResetError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        writer.close()

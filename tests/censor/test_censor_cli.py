@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from noisewall.censor.bench import write_benchmark_capture
-
-HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: media.example\r\n\r\n"
+from tests.censor.capture import HTTP_REQUEST, http_echo_works
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -72,6 +71,7 @@ def test_bad_arguments_are_one_line(tmp_path: Path, args: tuple[str, ...], needl
     assert result.returncode != 0
     assert needle in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    assert "internal error" not in result.stderr
 
 
 @pytest.fixture
@@ -88,14 +88,7 @@ async def echo_port() -> AsyncIterator[int]:
 
 
 async def _round_trip(port: int) -> bool:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(HTTP_REQUEST)
-        return await asyncio.wait_for(reader.readexactly(len(HTTP_REQUEST)), 5) == HTTP_REQUEST
-    except (ConnectionResetError, asyncio.IncompleteReadError):
-        return False
-    finally:
-        writer.close()
+    return await http_echo_works("127.0.0.1", port)
 
 
 async def test_middlebox_process_logs_metrics_and_reloads(tmp_path: Path, echo_port: int) -> None:

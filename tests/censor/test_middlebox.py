@@ -20,8 +20,8 @@ from noisewall.censor.policy import Policy, parse_policy
 from noisewall.clock import ManualClock
 from noisewall.noise import NoiseSettings, dh_function
 from noisewall.noise.stream import connect, serve
+from tests.censor.capture import HTTP_REQUEST, http_echo_works
 
-HTTP_REQUEST = b"GET /file HTTP/1.1\r\nHost: media.example\r\n\r\n"
 NOISE_FIRST = (28).to_bytes(2, "big") + b"Noise_XX_25519_AESGCM_SHA256" + (32).to_bytes(2, "big")
 
 
@@ -209,14 +209,7 @@ async def test_residual_blocks_retries_inside_the_window_only(echo_backend: asyn
     )
 
     async def http_works() -> bool:
-        reader, writer = await censor.open()
-        try:
-            writer.write(HTTP_REQUEST)
-            return await asyncio.wait_for(reader.readexactly(len(HTTP_REQUEST)), 3) == HTTP_REQUEST
-        except (ConnectionResetError, asyncio.IncompleteReadError):
-            return False
-        finally:
-            writer.close()
+        return await http_echo_works(censor.entry.host, censor.entry.port, timeout=3)
 
     async with censor.middlebox:
         assert await http_works()  # before any hit: plain HTTP passes
