@@ -1,0 +1,1 @@
+"""The messenger: WhatsApp-style E2E chat (text over NoiseSocket, media over HTTPS)."""

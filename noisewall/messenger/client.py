@@ -1,0 +1,111 @@
+"""The client's chat connection: Noise Pipes to the server, requests and pushed messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from typing import Any
+
+from noisewall.messenger import wire
+from noisewall.messenger.server import IK, XX, XX_FALLBACK
+from noisewall.noise import ConnectionClosedError, KeyPair, NoiseError, NoiseSettings
+from noisewall.noise.stream import Framing, NoiseStream, connect
+
+
+class ChatError(Exception):
+    """The server answered a request with an error; ``code`` says which."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def client_settings(static: KeyPair, server_key: bytes | None) -> NoiseSettings:
+    """Noise Pipes as an initiator: IK with a cached server key (XXfallback if stale), else XX."""
+    if server_key is None:
+        return NoiseSettings(protocol=XX, static=static)
+    return NoiseSettings(protocol=IK, static=static, remote_static=server_key,
+                         accept=[XX_FALLBACK])
+
+
+class ChatConnection:
+    """One authenticated connection to the chat server.
+
+    Replies are matched to requests by id; pushed ``message`` objects wait in
+    :attr:`pushes` until the application takes them.
+    """
+
+    def __init__(self, stream: NoiseStream) -> None:
+        self.stream = stream
+        self.pushes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._send_lock = asyncio.Lock()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, host: str, port: int, static: KeyPair, server_key: bytes | None,
+                   *, framing: Framing = "noisesocket", timeout: float = 10.0) -> ChatConnection:
+        """Connect and authenticate with Noise Pipes."""
+        stream = await connect(host, port, client_settings(static, server_key),
+                               framing=framing, timeout=timeout)
+        return cls(stream)
+
+    @property
+    def server_key(self) -> bytes | None:
+        """The server's static key as this handshake proved it (cache it for IK)."""
+        return self.stream.remote_static
+
+    async def _read(self) -> None:
+        failure: BaseException = ConnectionClosedError("the server closed the connection")
+        try:
+            async for data in self.stream:
+                message = wire.decode(data)
+                request_id = message.get("id")
+                waiter = (
+                    self._waiting.pop(request_id, None) if isinstance(request_id, int) else None
+                )
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
+                elif message.get("type") == "message":
+                    await self.pushes.put(message)
+        except (NoiseError, wire.WireError, ConnectionError, OSError) as exc:
+            failure = exc
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(failure)
+        self._waiting.clear()
+        await self.pushes.put({"type": "closed", "reason": str(failure)})
+
+    async def request(self, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Send a request and wait for its reply; server errors raise :class:`ChatError`."""
+        request_id = next(self._ids)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = waiter
+        await self.notify({**message, "id": request_id})
+        try:
+            reply = await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._waiting.pop(request_id, None)
+        if reply.get("type") == "error":
+            raise ChatError(str(reply.get("code")), str(reply.get("message")))
+        return reply
+
+    async def notify(self, message: dict[str, Any]) -> None:
+        """Send a message that gets no reply (e.g. ``delivered``)."""
+        async with self._send_lock:
+            await self.stream.send(wire.encode(message))
+
+    async def close(self) -> None:
+        """Close the connection."""
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self.stream.close()
+
+    async def __aenter__(self) -> ChatConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

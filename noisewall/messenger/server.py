@@ -1,0 +1,259 @@
+"""The chat server: accounts bound to Noise static keys, key directory, store-and-forward.
+
+Clients reach it over NoiseSocket (or WA framing) with Noise Pipes: first
+contact ``Noise_XX_25519_AESGCM_SHA256``, then ``IK`` with the server key they
+cached, falling back to ``XXfallback`` when that key is stale. A connection is
+authenticated by its static key alone; ``register`` binds a name to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from noisewall.messenger import wire
+from noisewall.messenger.store import DEFAULT_TTL, ChatStore, NameTakenError, Queued
+from noisewall.messenger.wire import WireError
+from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
+from noisewall.noise.keys import load_private_key
+from noisewall.noise.stream import Framing, NoiseServer, NoiseStream, serve
+
+log = logging.getLogger("noisewall.messenger")
+
+XX = "Noise_XX_25519_AESGCM_SHA256"
+IK = "Noise_IK_25519_AESGCM_SHA256"
+XX_FALLBACK = "Noise_XXfallback_25519_AESGCM_SHA256"
+KEY_FILE = "noise_static.key"
+EXPIRY_PERIOD = 3600.0
+
+
+def load_or_create_static_key(data_dir: Path) -> KeyPair:
+    """The server's Noise static key pair from DIR, created (mode 0600) on first start."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / KEY_FILE
+    dh = dh_function("25519")
+    if not path.exists():
+        pair = dh.generate_keypair()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as out:
+            out.write(pair.private_bytes().hex() + "\n")
+    return load_private_key(path, dh)
+
+
+def server_settings(static: KeyPair) -> NoiseSettings:
+    """Noise Pipes as a responder: XX or IK, switching IK to XXfallback on a stale key."""
+    return NoiseSettings(protocol=XX, static=static, accept=[IK], fallbacks={IK: XX_FALLBACK})
+
+
+@dataclass(eq=False)
+class _Client:
+    """One connected client."""
+
+    stream: NoiseStream
+    account: str | None = None
+    media_token_digest: bytes | None = None
+    pushed: set[int] = field(default_factory=set)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self.lock:
+            await self.stream.send(wire.encode(message))
+
+
+class ChatServer:
+    """The messenger's chat endpoint over one data directory."""
+
+    def __init__(self, data_dir: Path, *, framing: Framing = "noisesocket",
+                 ttl: float = DEFAULT_TTL, media: dict[str, Any] | None = None) -> None:
+        self.data_dir = data_dir
+        self.static = load_or_create_static_key(data_dir)
+        self.store = ChatStore(data_dir / "chat.sqlite3", ttl=ttl)
+        self.framing: Framing = framing
+        self.media = media  # {"url": ..., "fingerprint": hex} once a media server runs
+        self._online: dict[str, _Client] = {}
+        self._media_tokens: dict[bytes, str] = {}
+        self._server: NoiseServer | None = None
+        self._expiry: asyncio.Task[None] | None = None
+        self._pushes: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound chat port."""
+        assert self._server is not None
+        return self._server.port
+
+    @property
+    def connections(self) -> int:
+        """Open client connections."""
+        return self._server.connections if self._server is not None else 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 5222) -> int:
+        """Listen; returns the bound port."""
+        self._server = await serve(self._handle, host, port, server_settings(self.static),
+                                   framing=self.framing, handshake_timeout=10.0)
+        self._expiry = asyncio.get_running_loop().create_task(self._expire_periodically())
+        return self.port
+
+    async def close(self) -> None:
+        """Close every connection and the store."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._server is not None:
+            await self._server.close()
+        self.store.close()
+
+    async def __aenter__(self) -> ChatServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def authorize_media(self, token: str) -> str | None:
+        """The account a media bearer token belongs to (looked up by digest, not by secret)."""
+        return self._media_tokens.get(hashlib.sha256(token.encode("utf-8")).digest())
+
+    async def _expire_periodically(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.store.expire()
+            await asyncio.sleep(EXPIRY_PERIOD)
+
+    # --- connections ---------------------------------------------------
+
+    async def _handle(self, stream: NoiseStream) -> None:
+        client = _Client(stream)
+        remote = stream.remote_static
+        assert remote is not None  # every pattern the server accepts authenticates the client
+        try:
+            account = await self.store.account_for_key(remote)
+            if account is not None:
+                await self._attach(client, account)
+            async for data in stream:
+                request_id = None
+                try:
+                    request = wire.decode(data)
+                    request_id = request.get("id")
+                    reply = await self._dispatch(client, request)
+                except WireError as exc:
+                    reply = wire.error(request_id, exc.code, str(exc))
+                if reply is not None:
+                    await client.send(reply)
+        finally:
+            self._detach(client)
+
+    async def _attach(self, client: _Client, account: str) -> None:
+        client.account = account
+        previous = self._online.get(account)
+        self._online[account] = client
+        if previous is not None and previous is not client:
+            await previous.stream.close()
+        await self._push_pending(client)
+
+    def _detach(self, client: _Client) -> None:
+        if client.account is not None and self._online.get(client.account) is client:
+            del self._online[client.account]
+        if client.media_token_digest is not None:
+            self._media_tokens.pop(client.media_token_digest, None)
+
+    async def _push_pending(self, client: _Client) -> None:
+        assert client.account is not None
+        after = 0
+        while batch := await self.store.pending(client.account, after):
+            for queued in batch:
+                await self._push(client, queued)
+            after = batch[-1].queue_id
+
+    async def _push(self, client: _Client, queued: Queued) -> None:
+        if queued.queue_id in client.pushed:
+            return
+        client.pushed.add(queued.queue_id)
+        try:
+            await client.send(queued.push())
+        except (NoiseError, ConnectionError, OSError):
+            log.info("push to %s failed; the message stays queued", queued.recipient)
+
+    # --- requests ------------------------------------------------------
+
+    async def _dispatch(self, client: _Client, request: dict[str, Any]) -> dict[str, Any] | None:
+        kind = request["type"]
+        request_id = request.get("id")
+        if kind not in wire.REQUESTS:
+            raise WireError("bad_request", f"unknown request type {kind!r}")
+        if kind == "register":
+            return await self._register(client, request_id, request)
+        if client.account is None:
+            if kind == "hello":
+                return {"type": "welcome", "id": request_id, "name": None, "media": None}
+            return wire.error(request_id, "not_registered", "register this key first")
+        if kind == "hello":
+            return self._welcome(client, request_id)
+        if kind == "publish_keys":
+            bundle = wire.require_dict(request, "bundle")
+            prekeys = bundle.pop("one_time_prekeys", [])
+            if not isinstance(prekeys, list) or not all(isinstance(p, str) for p in prekeys):
+                raise WireError("bad_request", "one_time_prekeys must be a list of strings")
+            stock = await self.store.publish_keys(client.account, bundle, prekeys)
+            return {"type": "ok", "id": request_id, "one_time_prekeys": stock}
+        if kind == "fetch_bundle":
+            name = wire.require_str(request, "name", wire.NAME_PATTERN)
+            found = await self.store.take_bundle(name)
+            if found is None:
+                return wire.error(request_id, "unknown_recipient", f"no keys for {name!r}")
+            return {"type": "bundle", "id": request_id, "name": name, "bundle": found}
+        if kind == "send":
+            return await self._send(client, request_id, request)
+        queue_ids = wire.require_ints(request, "queue_ids")
+        await self.store.delivered(client.account, queue_ids)
+        return None
+
+    async def _register(self, client: _Client, request_id: object,
+                        request: dict[str, Any]) -> dict[str, Any]:
+        name = wire.require_str(request, "name", wire.NAME_PATTERN)
+        remote = client.stream.remote_static
+        assert remote is not None
+        if client.account is not None and client.account != name:
+            return wire.error(request_id, "already_registered",
+                              f"this key is registered as {client.account!r}")
+        try:
+            await self.store.register(name, remote)
+        except NameTakenError:
+            return wire.error(request_id, "name_taken", f"the name {name!r} is taken")
+        await self._attach(client, name)
+        return self._welcome(client, request_id)
+
+    def _welcome(self, client: _Client, request_id: object) -> dict[str, Any]:
+        media = None
+        if self.media is not None:
+            if client.media_token_digest is not None:
+                self._media_tokens.pop(client.media_token_digest, None)
+            token = secrets.token_urlsafe(32)
+            client.media_token_digest = hashlib.sha256(token.encode("utf-8")).digest()
+            assert client.account is not None
+            self._media_tokens[client.media_token_digest] = client.account
+            media = {**self.media, "token": token}
+        return {"type": "welcome", "id": request_id, "name": client.account, "media": media}
+
+    async def _send(self, client: _Client, request_id: object,
+                    request: dict[str, Any]) -> dict[str, Any]:
+        assert client.account is not None
+        recipient = wire.require_str(request, "to", wire.NAME_PATTERN)
+        msg_id = wire.require_str(request, "msg_id", wire.MSG_ID_PATTERN)
+        envelope = wire.require_dict(request, "envelope")
+        if not await self.store.exists(recipient):
+            return wire.error(request_id, "unknown_recipient", f"no account {recipient!r}")
+        queued = await self.store.enqueue(client.account, recipient, msg_id, envelope)
+        # The ack goes out only now: enqueue returned after the commit.
+        if queued is not None:
+            online = self._online.get(recipient)
+            if online is not None:
+                task = asyncio.get_running_loop().create_task(self._push(online, queued))
+                self._pushes.add(task)
+                task.add_done_callback(self._pushes.discard)
+        return {"type": "ack", "id": request_id, "msg_id": msg_id}

@@ -1,0 +1,293 @@
+"""The chat server's durable state in SQLite (WAL): accounts, prekeys, the message queue.
+
+All access runs on one worker thread that owns the connection. Writes are
+group-committed: every write waiting when the worker becomes free goes into
+one transaction, and each caller's future resolves only after that
+transaction has committed (``synchronous=FULL``), so the server never
+acknowledges a message before it is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+DEFAULT_TTL = 30 * 24 * 3600.0
+MAX_BATCH = 512
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    static_key BLOB NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS key_bundles (
+    name TEXT PRIMARY KEY REFERENCES accounts(name),
+    bundle TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS one_time_prekeys (
+    name TEXT NOT NULL REFERENCES accounts(name),
+    prekey TEXT NOT NULL,
+    PRIMARY KEY (name, prekey)
+);
+CREATE TABLE IF NOT EXISTS queue (
+    queue_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_recipient ON queue (recipient, queue_id);
+CREATE TABLE IF NOT EXISTS accepted (
+    sender TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (sender, msg_id)
+);
+"""
+
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+
+
+class NameTakenError(Exception):
+    """The requested account name belongs to another key."""
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A stored message waiting for its recipient."""
+
+    queue_id: int
+    recipient: str
+    sender: str
+    msg_id: str
+    envelope: dict[str, Any]
+    created: float
+
+    def push(self) -> dict[str, Any]:
+        """The ``message`` push sent to the recipient."""
+        return {"type": "message", "queue_id": self.queue_id, "from": self.sender,
+                "msg_id": self.msg_id, "envelope": self.envelope, "sent_at": self.created}
+
+
+class ChatStore:
+    """Durable server state; every method is a coroutine served by the worker thread."""
+
+    def __init__(self, path: Path, ttl: float = DEFAULT_TTL,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.ttl = ttl
+        self._clock = clock
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, name="chat-store", daemon=True)
+        self._thread.start()
+        self._ready.result()
+
+    # --- worker thread -------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                db.close()
+                return
+            batch: list[_Job] = [job]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(more)
+            self._run_batch(db, batch)
+
+    @staticmethod
+    def _run_batch(db: sqlite3.Connection, batch: list[_Job]) -> None:
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        # A caller cancelled before its job ran no longer waits: skip the job. A
+        # claimed (running) future cannot be cancelled, so setting it later is safe.
+        batch = [job for job in batch if job[1].set_running_or_notify_cancel()]
+        if not batch:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        for item in batch:
+            function, future = item
+            db.execute("SAVEPOINT job")
+            try:
+                results.append((future, function(db), None))
+                db.execute("RELEASE job")
+            except Exception as exc:  # one bad job must not sink the batch
+                db.execute("ROLLBACK TO job")
+                db.execute("RELEASE job")
+                results.append((future, None, exc))
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            for future, _, _ in results:
+                future.set_exception(exc)
+            return
+        # Only now, after COMMIT, does any caller learn its result.
+        for future, value, failure in results:
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result(value)
+
+    async def _call(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        future: Future[T] = Future()
+        self._jobs.put((function, future))
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        """Finish queued work and close the database."""
+        self._jobs.put(None)
+        self._thread.join(timeout=10)
+
+    # --- accounts and keys ---------------------------------------------
+
+    async def register(self, name: str, static_key: bytes) -> None:
+        """Bind ``name`` to ``static_key``; idempotent for the same pair."""
+
+        def run(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT static_key FROM accounts WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                if bytes(row[0]) != static_key:
+                    raise NameTakenError(name)
+                return
+            try:
+                db.execute("INSERT INTO accounts VALUES (?, ?, ?)",
+                           (name, static_key, self._clock()))
+            except sqlite3.IntegrityError:
+                raise NameTakenError("this key already has an account") from None
+
+        await self._call(run)
+
+    async def account_for_key(self, static_key: bytes) -> str | None:
+        """The account bound to a Noise static key."""
+
+        def run(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT name FROM accounts WHERE static_key = ?",
+                             (static_key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._call(run)
+
+    async def exists(self, name: str) -> bool:
+        """True if an account has this name."""
+
+        def run(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone()
+            return row is not None
+
+        return await self._call(run)
+
+    async def publish_keys(self, name: str, bundle: dict[str, Any],
+                           one_time_prekeys: list[str]) -> int:
+        """Store the long-term part of a bundle and add one-time prekeys; returns the stock."""
+
+        def run(db: sqlite3.Connection) -> int:
+            db.execute("INSERT OR REPLACE INTO key_bundles VALUES (?, ?)",
+                       (name, json.dumps(bundle)))
+            db.executemany("INSERT OR IGNORE INTO one_time_prekeys VALUES (?, ?)",
+                           [(name, prekey) for prekey in one_time_prekeys])
+            row = db.execute("SELECT COUNT(*) FROM one_time_prekeys WHERE name = ?",
+                             (name,)).fetchone()
+            return int(row[0])
+
+        return await self._call(run)
+
+    async def take_bundle(self, name: str) -> dict[str, Any] | None:
+        """A peer's bundle with one one-time prekey, which is removed (used once)."""
+
+        def run(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT bundle FROM key_bundles WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            bundle: dict[str, Any] = json.loads(row[0])
+            prekey = db.execute("SELECT prekey FROM one_time_prekeys WHERE name = ? LIMIT 1",
+                                (name,)).fetchone()
+            bundle["one_time_prekeys"] = [] if prekey is None else [prekey[0]]
+            if prekey is not None:
+                db.execute("DELETE FROM one_time_prekeys WHERE name = ? AND prekey = ?",
+                           (name, prekey[0]))
+            return bundle
+
+        return await self._call(run)
+
+    # --- messages ------------------------------------------------------
+
+    async def enqueue(self, sender: str, recipient: str, msg_id: str,
+                      envelope: dict[str, Any]) -> Queued | None:
+        """Store a message durably; None if this (sender, msg_id) was accepted before."""
+        now = self._clock()
+        text = json.dumps(envelope, separators=(",", ":"))
+
+        def run(db: sqlite3.Connection) -> Queued | None:
+            try:
+                db.execute("INSERT INTO accepted VALUES (?, ?, ?)", (sender, msg_id, now))
+            except sqlite3.IntegrityError:
+                return None
+            cursor = db.execute(
+                "INSERT INTO queue (recipient, sender, msg_id, envelope, created) "
+                "VALUES (?, ?, ?, ?, ?)", (recipient, sender, msg_id, text, now))
+            return Queued(int(cursor.lastrowid or 0), recipient, sender, msg_id, envelope, now)
+
+        return await self._call(run)
+
+    async def pending(self, recipient: str, after: int = 0, limit: int = 1000) -> list[Queued]:
+        """Messages waiting for ``recipient``, oldest first."""
+
+        def run(db: sqlite3.Connection) -> list[Queued]:
+            rows = db.execute(
+                "SELECT queue_id, recipient, sender, msg_id, envelope, created FROM queue "
+                "WHERE recipient = ? AND queue_id > ? ORDER BY queue_id LIMIT ?",
+                (recipient, after, limit)).fetchall()
+            return [Queued(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+        return await self._call(run)
+
+    async def delivered(self, recipient: str, queue_ids: list[int]) -> int:
+        """Delete messages the recipient acknowledged; returns how many went."""
+
+        def run(db: sqlite3.Connection) -> int:
+            cursor = db.executemany("DELETE FROM queue WHERE recipient = ? AND queue_id = ?",
+                                    [(recipient, queue_id) for queue_id in queue_ids])
+            return int(cursor.rowcount)
+
+        return await self._call(run)
+
+    async def expire(self) -> int:
+        """Drop undelivered messages and duplicate-detection records older than the TTL."""
+        cutoff = self._clock() - self.ttl
+
+        def run(db: sqlite3.Connection) -> int:
+            gone = db.execute("DELETE FROM queue WHERE created < ?", (cutoff,)).rowcount
+            db.execute("DELETE FROM accepted WHERE created < ?", (cutoff,))
+            return int(gone)
+
+        return await self._call(run)

@@ -1,0 +1,89 @@
+"""The chat protocol spoken inside the Noise channel (sans-IO).
+
+Every application message on the NoiseStream is one UTF-8 JSON object with a
+``type``. Requests carry an ``id`` the reply repeats. The server never sees
+plaintext: ``envelope`` objects are end-to-end encrypted by the clients and
+opaque to it.
+
+Client to server:
+
+* ``register {name}``: bind ``name`` to the connection's Noise static key.
+* ``hello``: who am I (by static key) and the media server's coordinates.
+* ``publish_keys {bundle}``: identity key, signed prekey, one-time prekeys.
+* ``fetch_bundle {name}``: a peer's bundle with at most one one-time prekey.
+* ``send {to, msg_id, envelope}``: store-and-forward; ``ack`` only after commit.
+* ``delivered {queue_ids}``: the client has the messages; the server deletes them.
+
+Server to client: ``ok``, ``ack {msg_id}``, ``bundle``, ``error {code, message}``
+(replies), and ``message {queue_id, from, msg_id, envelope, sent_at}`` (push).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_FRAME = 1024 * 1024
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+MSG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REQUESTS = frozenset(
+    {"register", "hello", "publish_keys", "fetch_bundle", "send", "delivered"}
+)
+
+
+class WireError(ValueError):
+    """A request that is not valid JSON or breaks the protocol; ``code`` goes in the reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One protocol message as bytes."""
+    return json.dumps(message, separators=(",", ":")).encode("utf-8")
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Parse one protocol message; raise :class:`WireError` if it is not a JSON object."""
+    if len(data) > MAX_FRAME:
+        raise WireError("too_large", f"message of {len(data)} bytes exceeds {MAX_FRAME}")
+    try:
+        message = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WireError("bad_request", "not a UTF-8 JSON object") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise WireError("bad_request", "a message is a JSON object with a string 'type'")
+    return message
+
+
+def require_str(message: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
+    """A string field, optionally checked against ``pattern``."""
+    value = message.get(key)
+    if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
+        raise WireError("bad_request", f"field {key!r} is missing or malformed")
+    return value
+
+
+def require_dict(message: dict[str, Any], key: str) -> dict[str, Any]:
+    """An object field."""
+    value = message.get(key)
+    if not isinstance(value, dict):
+        raise WireError("bad_request", f"field {key!r} must be an object")
+    return value
+
+
+def require_ints(message: dict[str, Any], key: str) -> list[int]:
+    """A list of integers."""
+    value = message.get(key)
+    if not isinstance(value, list) or not all(
+        isinstance(item, int) and not isinstance(item, bool) for item in value
+    ):
+        raise WireError("bad_request", f"field {key!r} must be a list of integers")
+    return value
+
+
+def error(request_id: object, code: str, message: str) -> dict[str, Any]:
+    """An error reply."""
+    return {"type": "error", "id": request_id, "code": code, "message": message}
