@@ -27,7 +27,8 @@ class ServerProcess:
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "noisewall", "server", "--data", str(self.data),
-            "--listen", "127.0.0.1:0", stderr=asyncio.subprocess.PIPE,
+            "--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1:0",
+            stderr=asyncio.subprocess.PIPE,
         )
         assert self.process.stderr is not None
         line = (await asyncio.wait_for(self.process.stderr.readline(), 20)).decode()

@@ -1,0 +1,293 @@
+"""The media server: encrypted blobs over HTTPS (TLS 1.3 only), streamed.
+
+Clients upload blobs that :mod:`noisewall.messenger.mediacrypto` already
+encrypted end to end, so the server only ever stores ciphertext. It speaks
+real HTTPS with a self-signed certificate created on first start
+(:func:`ensure_certificate`); clients learn the certificate's SHA-256
+fingerprint over the authenticated Noise channel and pin it.
+
+Routes (every one needs ``Authorization: Bearer <token>``; the chat server
+issues tokens over the Noise channel and checks them in ``authorize``):
+
+* ``POST /blobs``: the request body is streamed into ``DATA/blobs`` while it is
+  counted and hashed; bigger than ``max_size`` answers 413 (at once when
+  ``Content-Length`` says so) and leaves nothing behind. Answers 201 with
+  ``{"id", "size", "sha256"}``; the id is ``secrets.token_urlsafe(32)``.
+* ``GET /blobs/{id}``: streams the blob; 404 for an id that is unknown or not of
+  the blob id form, so no path can escape the blob folder.
+
+Errors answer ``{"error": "..."}`` with 401, 404 or 413. Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import ipaddress
+import logging
+import os
+import secrets
+import ssl
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from noisewall.messenger.mediacrypto import BLOB_ID_PATTERN, fsync_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+CERT_FILE = "media-cert.pem"
+KEY_FILE = "media-key.pem"
+BLOB_DIR = "blobs"
+PART_SUFFIX = ".part"
+CERT_COMMON_NAME = "noisewall-media"
+CERT_VALIDITY = datetime.timedelta(days=3650)
+READ_CHUNK = 64 * 1024
+WRITE_BUFFER = 256 * 1024
+
+Authorize = Callable[[str], str | None]
+"""``authorize(token)``: the account name a bearer token belongs to, or None."""
+
+
+def ensure_certificate(data_dir: Path) -> tuple[Path, Path, bytes]:
+    """The media certificate and key in ``data_dir``, created on first call.
+
+    Returns ``(cert_path, key_path, fingerprint)`` where ``fingerprint`` is the
+    SHA-256 of the certificate's DER encoding, what clients pin. The key is
+    ECDSA P-256, the certificate self-signed for CN=noisewall-media with
+    subject alternative names 127.0.0.1, ::1 and localhost. Later calls reuse
+    the files, so the fingerprint stays the same across restarts.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cert_path = data_dir / CERT_FILE
+    key_path = data_dir / KEY_FILE
+    if not (cert_path.is_file() and key_path.is_file()):
+        _create_certificate(cert_path, key_path)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    fingerprint = cert.fingerprint(hashes.SHA256())
+    return cert_path, key_path, fingerprint
+
+
+def _create_certificate(cert_path: Path, key_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CERT_COMMON_NAME)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + CERT_VALIDITY)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.IPv6Address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # The key first, then the certificate: a certificate on disk implies its key is.
+    _write_atomic(key_path, key_pem, mode=0o600)
+    _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+
+
+def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PART_SUFFIX)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def server_ssl_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """A server context that speaks TLS 1.3 and nothing older."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+class MediaServer:
+    """The HTTPS blob store; see the module documentation for its routes."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        authorize: Authorize,
+        max_size: int = DEFAULT_MAX_SIZE,
+    ) -> None:
+        if max_size <= 0:
+            raise ValueError("max_size must be positive")
+        self.data_dir = Path(data_dir)
+        self.blob_dir = self.data_dir / BLOB_DIR
+        self.max_size = max_size
+        self._authorize = authorize
+        self.cert_path, self.key_path, self.fingerprint = ensure_certificate(self.data_dir)
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.app = web.Application()
+        self.app.router.add_post("/blobs", self._upload)
+        self.app.router.add_get("/blobs/{blob_id}", self._download, allow_head=False)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on ``host:port`` (0: any free port); returns the bound port."""
+        if self._runner is not None:
+            raise RuntimeError("the media server is already started")
+        self._remove_partial_uploads()
+        context = server_ssl_context(self.cert_path, self.key_path)
+        # No access log: it would record blob ids; tokens travel in headers only.
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, ssl_context=context)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound: int = runner.addresses[0][1]
+        log.info("media server listening on %s:%d", host, bound)
+        return bound
+
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def _remove_partial_uploads(self) -> None:
+        """Uploads interrupted by a crash are never served: remove what they left."""
+        for part in self.blob_dir.glob(f"*{PART_SUFFIX}"):
+            part.unlink(missing_ok=True)
+
+    def _account(self, request: web.Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None
+        return self._authorize(token)
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        account = self._account(request)
+        if account is None:
+            return _unauthorized()
+        declared = request.content_length
+        if declared is not None and declared > self.max_size:
+            return _too_large(self.max_size)
+        blob_id = secrets.token_urlsafe(32)
+        part = self.blob_dir / f".{blob_id}{PART_SUFFIX}"
+        committed = False
+        digest = hashlib.sha256()
+        size = 0
+        buffer = bytearray()
+        try:
+            with part.open("xb") as out:
+                async for chunk in request.content.iter_chunked(READ_CHUNK):
+                    size += len(chunk)
+                    if size > self.max_size:
+                        return _too_large(self.max_size)
+                    digest.update(chunk)
+                    buffer += chunk
+                    if len(buffer) >= WRITE_BUFFER:
+                        await asyncio.to_thread(out.write, bytes(buffer))
+                        buffer.clear()
+                await asyncio.to_thread(_finish, out, bytes(buffer))
+            await asyncio.to_thread(_commit, part, self.blob_dir / blob_id)
+            committed = True
+        except ConnectionError:
+            # The client went away mid-body: nothing to answer, nothing to keep.
+            log.info("upload abandoned after %d bytes", size)
+            response = _error(400, "upload interrupted")
+            response.force_close()
+            return response
+        finally:
+            if not committed:
+                part.unlink(missing_ok=True)
+        log.info("blob stored: %d bytes for %s", size, account)
+        return web.json_response(
+            {"id": blob_id, "size": size, "sha256": digest.hexdigest()}, status=201
+        )
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        if self._account(request) is None:
+            return _unauthorized()
+        blob_id = request.match_info["blob_id"]
+        if not BLOB_ID_PATTERN.fullmatch(blob_id):
+            return _error(404, "no such blob")
+        path = self.blob_dir / blob_id
+        if not path.is_file():
+            return _error(404, "no such blob")
+        return web.FileResponse(
+            path,
+            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},
+        )
+
+
+def _finish(out: BinaryIO, rest: bytes) -> None:
+    out.write(rest)
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _commit(part: Path, final: Path) -> None:
+    os.replace(part, final)
+    fsync_dir(final.parent)
+
+
+def _unauthorized() -> web.Response:
+    return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+
+
+def _too_large(max_size: int) -> web.Response:
+    response = _error(413, f"the blob is larger than {max_size} bytes")
+    # The rest of the body is not read: the connection cannot be reused.
+    response.force_close()
+    return response
