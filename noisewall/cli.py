@@ -14,7 +14,7 @@ from noisewall.censor.bench import run_censor_benchmarks
 from noisewall.censor.commands import censor
 from noisewall.cli_options import json_option
 from noisewall.errors import InputError
-from noisewall.messenger.commands import server
+from noisewall.messenger.commands import client, server
 from noisewall.noise.bench import BenchResult, machine_description, run_noise_benchmarks
 from noisewall.noise.commands import noise
 from noisewall.noise.errors import NoiseError
@@ -32,6 +32,7 @@ def cli(verbose: int) -> None:
 cli.add_command(noise)
 cli.add_command(censor)
 cli.add_command(server)
+cli.add_command(client)
 
 
 @cli.group()

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from noisewall.cli_options import parse_endpoint
+from noisewall.cli_options import json_option, parse_endpoint
+from noisewall.messenger.app import MessengerClient, Received
+from noisewall.messenger.client import ChatError
+from noisewall.messenger.e2e import E2EError
+from noisewall.messenger.mediaclient import MediaClientError
+from noisewall.messenger.mediacrypto import MediaError
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer, load_or_create_static_key
 from noisewall.messenger.store import DEFAULT_TTL
@@ -65,3 +73,153 @@ def server(data: Path, listen: str, media_listen: str, max_media_mib: int, frami
                                 ttl_days * 86400, max_media_mib * 1024 * 1024))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+T = TypeVar("T")
+
+
+def _run(profile: Path, action: Callable[[MessengerClient], Awaitable[T]]) -> T:
+    """Run one client action on the profile; server and E2E refusals become one line."""
+
+    async def main() -> T:
+        async with MessengerClient.open(profile) as client:
+            return await action(client)
+
+    try:
+        return asyncio.run(main())
+    except (ChatError, E2EError, MediaClientError, MediaError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.option("--profile", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The profile folder (keys, sessions, history, media).")
+@click.pass_context
+def client(ctx: click.Context, profile: Path) -> None:
+    """The messenger client: end-to-end encrypted text, media, locations, receipts."""
+    ctx.obj = profile
+
+
+@client.command()
+@click.argument("name")
+@click.option("--server", required=True, metavar="HOST:PORT", help="The chat server.")
+@click.pass_obj
+def register(profile: Path, name: str, server: str) -> None:
+    """Create the account NAME on the server and publish this profile's E2E keys."""
+    parse_endpoint(server)
+    welcome = _run(profile, lambda c: c.register(name, server))
+    media = welcome.get("media") or {}
+    click.echo(f"registered {welcome['name']} on {server}"
+               + (f" (media {media['url']})" if media else ""))
+
+
+@client.command()
+@click.argument("to")
+@click.argument("text")
+@click.pass_obj
+def send(profile: Path, to: str, text: str) -> None:
+    """Send TEXT to TO."""
+    click.echo(_run(profile, lambda c: c.send_text(to, text)))
+
+
+def _media_command(kind: str) -> click.Command:
+    @click.command(name=f"send-{kind}", help=f"Send a {kind} (encrypted, over HTTPS).")
+    @click.argument("to")
+    @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+    @click.pass_obj
+    def command(profile: Path, to: str, file: Path) -> None:
+        click.echo(_run(profile, lambda c: c.send_media(to, kind, file)))
+
+    return command
+
+
+for _kind in ("photo", "video", "voice"):
+    client.add_command(_media_command(_kind))
+
+
+@client.command(name="send-location")
+@click.argument("to")
+@click.argument("lat", type=click.FloatRange(-90, 90))
+@click.argument("lon", type=click.FloatRange(-180, 180))
+@click.option("--label", help="A name for the place.")
+@click.pass_obj
+def send_location(profile: Path, to: str, lat: float, lon: float, label: str | None) -> None:
+    """Send a location."""
+    click.echo(_run(profile, lambda c: c.send_location(to, lat, lon, label)))
+
+
+def _describe(item: Received) -> str:
+    entry = item.entry
+    body = entry.body
+    if entry.kind == "text":
+        what = body.get("text", "")
+    elif entry.kind == "location":
+        what = f"{body.get('lat')}, {body.get('lon')} {body.get('label') or ''}".strip()
+    else:
+        what = str(item.media_path)
+    return f"{entry.msg_id} {entry.peer} {entry.kind}: {what}"
+
+
+@client.command()
+@click.option("--wait", default=2.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds to wait for messages.")
+@json_option
+@click.pass_obj
+def receive(profile: Path, wait: float, as_json: bool) -> None:
+    """Receive, decrypt and store waiting messages (media into the profile's media folder)."""
+    items = _run(profile, lambda c: c.receive(wait))
+    if as_json:
+        click.echo(json.dumps([item.as_json() for item in items], indent=2))
+        return
+    for item in items:
+        click.echo(_describe(item))
+
+
+@client.command()
+@click.argument("message_id")
+@click.pass_obj
+def read(profile: Path, message_id: str) -> None:
+    """Mark a received message read (a voice note: played) and tell its sender."""
+
+    async def action(c: MessengerClient) -> str:
+        entry = c.profile.find(message_id)
+        status = "played" if entry is not None and entry.kind == "voice" else "read"
+        await c.mark(message_id, status)
+        return status
+
+    click.echo(_run(profile, action))
+
+
+@client.command()
+@json_option
+@click.pass_obj
+def contacts(profile: Path, as_json: bool) -> None:
+    """Everyone this profile has exchanged messages with."""
+
+    async def action(c: MessengerClient) -> list[str]:
+        return c.profile.contacts()
+
+    names = _run(profile, action)
+    click.echo(json.dumps(names) if as_json else "\n".join(names))
+
+
+@client.command()
+@click.argument("peer", required=False)
+@json_option
+@click.pass_obj
+def history(profile: Path, peer: str | None, as_json: bool) -> None:
+    """The message history, oldest first (with one PEER only if given)."""
+
+    async def action(c: MessengerClient) -> list[dict[str, Any]]:
+        return [entry.as_json() for entry in c.profile.history(peer)]
+
+    entries = _run(profile, action)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for entry in entries:
+        arrow = "->" if entry["direction"] == "out" else "<-"
+        body = entry["body"]
+        shown = body.get("text") or body.get("name") or body.get("label") or entry["kind"]
+        click.echo(f"{entry['id']} {arrow} {entry['peer']} [{entry['status']}] "
+                   f"{entry['kind']}: {shown}")

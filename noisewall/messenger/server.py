@@ -193,7 +193,7 @@ class ChatServer:
                 return {"type": "welcome", "id": request_id, "name": None, "media": None}
             return wire.error(request_id, "not_registered", "register this key first")
         if kind == "hello":
-            return self._welcome(client, request_id)
+            return await self._welcome(client, request_id)
         if kind == "publish_keys":
             bundle = wire.require_dict(request, "bundle")
             prekeys = bundle.pop("one_time_prekeys", [])
@@ -226,9 +226,9 @@ class ChatServer:
         except NameTakenError:
             return wire.error(request_id, "name_taken", f"the name {name!r} is taken")
         await self._attach(client, name)
-        return self._welcome(client, request_id)
+        return await self._welcome(client, request_id)
 
-    def _welcome(self, client: _Client, request_id: object) -> dict[str, Any]:
+    async def _welcome(self, client: _Client, request_id: object) -> dict[str, Any]:
         media = None
         if self.media is not None:
             if client.media_token_digest is not None:
@@ -238,7 +238,10 @@ class ChatServer:
             assert client.account is not None
             self._media_tokens[client.media_token_digest] = client.account
             media = {**self.media, "token": token}
-        return {"type": "welcome", "id": request_id, "name": client.account, "media": media}
+        assert client.account is not None
+        stock = await self.store.prekey_stock(client.account)
+        return {"type": "welcome", "id": request_id, "name": client.account, "media": media,
+                "one_time_prekeys": stock}
 
     async def _send(self, client: _Client, request_id: object,
                     request: dict[str, Any]) -> dict[str, Any]:

@@ -221,6 +221,16 @@ class ChatStore:
 
         return await self._call(run)
 
+    async def prekey_stock(self, name: str) -> int:
+        """How many one-time prekeys the directory still holds for ``name``."""
+
+        def run(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT COUNT(*) FROM one_time_prekeys WHERE name = ?",
+                             (name,)).fetchone()
+            return int(row[0])
+
+        return await self._call(run)
+
     async def take_bundle(self, name: str) -> dict[str, Any] | None:
         """A peer's bundle with one one-time prekey, which is removed (used once)."""
 

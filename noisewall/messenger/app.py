@@ -1,0 +1,289 @@
+"""The messenger client: register, send (text, media, location), receive, receipts.
+
+Every message is end-to-end encrypted (X3DH + Double Ratchet, :mod:`e2e`)
+before it enters the outbox; the outbox is flushed to the server, and an
+entry leaves it only when the server acknowledges (after its commit). The
+inner, encrypted payload is a JSON object:
+
+* ``{"kind": "text", "text": ...}``
+* ``{"kind": "photo"|"video"|"voice", "media": <MediaDescriptor dict>, "name": ...}``
+* ``{"kind": "location", "lat": ..., "lon": ..., "label": ...}``
+* ``{"kind": "receipt", "status": "delivered"|"read"|"played", "ids": [...]}``
+
+each with ``"id"`` (the message id) and ``"ts"`` (sender's clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.messenger.e2e import E2EError, E2EIdentity, E2ESessions, SqliteSessionStore
+from noisewall.messenger.mediaclient import MediaClient
+from noisewall.messenger.mediacrypto import MediaDescriptor, MediaKind
+from noisewall.messenger.profile import HistoryEntry, Profile, ProfileError
+from noisewall.noise import KeyPair, dh_function
+
+MEDIA_KINDS = {"photo": MediaKind.IMAGE, "video": MediaKind.VIDEO, "voice": MediaKind.AUDIO}
+ONE_TIME_PREKEYS = 50
+REPLENISH_BELOW = 20
+RECEIPT_STATUSES = ("delivered", "read", "played")
+
+
+@dataclass(frozen=True)
+class Received:
+    """A message received and decrypted by :meth:`MessengerClient.receive`."""
+
+    entry: HistoryEntry
+    media_path: Path | None
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        view = self.entry.as_json()
+        if self.media_path is not None:
+            view["file"] = str(self.media_path)
+        return view
+
+
+class MessengerClient:
+    """One profile's client; open it with :meth:`open` and use it as a context manager."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._store = SqliteSessionStore(profile.db)
+        self._connection: ChatConnection | None = None
+        self._welcome: dict[str, Any] = {}
+        self._sessions: E2ESessions | None = None
+
+    @classmethod
+    def open(cls, folder: Path) -> MessengerClient:
+        """The client of the profile in ``folder`` (created if new)."""
+        return cls(Profile(folder))
+
+    async def __aenter__(self) -> MessengerClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection and the profile."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+        self.profile.close()
+
+    # --- identity and connection --------------------------------------
+
+    @property
+    def name(self) -> str:
+        """This profile's account name."""
+        return self.profile.require("name")
+
+    def _static(self) -> KeyPair:
+        dh = dh_function("25519")
+        stored = self.profile.get("noise_private")
+        if stored is None:
+            pair = dh.generate_keypair()
+            self.profile.set("noise_private", pair.private_bytes().hex())
+            return pair
+        return dh.keypair_from_private(bytes.fromhex(stored))
+
+    async def _connect(self) -> ChatConnection:
+        if self._connection is not None:
+            return self._connection
+        host, _, port = self.profile.require("server").rpartition(":")
+        cached = self.profile.get("server_key")
+        connection = await ChatConnection.open(
+            host, int(port), self._static(), bytes.fromhex(cached) if cached else None
+        )
+        if connection.server_key is not None:
+            self.profile.set("server_key", connection.server_key.hex())
+        self._connection = connection
+        self._welcome = await connection.request({"type": "hello"})
+        return connection
+
+    def _e2e(self) -> E2ESessions:
+        if self._sessions is None:
+            identity = E2EIdentity.load_or_create(self._store, self.name, ONE_TIME_PREKEYS)
+            self._sessions = E2ESessions(identity, self._store)
+        return self._sessions
+
+    async def register(self, name: str, server: str) -> dict[str, Any]:
+        """Create the account ``name`` on ``server`` (HOST:PORT) and publish E2E keys."""
+        existing = self.profile.get("name")
+        if existing is not None and existing != name:
+            raise ProfileError(f"{self.profile.folder} is already registered as {existing!r}")
+        self.profile.set("server", server)
+        connection = await self._connect()
+        self._welcome = await connection.request({"type": "register", "name": name})
+        self.profile.set("name", name)
+        identity = self._e2e().identity
+        await connection.request({"type": "publish_keys", "bundle": identity.publish_bundle()})
+        return self._welcome
+
+    async def _replenish(self) -> None:
+        """Top up the directory's one-time prekeys when the server runs low."""
+        available = self._welcome.get("one_time_prekeys")
+        if not isinstance(available, int) or available >= REPLENISH_BELOW:
+            return
+        fresh = self._e2e().top_up_one_time_prekeys(ONE_TIME_PREKEYS - available)
+        bundle = self._e2e().identity.publish_bundle(include_one_time_prekeys=False)
+        connection = await self._connect()
+        reply = await connection.request({"type": "publish_keys",
+                                          "bundle": {**bundle, "one_time_prekeys": fresh}})
+        self._welcome["one_time_prekeys"] = reply["one_time_prekeys"]
+
+    # --- sending -------------------------------------------------------
+
+    async def _fetch_bundle(self, peer: str) -> Mapping[str, Any]:
+        connection = await self._connect()
+        reply = await connection.request({"type": "fetch_bundle", "name": peer})
+        bundle: dict[str, Any] = reply["bundle"]
+        return bundle
+
+    async def _send_payload(self, to: str, payload: dict[str, Any],
+                            record: bool = True) -> str:
+        msg_id = secrets.token_urlsafe(12)
+        payload = {**payload, "id": msg_id, "ts": time.time()}
+        envelope = await self._e2e().encrypt(to, json.dumps(payload).encode("utf-8"),
+                                             self._fetch_bundle)
+        if record:
+            self.profile.record(to, msg_id, "out", payload["kind"], payload, status="queued")
+        self.profile.queue(msg_id, to, envelope)
+        await self.flush()
+        return msg_id
+
+    async def flush(self, attempts: int = 3) -> int:
+        """Send the outbox; returns how many messages remain unacknowledged."""
+        for attempt in range(attempts):
+            try:
+                connection = await self._connect()
+                for item in self.profile.outbox():
+                    self.profile.attempted(item.msg_id)
+                    try:
+                        await connection.request({"type": "send", "to": item.recipient,
+                                                  "msg_id": item.msg_id,
+                                                  "envelope": item.envelope})
+                    except ChatError as exc:
+                        if exc.code != "unknown_recipient":
+                            raise
+                        self.profile.set_status(item.recipient, item.msg_id, "out", "failed")
+                    else:
+                        self.profile.set_status(item.recipient, item.msg_id, "out", "sent")
+                    self.profile.acked(item.msg_id)
+                return 0
+            except (OSError, ConnectionError, TimeoutError, ChatError):
+                if self._connection is not None:
+                    await self._connection.close()
+                    self._connection = None
+                await asyncio.sleep(0.2 * 2**attempt)  # backoff, bounded by ``attempts``
+        return len(self.profile.outbox())
+
+    async def send_text(self, to: str, text: str) -> str:
+        """Send a text message; returns its id."""
+        return await self._send_payload(to, {"kind": "text", "text": text})
+
+    async def send_location(self, to: str, lat: float, lon: float, label: str | None) -> str:
+        """Send a location."""
+        return await self._send_payload(to, {"kind": "location", "lat": lat, "lon": lon,
+                                             "label": label})
+
+    def _media_client(self) -> MediaClient:
+        media = self._welcome.get("media")
+        if not media:
+            raise ProfileError("the server offers no media endpoint")
+        return MediaClient(media["url"], media["token"], bytes.fromhex(media["fingerprint"]))
+
+    async def send_media(self, to: str, kind: str, path: Path) -> str:
+        """Encrypt ``path``, upload it over HTTPS, send its key end to end."""
+        if not path.is_file():
+            raise ProfileError(f"{path}: no such file")
+        await self._connect()
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        async with self._media_client() as media:
+            descriptor = await media.upload_media(path, MEDIA_KINDS[kind], mime)
+        return await self._send_payload(to, {"kind": kind, "media": descriptor.to_dict(),
+                                             "name": path.name})
+
+    async def send_receipt(self, to: str, status: str, ids: list[str]) -> None:
+        """Tell ``to`` that messages were delivered, read or played (end to end)."""
+        await self._send_payload(to, {"kind": "receipt", "status": status, "ids": ids},
+                                 record=False)
+
+    # --- receiving -----------------------------------------------------
+
+    async def receive(self, wait: float = 2.0) -> list[Received]:
+        """Take every waiting message (waiting up to ``wait`` s for more), decrypt, store."""
+        connection = await self._connect()
+        received: list[Received] = []
+        delivered: dict[str, list[str]] = {}
+        deadline = time.monotonic() + wait
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                push = await asyncio.wait_for(connection.pushes.get(), remaining)
+            except TimeoutError:
+                break
+            if push.get("type") != "message":
+                break
+            result = await self._accept(push)
+            await connection.notify({"type": "delivered", "queue_ids": [push["queue_id"]]})
+            if result is not None:
+                received.append(result)
+                delivered.setdefault(result.entry.peer, []).append(result.entry.msg_id)
+        for peer, ids in delivered.items():
+            await self.send_receipt(peer, "delivered", ids)
+        await self._replenish()
+        return received
+
+    async def _accept(self, push: dict[str, Any]) -> Received | None:
+        sender = str(push["from"])
+        try:
+            plaintext = await self._e2e().decrypt(sender, push["envelope"])
+            payload = json.loads(plaintext)
+            kind = str(payload["kind"])
+            msg_id = str(payload["id"])
+        except (E2EError, ValueError, KeyError, TypeError):
+            return None  # undecryptable or malformed: dropped, never shown
+        if kind == "receipt":
+            status = payload.get("status")
+            if status in RECEIPT_STATUSES and isinstance(payload.get("ids"), list):
+                for acked_id in payload["ids"]:
+                    self.profile.set_status(sender, str(acked_id), "out", str(status))
+            return None
+        if not self.profile.record(sender, msg_id, "in", kind, payload, status="received",
+                                   ts=float(payload.get("ts", time.time()))):
+            return None  # a duplicate
+        media_path = None
+        if kind in MEDIA_KINDS:
+            media_path = await self._download(sender, msg_id, payload)
+        entry = self.profile.find(msg_id)
+        assert entry is not None
+        return Received(entry, media_path)
+
+    async def _download(self, sender: str, msg_id: str, payload: dict[str, Any]) -> Path | None:
+        descriptor = MediaDescriptor.from_dict(payload["media"])
+        name = Path(str(payload.get("name") or "media")).name  # never a path from the peer
+        self.profile.media_dir.mkdir(exist_ok=True, mode=0o700)
+        dest = self.profile.media_dir / f"{msg_id}-{name}"
+        async with self._media_client() as media:
+            await media.download_media(descriptor, dest)
+        self.profile.set_status(sender, msg_id, "in", "received")
+        return dest
+
+    async def mark(self, msg_id: str, status: str) -> HistoryEntry:
+        """Mark a received message read (or played) and tell its sender."""
+        entry = self.profile.find(msg_id)
+        if entry is None:
+            raise ProfileError(f"no received message {msg_id!r}")
+        self.profile.set_status(entry.peer, msg_id, "in", status)
+        await self.send_receipt(entry.peer, status, [msg_id])
+        return entry

@@ -1,0 +1,172 @@
+"""A client's profile folder: keys, settings, history and outbox in one SQLite file.
+
+The folder is created mode 0700 and the database mode 0600: it holds the
+Noise static private key and the end-to-end session state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from noisewall.errors import InputError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS history (
+    peer TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    ts REAL NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (peer, direction, msg_id)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    msg_id TEXT PRIMARY KEY,
+    recipient TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class ProfileError(InputError):
+    """The profile folder is missing, not registered, or unreadable."""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One message in the local history."""
+
+    peer: str
+    msg_id: str
+    direction: str
+    kind: str
+    body: dict[str, Any]
+    ts: float
+    status: str
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {"peer": self.peer, "id": self.msg_id, "direction": self.direction,
+                "kind": self.kind, "body": self.body, "ts": self.ts, "status": self.status}
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """An encrypted message waiting for the server's ack."""
+
+    msg_id: str
+    recipient: str
+    envelope: dict[str, Any]
+    attempts: int
+
+
+class Profile:
+    """The profile database; one per client identity."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / "profile.sqlite3"
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL survives a process crash; a power cut may lose the last moments.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ProfileError(f"{path}: cannot open the profile database: {exc}") from None
+        self.media_dir = folder / "media"
+
+    def close(self) -> None:
+        """Close the database."""
+        self.db.close()
+
+    # --- settings ------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        """A setting, or None."""
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def require(self, key: str) -> str:
+        """A setting that must exist (the profile must be registered)."""
+        value = self.get(key)
+        if value is None:
+            raise ProfileError(f"{self.folder}: not registered yet (run `noisewall client "
+                               f"--profile {self.folder} register NAME --server HOST:PORT`)")
+        return value
+
+    def set(self, key: str, value: str) -> None:
+        """Store a setting."""
+        self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+
+    # --- history -------------------------------------------------------
+
+    def record(self, peer: str, msg_id: str, direction: str, kind: str,
+               body: dict[str, Any], *, status: str, ts: float | None = None) -> bool:
+        """Add a message to the history; False if it was already there (a duplicate)."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (peer, msg_id, direction, kind, json.dumps(body), ts or time.time(), status))
+        return cursor.rowcount == 1
+
+    def set_status(self, peer: str, msg_id: str, direction: str, status: str) -> None:
+        """Update a message's status (sent, delivered, read, played...)."""
+        self.db.execute("UPDATE history SET status = ? WHERE peer = ? AND msg_id = ? "
+                        "AND direction = ?", (status, peer, msg_id, direction))
+
+    def find(self, msg_id: str) -> HistoryEntry | None:
+        """A received message by id."""
+        row = self.db.execute("SELECT * FROM history WHERE msg_id = ? AND direction = 'in'",
+                              (msg_id,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def history(self, peer: str | None = None) -> list[HistoryEntry]:
+        """Messages, oldest first, optionally with one peer only."""
+        if peer is None:
+            rows = self.db.execute("SELECT * FROM history ORDER BY ts").fetchall()
+        else:
+            rows = self.db.execute("SELECT * FROM history WHERE peer = ? ORDER BY ts",
+                                   (peer,)).fetchall()
+        return [_entry(row) for row in rows]
+
+    def contacts(self) -> list[str]:
+        """Everyone this profile has exchanged messages with."""
+        return [row[0] for row in self.db.execute("SELECT DISTINCT peer FROM history ORDER BY 1")]
+
+    # --- outbox --------------------------------------------------------
+
+    def queue(self, msg_id: str, recipient: str, envelope: dict[str, Any]) -> None:
+        """Keep an encrypted message until the server acknowledges it."""
+        self.db.execute("INSERT INTO outbox VALUES (?, ?, ?, ?, 0)",
+                        (msg_id, recipient, json.dumps(envelope), time.time()))
+
+    def outbox(self) -> list[OutboxItem]:
+        """Messages not yet acknowledged, oldest first."""
+        rows = self.db.execute(
+            "SELECT msg_id, recipient, envelope, attempts FROM outbox ORDER BY created").fetchall()
+        return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    def attempted(self, msg_id: str) -> None:
+        """Count a delivery attempt."""
+        self.db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE msg_id = ?", (msg_id,))
+
+    def acked(self, msg_id: str) -> None:
+        """The server has the message: drop it from the outbox."""
+        self.db.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,))
+
+
+def _entry(row: tuple[Any, ...]) -> HistoryEntry:
+    return HistoryEntry(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
