@@ -1,4 +1,4 @@
-"""SOCKS5 (RFC 1928) CONNECT requests, sans-IO: parse what a client sent, build replies.
+"""SOCKS5 (RFC 1928) CONNECT: sans-IO parsers for both sides, and a small asyncio client.
 
 Only the no-authentication method and the CONNECT command are offered; who
 may connect where is the server's decision (see the censor's and tunnel's
@@ -7,6 +7,7 @@ gateways), never this parser's.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass
 from enum import IntEnum
@@ -34,8 +35,8 @@ class Reply(IntEnum):
     ADDRESS_TYPE_NOT_SUPPORTED = 0x08
 
 
-class Socks5Error(Exception):
-    """A malformed or unsupported SOCKS5 message; ``reply`` is the code to answer with."""
+class Socks5Error(ConnectionError):
+    """A malformed, unsupported or refused SOCKS5 exchange; ``reply`` is the RFC 1928 code."""
 
     def __init__(self, message: str, reply: Reply = Reply.GENERAL_FAILURE) -> None:
         super().__init__(message)
@@ -104,3 +105,71 @@ def reply(code: Reply, host: str = "0.0.0.0", port: int = 0) -> bytes:  # noqa: 
     address = ipaddress.ip_address(host)
     atyp = ATYP_IPV4 if address.version == 4 else ATYP_IPV6
     return bytes((VERSION, code, 0, atyp)) + address.packed + port.to_bytes(2, "big")
+
+
+def connect_request(host: str, port: int) -> bytes:
+    """A client's CONNECT request for ``host:port`` (IP literal or domain name)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        name = host.encode("idna")
+        if not 0 < len(name) < 256:
+            raise Socks5Error(f"bad host name {host!r}") from None
+        target = bytes((ATYP_DOMAIN, len(name))) + name
+    else:
+        target = bytes((ATYP_IPV4 if address.version == 4 else ATYP_IPV6,)) + address.packed
+    return bytes((VERSION, CMD_CONNECT, 0)) + target + port.to_bytes(2, "big")
+
+
+def parse_reply(data: bytes) -> tuple[Reply, int] | None:
+    """The server's reply code and the reply's length, or None if incomplete."""
+    if len(data) < 5:
+        return None
+    if data[0] != VERSION:
+        raise Socks5Error(f"not a SOCKS5 reply (version byte {data[0]})")
+    atyp = data[3]
+    if atyp == ATYP_IPV4:
+        length = 4 + 4 + 2
+    elif atyp == ATYP_IPV6:
+        length = 4 + 16 + 2
+    elif atyp == ATYP_DOMAIN:
+        length = 5 + data[4] + 2
+    else:
+        raise Socks5Error(f"reply with unknown address type {atyp}")
+    if len(data) < length:
+        return None
+    try:
+        code = Reply(data[1])
+    except ValueError:
+        code = Reply.GENERAL_FAILURE
+    return code, length
+
+
+async def open_connection(
+    proxy: tuple[str, int], host: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP stream to ``host:port`` through the SOCKS5 proxy (no authentication).
+
+    Raises :class:`Socks5Error` when the proxy refuses; the caller bounds the time.
+    """
+    reader, writer = await asyncio.open_connection(*proxy)
+    try:
+        writer.write(bytes((VERSION, 1, METHOD_NO_AUTH)))
+        if await reader.readexactly(2) != bytes((VERSION, METHOD_NO_AUTH)):
+            raise Socks5Error("the proxy wants an authentication method we do not offer")
+        writer.write(connect_request(host, port))
+        buffer = b""
+        while (parsed := parse_reply(buffer)) is None:
+            chunk = await reader.read(262)
+            if not chunk:
+                raise Socks5Error("the proxy closed the connection")
+            buffer += chunk
+        code, length = parsed
+        if code != Reply.SUCCEEDED:
+            raise Socks5Error(f"the proxy refused: {code.name.lower()}", code)
+        if len(buffer) > length:
+            raise Socks5Error("the proxy sent data before the connection was ready")
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer

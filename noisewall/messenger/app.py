@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp_socks import ProxyConnector
+
 from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.e2e import E2EError, E2EIdentity, E2ESessions, SqliteSessionStore
 from noisewall.messenger.mediaclient import MediaClient
@@ -56,17 +58,19 @@ class Received:
 class MessengerClient:
     """One profile's client; open it with :meth:`open` and use it as a context manager."""
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, socks5: tuple[str, int] | None = None) -> None:
         self.profile = profile
+        self.socks5 = socks5
         self._store = SqliteSessionStore(profile.db)
         self._connection: ChatConnection | None = None
         self._welcome: dict[str, Any] = {}
         self._sessions: E2ESessions | None = None
 
     @classmethod
-    def open(cls, folder: Path) -> MessengerClient:
-        """The client of the profile in ``folder`` (created if new)."""
-        return cls(Profile(folder))
+    def open(cls, folder: Path, socks5: tuple[str, int] | None = None) -> MessengerClient:
+        """The client of the profile in ``folder`` (created if new); both channels may go
+        through a SOCKS5 proxy (a censor's gateway, a tunnel's entry)."""
+        return cls(Profile(folder), socks5)
 
     async def __aenter__(self) -> MessengerClient:
         return self
@@ -103,7 +107,8 @@ class MessengerClient:
         host, _, port = self.profile.require("server").rpartition(":")
         cached = self.profile.get("server_key")
         connection = await ChatConnection.open(
-            host, int(port), self._static(), bytes.fromhex(cached) if cached else None
+            host, int(port), self._static(), bytes.fromhex(cached) if cached else None,
+            socks5=self.socks5,
         )
         if connection.server_key is not None:
             self.profile.set("server_key", connection.server_key.hex())
@@ -188,6 +193,10 @@ class MessengerClient:
                 await asyncio.sleep(0.2 * 2**attempt)  # backoff, bounded by ``attempts``
         return len(self.profile.outbox())
 
+    def queued(self, msg_id: str) -> bool:
+        """True while a sent message still waits in the outbox for the server's ack."""
+        return any(item.msg_id == msg_id for item in self.profile.outbox())
+
     async def send_text(self, to: str, text: str) -> str:
         """Send a text message; returns its id."""
         return await self._send_payload(to, {"kind": "text", "text": text})
@@ -201,7 +210,12 @@ class MessengerClient:
         media = self._welcome.get("media")
         if not media:
             raise ProfileError("the server offers no media endpoint")
-        return MediaClient(media["url"], media["token"], bytes.fromhex(media["fingerprint"]))
+        connector = None
+        if self.socks5 is not None:
+            host, port = self.socks5
+            connector = ProxyConnector.from_url(f"socks5://{host}:{port}")
+        return MediaClient(media["url"], media["token"], bytes.fromhex(media["fingerprint"]),
+                           connector=connector)
 
     async def send_media(self, to: str, kind: str, path: Path) -> str:
         """Encrypt ``path``, upload it over HTTPS, send its key end to end."""
@@ -222,7 +236,8 @@ class MessengerClient:
     # --- receiving -----------------------------------------------------
 
     async def receive(self, wait: float = 2.0) -> list[Received]:
-        """Take every waiting message (waiting up to ``wait`` s for more), decrypt, store."""
+        """Send the outbox, then take every waiting message (up to ``wait`` s), decrypt, store."""
+        await self.flush()
         connection = await self._connect()
         received: list[Received] = []
         delivered: dict[str, list[str]] = {}

@@ -46,10 +46,11 @@ class ChatConnection:
 
     @classmethod
     async def open(cls, host: str, port: int, static: KeyPair, server_key: bytes | None,
-                   *, framing: Framing = "noisesocket", timeout: float = 10.0) -> ChatConnection:
-        """Connect and authenticate with Noise Pipes."""
+                   *, framing: Framing = "noisesocket", timeout: float = 10.0,
+                   socks5: tuple[str, int] | None = None) -> ChatConnection:
+        """Connect (through a SOCKS5 proxy if given) and authenticate with Noise Pipes."""
         stream = await connect(host, port, client_settings(static, server_key),
-                               framing=framing, timeout=timeout)
+                               framing=framing, timeout=timeout, socks5=socks5)
         return cls(stream)
 
     @property

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,11 +79,17 @@ def server(data: Path, listen: str, media_listen: str, max_media_mib: int, frami
 T = TypeVar("T")
 
 
-def _run(profile: Path, action: Callable[[MessengerClient], Awaitable[T]]) -> T:
+@dataclass(frozen=True)
+class _ClientOptions:
+    profile: Path
+    socks5: tuple[str, int] | None
+
+
+def _run(options: _ClientOptions, action: Callable[[MessengerClient], Awaitable[T]]) -> T:
     """Run one client action on the profile; server and E2E refusals become one line."""
 
     async def main() -> T:
-        async with MessengerClient.open(profile) as client:
+        async with MessengerClient.open(options.profile, options.socks5) as client:
             return await action(client)
 
     try:
@@ -91,23 +98,37 @@ def _run(profile: Path, action: Callable[[MessengerClient], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from None
 
 
+def _sent(send: Callable[[MessengerClient], Awaitable[str]]
+          ) -> Callable[[MessengerClient], Awaitable[str]]:
+    """Wrap a send so the command says when the message only reached the outbox."""
+
+    async def action(c: MessengerClient) -> str:
+        msg_id = await send(c)
+        return f"{msg_id} queued (server unreachable; sent on the next run)" if c.queued(
+            msg_id) else msg_id
+
+    return action
+
+
 @click.group()
 @click.option("--profile", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="The profile folder (keys, sessions, history, media).")
+@click.option("--socks5", metavar="HOST:PORT",
+              help="Reach the server (chat and media) through this SOCKS5 proxy.")
 @click.pass_context
-def client(ctx: click.Context, profile: Path) -> None:
+def client(ctx: click.Context, profile: Path, socks5: str | None) -> None:
     """The messenger client: end-to-end encrypted text, media, locations, receipts."""
-    ctx.obj = profile
+    ctx.obj = _ClientOptions(profile, parse_endpoint(socks5) if socks5 else None)
 
 
 @client.command()
 @click.argument("name")
 @click.option("--server", required=True, metavar="HOST:PORT", help="The chat server.")
 @click.pass_obj
-def register(profile: Path, name: str, server: str) -> None:
+def register(options: _ClientOptions, name: str, server: str) -> None:
     """Create the account NAME on the server and publish this profile's E2E keys."""
     parse_endpoint(server)
-    welcome = _run(profile, lambda c: c.register(name, server))
+    welcome = _run(options, lambda c: c.register(name, server))
     media = welcome.get("media") or {}
     click.echo(f"registered {welcome['name']} on {server}"
                + (f" (media {media['url']})" if media else ""))
@@ -117,9 +138,9 @@ def register(profile: Path, name: str, server: str) -> None:
 @click.argument("to")
 @click.argument("text")
 @click.pass_obj
-def send(profile: Path, to: str, text: str) -> None:
+def send(options: _ClientOptions, to: str, text: str) -> None:
     """Send TEXT to TO."""
-    click.echo(_run(profile, lambda c: c.send_text(to, text)))
+    click.echo(_run(options, _sent(lambda c: c.send_text(to, text))))
 
 
 def _media_command(kind: str) -> click.Command:
@@ -127,8 +148,8 @@ def _media_command(kind: str) -> click.Command:
     @click.argument("to")
     @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
     @click.pass_obj
-    def command(profile: Path, to: str, file: Path) -> None:
-        click.echo(_run(profile, lambda c: c.send_media(to, kind, file)))
+    def command(options: _ClientOptions, to: str, file: Path) -> None:
+        click.echo(_run(options, _sent(lambda c: c.send_media(to, kind, file))))
 
     return command
 
@@ -143,9 +164,10 @@ for _kind in ("photo", "video", "voice"):
 @click.argument("lon", type=click.FloatRange(-180, 180))
 @click.option("--label", help="A name for the place.")
 @click.pass_obj
-def send_location(profile: Path, to: str, lat: float, lon: float, label: str | None) -> None:
+def send_location(options: _ClientOptions, to: str, lat: float, lon: float,
+                  label: str | None) -> None:
     """Send a location."""
-    click.echo(_run(profile, lambda c: c.send_location(to, lat, lon, label)))
+    click.echo(_run(options, _sent(lambda c: c.send_location(to, lat, lon, label))))
 
 
 def _describe(item: Received) -> str:
@@ -165,9 +187,9 @@ def _describe(item: Received) -> str:
               help="Seconds to wait for messages.")
 @json_option
 @click.pass_obj
-def receive(profile: Path, wait: float, as_json: bool) -> None:
+def receive(options: _ClientOptions, wait: float, as_json: bool) -> None:
     """Receive, decrypt and store waiting messages (media into the profile's media folder)."""
-    items = _run(profile, lambda c: c.receive(wait))
+    items = _run(options, lambda c: c.receive(wait))
     if as_json:
         click.echo(json.dumps([item.as_json() for item in items], indent=2))
         return
@@ -178,7 +200,7 @@ def receive(profile: Path, wait: float, as_json: bool) -> None:
 @client.command()
 @click.argument("message_id")
 @click.pass_obj
-def read(profile: Path, message_id: str) -> None:
+def read(options: _ClientOptions, message_id: str) -> None:
     """Mark a received message read (a voice note: played) and tell its sender."""
 
     async def action(c: MessengerClient) -> str:
@@ -187,19 +209,19 @@ def read(profile: Path, message_id: str) -> None:
         await c.mark(message_id, status)
         return status
 
-    click.echo(_run(profile, action))
+    click.echo(_run(options, action))
 
 
 @client.command()
 @json_option
 @click.pass_obj
-def contacts(profile: Path, as_json: bool) -> None:
+def contacts(options: _ClientOptions, as_json: bool) -> None:
     """Everyone this profile has exchanged messages with."""
 
     async def action(c: MessengerClient) -> list[str]:
         return c.profile.contacts()
 
-    names = _run(profile, action)
+    names = _run(options, action)
     click.echo(json.dumps(names) if as_json else "\n".join(names))
 
 
@@ -207,13 +229,13 @@ def contacts(profile: Path, as_json: bool) -> None:
 @click.argument("peer", required=False)
 @json_option
 @click.pass_obj
-def history(profile: Path, peer: str | None, as_json: bool) -> None:
+def history(options: _ClientOptions, peer: str | None, as_json: bool) -> None:
     """The message history, oldest first (with one PEER only if given)."""
 
     async def action(c: MessengerClient) -> list[dict[str, Any]]:
         return [entry.as_json() for entry in c.profile.history(peer)]
 
-    entries = _run(profile, action)
+    entries = _run(options, action)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return

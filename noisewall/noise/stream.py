@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal
 
+from noisewall import socks5 as socks5_client
 from noisewall.noise.connection import NoiseConnection
 from noisewall.noise.errors import (
     ConnectionClosedError,
@@ -218,10 +219,14 @@ async def connect(
     payload: bytes = b"",
     timeout: float | None = 10.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE,
+    socks5: tuple[str, int] | None = None,
 ) -> NoiseStream:
-    """Open a TCP connection and complete the handshake as initiator."""
+    """Open a TCP connection (through a SOCKS5 proxy if given) and handshake as initiator."""
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port)
+        if socks5 is not None:
+            reader, writer = await socks5_client.open_connection(socks5, host, port)
+        else:
+            reader, writer = await asyncio.open_connection(host, port)
     stream = NoiseStream(
         reader, writer, make_connection(framing, True, settings), max_message_size
     )
