@@ -233,30 +233,27 @@ class _Ratchet(DoubleRatchet):
         )
 
 
+# The Double Ratchet configuration every session uses, in one place.
+_RATCHET_CONFIG: dict[str, Any] = {
+    "diffie_hellman_ratchet_class": _DHRatchet,
+    "root_chain_kdf": _RootKDF,
+    "message_chain_kdf": _MessageKDF,
+    "message_chain_constant": _MESSAGE_CHAIN_CONSTANT,
+    "dos_protection_threshold": DOS_PROTECTION_THRESHOLD,
+    "max_num_skipped_message_keys": MAX_SKIPPED_MESSAGE_KEYS,
+    "aead": _MessageAEAD,
+}
+
+
 def _ratchet_from_json(data: Any) -> _Ratchet:
-    return _Ratchet.from_json(
-        data,
-        diffie_hellman_ratchet_class=_DHRatchet,
-        root_chain_kdf=_RootKDF,
-        message_chain_kdf=_MessageKDF,
-        message_chain_constant=_MESSAGE_CHAIN_CONSTANT,
-        dos_protection_threshold=DOS_PROTECTION_THRESHOLD,
-        max_num_skipped_message_keys=MAX_SKIPPED_MESSAGE_KEYS,
-        aead=_MessageAEAD,
-    )
+    return _Ratchet.from_json(data, **_RATCHET_CONFIG)
 
 
 async def _ratchet_encrypt_initial(
     shared_secret: bytes, recipient_ratchet_pub: bytes, plaintext: bytes, ad: bytes
 ) -> tuple[_Ratchet, EncryptedMessage]:
     return await _Ratchet.encrypt_initial_message(
-        diffie_hellman_ratchet_class=_DHRatchet,
-        root_chain_kdf=_RootKDF,
-        message_chain_kdf=_MessageKDF,
-        message_chain_constant=_MESSAGE_CHAIN_CONSTANT,
-        dos_protection_threshold=DOS_PROTECTION_THRESHOLD,
-        max_num_skipped_message_keys=MAX_SKIPPED_MESSAGE_KEYS,
-        aead=_MessageAEAD,
+        **_RATCHET_CONFIG,
         shared_secret=shared_secret,
         recipient_ratchet_pub=recipient_ratchet_pub,
         message=plaintext,
@@ -268,13 +265,7 @@ async def _ratchet_decrypt_initial(
     shared_secret: bytes, own_ratchet_priv: bytes, message: EncryptedMessage, ad: bytes
 ) -> tuple[_Ratchet, bytes]:
     return await _Ratchet.decrypt_initial_message(
-        diffie_hellman_ratchet_class=_DHRatchet,
-        root_chain_kdf=_RootKDF,
-        message_chain_kdf=_MessageKDF,
-        message_chain_constant=_MESSAGE_CHAIN_CONSTANT,
-        dos_protection_threshold=DOS_PROTECTION_THRESHOLD,
-        max_num_skipped_message_keys=MAX_SKIPPED_MESSAGE_KEYS,
-        aead=_MessageAEAD,
+        **_RATCHET_CONFIG,
         shared_secret=shared_secret,
         own_ratchet_priv=own_ratchet_priv,
         message=message,
