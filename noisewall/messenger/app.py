@@ -106,9 +106,10 @@ class MessengerClient:
             return self._connection
         host, _, port = self.profile.require("server").rpartition(":")
         cached = self.profile.get("server_key")
+        framing = self.profile.get("framing") or "noisesocket"
         connection = await ChatConnection.open(
             host, int(port), self._static(), bytes.fromhex(cached) if cached else None,
-            socks5=self.socks5,
+            framing="wa" if framing == "wa" else "noisesocket", socks5=self.socks5,
         )
         if connection.server_key is not None:
             self.profile.set("server_key", connection.server_key.hex())
@@ -122,12 +123,21 @@ class MessengerClient:
             self._sessions = E2ESessions(identity, self._store)
         return self._sessions
 
-    async def register(self, name: str, server: str) -> dict[str, Any]:
-        """Create the account ``name`` on ``server`` (HOST:PORT) and publish E2E keys."""
+    async def register(self, name: str, server: str, *, media_url: str | None = None,
+                       framing: str = "noisesocket") -> dict[str, Any]:
+        """Create the account ``name`` on ``server`` (HOST:PORT) and publish E2E keys.
+
+        ``media_url`` overrides the media address the server announces (e.g. to
+        reach it through a censor's route); the pinned fingerprint still comes
+        from the server over the Noise channel.
+        """
         existing = self.profile.get("name")
         if existing is not None and existing != name:
             raise ProfileError(f"{self.profile.folder} is already registered as {existing!r}")
         self.profile.set("server", server)
+        self.profile.set("framing", framing)
+        if media_url is not None:
+            self.profile.set("media_url", media_url)
         connection = await self._connect()
         self._welcome = await connection.request({"type": "register", "name": name})
         self.profile.set("name", name)
@@ -214,7 +224,8 @@ class MessengerClient:
         if self.socks5 is not None:
             host, port = self.socks5
             connector = ProxyConnector.from_url(f"socks5://{host}:{port}")
-        return MediaClient(media["url"], media["token"], bytes.fromhex(media["fingerprint"]),
+        url = self.profile.get("media_url") or media["url"]
+        return MediaClient(url, media["token"], bytes.fromhex(media["fingerprint"]),
                            connector=connector)
 
     async def send_media(self, to: str, kind: str, path: Path) -> str:

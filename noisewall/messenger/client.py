@@ -21,9 +21,14 @@ class ChatError(Exception):
         self.code = code
 
 
-def client_settings(static: KeyPair, server_key: bytes | None) -> NoiseSettings:
-    """Noise Pipes as an initiator: IK with a cached server key (XXfallback if stale), else XX."""
-    if server_key is None:
+def client_settings(static: KeyPair, server_key: bytes | None,
+                    framing: Framing = "noisesocket") -> NoiseSettings:
+    """Noise Pipes as an initiator: IK with a cached server key (XXfallback if stale), else XX.
+
+    The WA framing carries no negotiation, so there is no way to switch to
+    XXfallback: over WA the client always runs XX.
+    """
+    if server_key is None or framing == "wa":
         return NoiseSettings(protocol=XX, static=static)
     return NoiseSettings(protocol=IK, static=static, remote_static=server_key,
                          accept=[XX_FALLBACK])
@@ -49,7 +54,7 @@ class ChatConnection:
                    *, framing: Framing = "noisesocket", timeout: float = 10.0,
                    socks5: tuple[str, int] | None = None) -> ChatConnection:
         """Connect (through a SOCKS5 proxy if given) and authenticate with Noise Pipes."""
-        stream = await connect(host, port, client_settings(static, server_key),
+        stream = await connect(host, port, client_settings(static, server_key, framing),
                                framing=framing, timeout=timeout, socks5=socks5)
         return cls(stream)
 

@@ -124,11 +124,19 @@ def client(ctx: click.Context, profile: Path, socks5: str | None) -> None:
 @client.command()
 @click.argument("name")
 @click.option("--server", required=True, metavar="HOST:PORT", help="The chat server.")
+@click.option("--media", "media_url", metavar="URL",
+              help="Reach the media server at this URL instead of the one it announces.")
+@click.option("--framing", type=click.Choice(FRAMINGS), default="noisesocket",
+              show_default=True, help="Chat wire framing (the server's --framing).")
 @click.pass_obj
-def register(options: _ClientOptions, name: str, server: str) -> None:
+def register(options: _ClientOptions, name: str, server: str, media_url: str | None,
+             framing: str) -> None:
     """Create the account NAME on the server and publish this profile's E2E keys."""
     parse_endpoint(server)
-    welcome = _run(options, lambda c: c.register(name, server))
+    if media_url is not None and not media_url.startswith("https://"):
+        raise click.BadParameter("the media URL must start with https://", param_hint="--media")
+    welcome = _run(options, lambda c: c.register(name, server, media_url=media_url,
+                                                 framing=framing))
     media = welcome.get("media") or {}
     click.echo(f"registered {welcome['name']} on {server}"
                + (f" (media {media['url']})" if media else ""))

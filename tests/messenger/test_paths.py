@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from noisewall.censor.detection import Endpoint
-from noisewall.censor.middlebox import Middlebox
+from noisewall.censor.middlebox import Middlebox, Route
 from noisewall.censor.policy import parse_policy
 from noisewall.messenger.app import MessengerClient
 
@@ -154,3 +154,38 @@ async def test_a_replayed_handshake_gets_nowhere(tmp_path: Path, server: Server)
     async with MessengerClient.open(tmp_path / "bob") as bob:
         texts = [item.entry.body["text"] for item in await bob.receive(wait=1)]
     assert texts == ["once"]  # the replay delivered nothing more
+
+
+async def test_wa_framing_and_a_media_url_override(tmp_path: Path) -> None:
+    server = Server(tmp_path / "server")
+    server.process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "noisewall", "server", "--data", str(server.data),
+        "--listen", server.address, "--media-listen", f"127.0.0.1:{server.media_port}",
+        "--framing", "wa", stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert server.process.stderr is not None
+        line = (await asyncio.wait_for(server.process.stderr.readline(), 20)).decode()
+        assert "(wa)" in line, line
+        # The media server is reached through a censor route at another port.
+        policy = parse_policy("rules: [{action: allow}]", "allow.yaml")
+        log = io.StringIO()
+        async with Middlebox(lambda: policy, decision_log=log) as censor:
+            route = await censor.add_route(Route(Endpoint("127.0.0.1", 0),
+                                                 Endpoint("127.0.0.1", server.media_port)))
+            voice = tmp_path / "note.ogg"
+            voice.write_bytes(os.urandom(20_000))
+            async with MessengerClient.open(tmp_path / "bob") as bob:
+                await bob.register("bob", server.address, framing="wa")
+            async with MessengerClient.open(tmp_path / "alice") as alice:
+                await alice.register("alice", server.address, framing="wa",
+                                     media_url=f"https://127.0.0.1:{route.port}")
+                voice_id = await alice.send_media("bob", "voice", voice)
+            async with MessengerClient.open(tmp_path / "bob") as bob:
+                [item] = await bob.receive(wait=2)
+        assert item.entry.msg_id == voice_id
+        assert item.media_path is not None and item.media_path.read_bytes() == voice.read_bytes()
+        [flow] = [json.loads(line) for line in log.getvalue().splitlines()]
+        assert flow["protocol"] == "tls"
+    finally:
+        await server.stop()
