@@ -14,6 +14,7 @@ from noisewall.censor.bench import run_censor_benchmarks
 from noisewall.censor.commands import censor
 from noisewall.cli_options import json_option
 from noisewall.errors import InputError
+from noisewall.messenger.bench import run_messenger_benchmarks
 from noisewall.messenger.commands import client, server
 from noisewall.noise.bench import BenchResult, machine_description, run_noise_benchmarks
 from noisewall.noise.commands import noise
@@ -65,6 +66,16 @@ def bench_noise(quick: bool, as_json: bool) -> None:
 def bench_censor(quick: bool, as_json: bool) -> None:
     """Relay throughput vs direct loopback, new flows/s, capture packets/s."""
     _print_results(run_censor_benchmarks(quick=quick), as_json)
+
+
+@bench.command(name="messenger")
+@click.option("--clients", default=16, show_default=True, type=click.IntRange(1, 256),
+              metavar="N", help="Sender/recipient pairs (N senders and N recipients).")
+@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
+@json_option
+def bench_messenger(clients: int, quick: bool, as_json: bool) -> None:
+    """Relayed and E2E messages/s through a durable server, latency, idle-connection memory."""
+    _print_results(run_messenger_benchmarks(clients, quick), as_json)
 
 
 def main() -> None:
