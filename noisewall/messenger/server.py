@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from noisewall.messenger import wire
-from noisewall.messenger.store import DEFAULT_TTL, ChatStore, NameTakenError, Queued
+from noisewall.messenger.store import (
+    DEFAULT_TTL,
+    ChatStore,
+    NameTakenError,
+    Queued,
+    UnknownRecipientError,
+)
 from noisewall.messenger.wire import WireError
 from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
 from noisewall.noise.keys import load_private_key
@@ -32,6 +38,8 @@ IK = "Noise_IK_25519_AESGCM_SHA256"
 XX_FALLBACK = "Noise_XXfallback_25519_AESGCM_SHA256"
 KEY_FILE = "noise_static.key"
 EXPIRY_PERIOD = 3600.0
+#: Sends one connection may have in flight (awaiting their commit) at once.
+SEND_WINDOW = 64
 
 
 def load_or_create_static_key(data_dir: Path) -> KeyPair:
@@ -61,6 +69,8 @@ class _Client:
     media_token_digest: bytes | None = None
     pushed: set[int] = field(default_factory=set)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    window: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SEND_WINDOW))
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self.lock:
@@ -140,13 +150,40 @@ class ChatServer:
                 try:
                     request = wire.decode(data)
                     request_id = request.get("id")
+                    if request["type"] == "send" and client.account is not None:
+                        # Sends run concurrently (a bounded window per connection) so a
+                        # client's pipelined messages share group commits; their store
+                        # jobs still enter the FIFO in arrival order.
+                        await client.window.acquire()
+                        task = asyncio.get_running_loop().create_task(
+                            self._send_and_reply(client, request_id, request))
+                        client.tasks.add(task)
+                        task.add_done_callback(client.tasks.discard)
+                        continue
                     reply = await self._dispatch(client, request)
                 except WireError as exc:
                     reply = wire.error(request_id, exc.code, str(exc))
                 if reply is not None:
                     await client.send(reply)
+            if client.tasks:  # the peer finished sending: let its last acks go out
+                await asyncio.wait(set(client.tasks), timeout=10)
         finally:
+            for task in client.tasks:
+                task.cancel()
             self._detach(client)
+
+    async def _send_and_reply(self, client: _Client, request_id: object,
+                              request: dict[str, Any]) -> None:
+        try:
+            try:
+                reply = await self._send(client, request_id, request)
+            except WireError as exc:
+                reply = wire.error(request_id, exc.code, str(exc))
+            await client.send(reply)
+        except (NoiseError, ConnectionError, OSError):
+            pass  # the connection is gone; a message already stored stays queued
+        finally:
+            client.window.release()
 
     async def _attach(self, client: _Client, account: str) -> None:
         client.account = account
@@ -249,9 +286,10 @@ class ChatServer:
         recipient = wire.require_str(request, "to", wire.NAME_PATTERN)
         msg_id = wire.require_str(request, "msg_id", wire.MSG_ID_PATTERN)
         envelope = wire.require_dict(request, "envelope")
-        if not await self.store.exists(recipient):
+        try:
+            queued = await self.store.enqueue(client.account, recipient, msg_id, envelope)
+        except UnknownRecipientError:
             return wire.error(request_id, "unknown_recipient", f"no account {recipient!r}")
-        queued = await self.store.enqueue(client.account, recipient, msg_id, envelope)
         # The ack goes out only now: enqueue returned after the commit.
         if queued is not None:
             online = self._online.get(recipient)

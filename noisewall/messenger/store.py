@@ -65,6 +65,10 @@ class NameTakenError(Exception):
     """The requested account name belongs to another key."""
 
 
+class UnknownRecipientError(Exception):
+    """A message names a recipient without an account."""
+
+
 @dataclass(frozen=True)
 class Queued:
     """A stored message waiting for its recipient."""
@@ -197,15 +201,6 @@ class ChatStore:
 
         return await self._call(run)
 
-    async def exists(self, name: str) -> bool:
-        """True if an account has this name."""
-
-        def run(db: sqlite3.Connection) -> bool:
-            row = db.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone()
-            return row is not None
-
-        return await self._call(run)
-
     async def publish_keys(self, name: str, bundle: dict[str, Any],
                            one_time_prekeys: list[str]) -> int:
         """Store the long-term part of a bundle and add one-time prekeys; returns the stock."""
@@ -253,11 +248,17 @@ class ChatStore:
 
     async def enqueue(self, sender: str, recipient: str, msg_id: str,
                       envelope: dict[str, Any]) -> Queued | None:
-        """Store a message durably; None if this (sender, msg_id) was accepted before."""
+        """Store a message durably; None if this (sender, msg_id) was accepted before.
+
+        Raises :class:`UnknownRecipientError` if ``recipient`` has no account.
+        """
         now = self._clock()
         text = json.dumps(envelope, separators=(",", ":"))
 
         def run(db: sqlite3.Connection) -> Queued | None:
+            known = db.execute("SELECT 1 FROM accounts WHERE name = ?", (recipient,)).fetchone()
+            if known is None:
+                raise UnknownRecipientError(recipient)
             try:
                 db.execute("INSERT INTO accepted VALUES (?, ?, ?)", (sender, msg_id, now))
             except sqlite3.IntegrityError:
