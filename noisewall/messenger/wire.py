@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 MAX_FRAME = 1024 * 1024
+MAX_IDS = 1000
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 MSG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 REQUESTS = frozenset(
@@ -75,12 +76,14 @@ def require_dict(message: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def require_ints(message: dict[str, Any], key: str) -> list[int]:
-    """A list of integers."""
+    """A list of at most MAX_IDS row ids (integers SQLite can hold: 0..2^63-1)."""
     value = message.get(key)
-    if not isinstance(value, list) or not all(
-        isinstance(item, int) and not isinstance(item, bool) for item in value
+    if not isinstance(value, list) or len(value) > MAX_IDS or not all(
+        isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 2**63
+        for item in value
     ):
-        raise WireError("bad_request", f"field {key!r} must be a list of integers")
+        raise WireError("bad_request", f"field {key!r} must be a list of at most {MAX_IDS} "
+                        "row ids")
     return value
 
 

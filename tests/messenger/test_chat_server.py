@@ -155,6 +155,10 @@ async def test_garbage_gets_an_error_and_the_connection_lives(server: ChatServer
     for junk in (b"\xff\xfe not json", b"[1,2,3]", b'{"type": 5}', b'{"type": "explode"}'):
         await alice.stream.send(junk)
     await alice.request({"type": "hello"})  # still served after four bad requests
+    for queue_ids in ([2**70], [-1], [True], list(range(1001)), "1,2"):
+        with pytest.raises(ChatError) as ids:
+            await alice.request({"type": "delivered", "queue_ids": queue_ids})
+        assert ids.value.code == "bad_request"
     with pytest.raises(ChatError) as malformed:
         await alice.request({"type": "send", "to": "alice", "msg_id": "x" * 80, "envelope": {}})
     assert malformed.value.code == "bad_request"
