@@ -14,10 +14,14 @@ from noisewall.censor.bench import run_censor_benchmarks
 from noisewall.censor.commands import censor
 from noisewall.cli_options import json_option
 from noisewall.errors import InputError
+from noisewall.lab.commands import lab
 from noisewall.messenger.bench import run_messenger_benchmarks
 from noisewall.messenger.commands import client, server
 from noisewall.noise.bench import BenchResult, machine_description, run_noise_benchmarks
 from noisewall.noise.commands import noise
+from noisewall.observatory.commands import observe
+from noisewall.probe.commands import probe
+from noisewall.tunnel.commands import tunnel
 from noisewall.noise.errors import NoiseError
 
 
@@ -34,6 +38,10 @@ cli.add_command(noise)
 cli.add_command(censor)
 cli.add_command(server)
 cli.add_command(client)
+cli.add_command(tunnel)
+cli.add_command(probe)
+cli.add_command(observe)
+cli.add_command(lab)
 
 
 @cli.group()

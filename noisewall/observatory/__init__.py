@@ -1,0 +1,1 @@
+"""The observatory: store OONI-format measurements, detect blocking events, report them."""

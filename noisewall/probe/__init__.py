@@ -1,0 +1,1 @@
+"""Per-feature probes of the messenger that write OONI-format measurements."""

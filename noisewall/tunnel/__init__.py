@@ -1,0 +1,1 @@
+"""Circumvention: a VPN-style tunnel with pluggable transports (tls, random, noisesocket-padded)."""
