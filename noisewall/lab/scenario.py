@@ -1,0 +1,453 @@
+r"""Lab scenarios: YAML files with a span, a probe plan and a censor timeline (the ground truth).
+
+A scenario says what to replay: the simulated span and probe interval, the
+messenger features probed, the vantage points they are probed from, and a
+timeline of censor rules. Each timeline entry is a censor policy rule
+(``docs/censor-policy.md``: ``match``, ``action``, ``probability``,
+``residual``, ``active``) plus what the lab expects it to do (``expect``) and
+where its dates come from (``source``). The timeline, in order, *is* the
+censor's policy (first match wins), and its ``expect`` blocks *are* the
+ground truth the observatory is scored against. Full reference:
+``docs/lab.md``.
+
+Any error raises :class:`ScenarioError` naming file, line and field, e.g.
+``china-2017.yaml:41: timeline[2].expect.features[0]: unknown feature 'fax'``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from noisewall.censor.policy import (
+    Policy,
+    PolicyError,
+    _Converter,
+    _display,
+    _line,
+    _when,
+    _yaml_error,
+    policy_from_node,
+)
+from noisewall.errors import InputError
+
+__all__ = [
+    "FEATURES",
+    "KINDS",
+    "TRANSPORTS",
+    "Expectation",
+    "Scenario",
+    "ScenarioError",
+    "TimelineEntry",
+    "Vantage",
+    "load_scenario",
+    "parse_scenario",
+    "resolve_scenario",
+    "shipped_scenarios",
+]
+
+Feature: TypeAlias = Literal["text", "photo", "video", "voice", "location", "register", "tcp"]
+Kind: TypeAlias = Literal["blocked", "throttled", "intermittent"]
+Path_: TypeAlias = Literal["censor", "direct", "tunnel"]
+Transport: TypeAlias = Literal["tls", "random", "noisesocket-padded"]
+FEATURES: tuple[str, ...] = ("text", "photo", "video", "voice", "location", "register", "tcp")
+KINDS: tuple[str, ...] = ("blocked", "throttled", "intermittent")
+TRANSPORTS: tuple[str, ...] = ("tls", "random", "noisesocket-padded")
+#: Keys of a timeline entry that belong to the lab, not to the censor rule.
+_LAB_KEYS = ("expect", "source", "note")
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+class ScenarioError(InputError):
+    """An invalid scenario: which file, which line (1-based), which field, and what is wrong."""
+
+    def __init__(self, file: str, line: int | None, field: str | None, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.field:
+            return f"{where}: {self.field}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True, slots=True)
+class Vantage:
+    """Where probes run from: ``censor`` (through the middlebox), ``direct``
+    (straight to the server: the control), or ``tunnel`` (through the censor
+    inside a circumvention ``transport``)."""
+
+    name: str
+    path: Path_
+    transport: Transport | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What a timeline entry should do to which probes: the ground truth."""
+
+    kind: Kind
+    features: tuple[str, ...]
+    vantages: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One censor rule of the timeline with its provenance and expected effect."""
+
+    name: str
+    source: Literal["record", "illustrative"]
+    note: str | None
+    expect: Expectation | None
+    line: int
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario. Times are POSIX seconds (UTC); ``end`` is exclusive."""
+
+    name: str
+    description: str | None
+    path: str
+    start: float
+    end: float
+    interval: float
+    network_name: str
+    asn: str
+    cc: str
+    features: tuple[str, ...]
+    vantages: tuple[Vantage, ...]
+    timeline: tuple[TimelineEntry, ...]
+    policy: Policy
+    arms_race_connections: int
+    arms_race_transports: tuple[str, ...]
+
+    @property
+    def rounds(self) -> int:
+        """How many probe rounds the span holds (one at ``start``, then every ``interval``)."""
+        return int((self.end - self.start - 1e-9) // self.interval) + 1
+
+    def vantage(self, name: str) -> Vantage:
+        """The vantage called ``name``."""
+        for vantage in self.vantages:
+            if vantage.name == name:
+                return vantage
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _interval(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like 12h, 30m, 1d or seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and (m := _INTERVAL.match(value)):
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration like 12h, 30m, 1d or seconds")
+
+
+def _label(value: str) -> str:
+    if not _LABEL.match(value):
+        raise ValueError(f"{value!r} is not a label (lower-case letters, digits, '.', '_', '-')")
+    return value
+
+
+def _unique(values: tuple[Any, ...], what: str) -> None:
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value!r} is listed twice")
+        seen.add(value)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_When = Annotated[datetime, BeforeValidator(_when)]
+_Label = Annotated[str, BeforeValidator(lambda v: _label(v) if isinstance(v, str) else v)]
+
+
+class _NetworkSpec(_Spec):
+    name: Annotated[str, Field(min_length=1)] = "lab"
+    asn: Annotated[str, Field(pattern=r"^AS\d+$")] = "AS0"
+    cc: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "ZZ"
+
+
+class _VantageSpec(_Spec):
+    name: _Label
+    path: Path_
+    transport: Transport | None = None
+
+
+class _ExpectSpec(_Spec):
+    kind: Kind | None = None
+    features: Annotated[tuple[Feature, ...], Field(min_length=1)]
+    vantages: Annotated[tuple[_Label, ...], Field(min_length=1)] = ("direct",)
+
+
+class _EntrySpec(BaseModel):
+    # The rule keys (match, action, ...) are the censor policy's to validate.
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: _Label
+    source: Literal["record", "illustrative"]
+    note: str | None = None
+    expect: _ExpectSpec | None = None
+
+
+class _ArmsRaceSpec(_Spec):
+    connections: Annotated[int, Field(ge=1, le=10000)] = 200
+    transports: Annotated[tuple[Transport, ...], Field(min_length=1)] = TRANSPORTS  # type: ignore[assignment]
+
+
+class _ScenarioSpec(_Spec):
+    name: _Label | None = None
+    description: str | None = None
+    start: _When
+    end: _When
+    interval: Annotated[float, BeforeValidator(_interval), Field(gt=0, allow_inf_nan=False)]
+    network: _NetworkSpec = _NetworkSpec()
+    features: Annotated[tuple[Feature, ...], Field(min_length=1)]
+    vantages: Annotated[tuple[_VantageSpec, ...], Field(min_length=1)]
+    timeline: tuple[_EntrySpec, ...]
+    arms_race: _ArmsRaceSpec | None = None
+
+
+_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
+    (): _ScenarioSpec,
+    ("network",): _NetworkSpec,
+    ("vantages",): _VantageSpec,
+    ("timeline", "expect"): _ExpectSpec,
+    ("arms_race",): _ArmsRaceSpec,
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+_DataPath: TypeAlias = tuple[str | int, ...]
+
+
+def _message(error: Mapping[str, Any], path: _DataPath) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        model = _MODELS.get(tuple(p for p in path[:-1] if isinstance(p, str)))
+        known = ", ".join(model.model_fields) if model is not None else ""
+        return f"unknown key (expected one of: {known})" if known else "unknown key"
+    if kind == "literal_error":
+        return f"unknown value {error.get('input')!r} (expected {ctx.get('expected')})"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "must be a mapping"
+    if kind in ("tuple_type", "list_type"):
+        return "must be a list"
+    return str(error["msg"]).removeprefix("Input ").lower()
+
+
+def _validation_error(
+    exc: ValidationError, lines: Mapping[_DataPath, int], source: str
+) -> ScenarioError:
+    found = []
+    for error in exc.errors():
+        path = tuple(p for p in error["loc"] if p not in ("function-before[_when(), datetime]",))
+        found.append(ScenarioError(source, _line(lines, path), _display(path),
+                                   _message(error, path)))
+    return min(found, key=lambda e: e.line or 0)
+
+
+def _from_policy_error(exc: PolicyError, source: str) -> ScenarioError:
+    field = exc.field
+    if field is not None and field.startswith("rules"):
+        field = "timeline" + field.removeprefix("rules")
+    return ScenarioError(source, exc.line, field, exc.message)
+
+
+def _rule_node(entry: yaml.MappingNode) -> yaml.MappingNode:
+    """The censor rule inside a timeline entry: the entry minus the lab's keys."""
+    pairs = [(k, v) for k, v in entry.value
+             if not (isinstance(k, yaml.ScalarNode) and k.value in _LAB_KEYS)]
+    return yaml.MappingNode(entry.tag, pairs, entry.start_mark, entry.end_mark,
+                            flow_style=entry.flow_style)
+
+
+def _policy(root: yaml.MappingNode, source: str, description: str | None) -> Policy:
+    key, timeline = next((k, v) for k, v in root.value
+                         if isinstance(k, yaml.ScalarNode) and k.value == "timeline")
+    assert isinstance(timeline, yaml.SequenceNode)
+    rules = yaml.SequenceNode(
+        timeline.tag, [_rule_node(e) for e in timeline.value if isinstance(e, yaml.MappingNode)],
+        timeline.start_mark, timeline.end_mark)
+    # The policy is the timeline: errors point at the timeline's own lines.
+    rules_key = yaml.ScalarNode("tag:yaml.org,2002:str", "rules", key.start_mark, key.end_mark)
+    node = yaml.MappingNode(root.tag, [(rules_key, rules)], root.start_mark, root.end_mark)
+    try:
+        policy = policy_from_node(node, source)
+    except PolicyError as exc:
+        raise _from_policy_error(exc, source) from None
+    return Policy(policy.rules, source=source, description=description)
+
+
+def _implied_kind(policy: Policy, index: int) -> Kind | None:
+    rule = policy.rules[index]
+    action = rule.action
+    if action.kind in ("allow", "delay"):
+        return None
+    if action.kind == "throttle":
+        return "throttled"
+    if action.kind == "flaky" or rule.probability < 1.0:
+        return "intermittent"
+    return "blocked"
+
+
+def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[_DataPath, int],
+           source: str) -> list[TimelineEntry]:
+    def fail(path: _DataPath, message: str) -> ScenarioError:
+        return ScenarioError(source, _line(lines, path), _display(path), message)
+
+    if spec.end <= spec.start:
+        raise fail(("end",), "must be after start")
+    span = (spec.end - spec.start).total_seconds()
+    if spec.interval > span:
+        raise fail(("interval",), "is longer than the whole span from start to end")
+    names = [v.name for v in spec.vantages]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise fail(("vantages", index, "name"), f"vantage {name!r} is listed twice")
+    for index, vantage in enumerate(spec.vantages):
+        if (vantage.path == "tunnel") != (vantage.transport is not None):
+            raise fail(("vantages", index, "transport"),
+                       "a tunnel vantage needs a transport; other paths take none")
+    for index, feature in enumerate(spec.features):
+        if feature in spec.features[:index]:
+            raise fail(("features", index), f"feature {feature!r} is listed twice")
+    entries = []
+    start, end = spec.start.timestamp(), spec.end.timestamp()
+    for index, entry in enumerate(spec.timeline):
+        rule = policy.rules[index]
+        here: _DataPath = ("timeline", index)
+        expectation = None
+        if entry.expect is not None:
+            at: _DataPath = (*here, "expect")
+            implied = _implied_kind(policy, index)
+            if implied is None:
+                raise fail((*at,), f"action {rule.action.kind} has no effect the lab can expect")
+            for f_index, feature in enumerate(entry.expect.features):
+                if feature not in spec.features:
+                    raise fail((*at, "features", f_index), f"feature {feature!r} is not probed "
+                               f"(features: {', '.join(spec.features)})")
+            for v_index, label in enumerate(entry.expect.vantages):
+                if label not in names:
+                    raise fail((*at, "vantages", v_index), f"no vantage called {label!r} "
+                               f"(vantages: {', '.join(names)})")
+            if not rule.active:
+                raise fail((*here, "active"), "an expected effect needs an active window with "
+                           "a 'from' after the start (the observatory needs a baseline)")
+            for w_index, window in enumerate(rule.active):
+                if window.start is None or not start < window.start < end:
+                    raise fail((*here, "active", w_index, "from"),
+                               "must lie after the scenario's start and before its end")
+            expectation = Expectation(entry.expect.kind or implied, tuple(entry.expect.features),
+                                      tuple(entry.expect.vantages))
+        entries.append(TimelineEntry(entry.name, entry.source, entry.note, expectation,
+                                     _line(lines, here)))
+    return entries
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    """Parse and validate scenario YAML; ``source`` names it in errors (and is the default name).
+
+    Raises :class:`ScenarioError` (and nothing else) on any invalid input.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise _from_policy_error(_yaml_error(exc, text, source), source) from None
+    except RecursionError:
+        raise ScenarioError(source, 1, None, "invalid YAML: nested too deeply") from None
+    if not isinstance(node, yaml.MappingNode):
+        raise ScenarioError(source, 1, None, "a scenario is a mapping (see docs/lab.md)")
+    converter = _Converter(source)
+    try:
+        data = converter.convert(node, ())
+    except PolicyError as exc:
+        raise _from_policy_error(exc, source) from None
+    lines = converter.lines
+    lines[()] = node.start_mark.line + 1
+    try:
+        spec = _ScenarioSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, lines, source) from None
+    policy = _policy(node, source, spec.description)
+    entries = _check(spec, policy, lines, source)
+    race = spec.arms_race
+    return Scenario(
+        name=spec.name or Path(source).stem,
+        description=spec.description,
+        path=source,
+        start=spec.start.timestamp(),
+        end=spec.end.timestamp(),
+        interval=spec.interval,
+        network_name=spec.network.name,
+        asn=spec.network.asn,
+        cc=spec.network.cc,
+        features=tuple(spec.features),
+        vantages=tuple(Vantage(v.name, v.path, v.transport) for v in spec.vantages),
+        timeline=tuple(entries),
+        policy=policy,
+        arms_race_connections=race.connections if race is not None else 0,
+        arms_race_transports=tuple(race.transports) if race is not None else (),
+    )
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    """Read and parse the scenario file at ``path``; errors name the file as given."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(source, None, None, f"not UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise ScenarioError(source, None, None, f"cannot read: {exc.strerror or exc}") from None
+    return parse_scenario(text, source)
+
+
+def shipped_scenarios() -> dict[str, str]:
+    """Name -> YAML text of the scenarios shipped inside the package."""
+    folder = resources.files("noisewall.lab") / "scenarios"
+    return {item.name.removesuffix(".yaml"): item.read_text(encoding="utf-8")
+            for item in folder.iterdir() if item.name.endswith(".yaml")}
+
+
+def resolve_scenario(name_or_path: str) -> Scenario:
+    """A shipped scenario by name (``china-2017``), else a scenario file by path."""
+    shipped = shipped_scenarios()
+    if name_or_path in shipped:
+        return parse_scenario(shipped[name_or_path], f"{name_or_path}.yaml")
+    path = Path(name_or_path)
+    if not path.exists():
+        known = ", ".join(sorted(shipped))
+        raise ScenarioError(name_or_path, None, None,
+                            f"no such file or shipped scenario (shipped: {known})")
+    return load_scenario(path)

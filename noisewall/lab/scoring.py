@@ -1,0 +1,147 @@
+"""Score detected events against the ground truth (sans-IO).
+
+Each ground-truth event is paired with at most one detected event of the same
+(vantage, feature): the unpaired one whose onset is closest to the first probe
+round at or after the true onset, among those that start no earlier than
+``tolerance`` rounds before it and before the true event ends. A pair passes
+when the kinds agree and the onset error is within ``tolerance`` rounds.
+Detected events left unpaired are false alarms. A run passes when every
+ground-truth event is detected and passes, and there is no false alarm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from noisewall.lab.groundtruth import TruthEvent, iso
+from noisewall.lab.schedule import Schedule
+
+__all__ = ["DEFAULT_TOLERANCE_ROUNDS", "DetectedEvent", "Pair", "Score", "score"]
+
+#: Onset error allowed, in probe rounds ("onset within 2 probe rounds").
+DEFAULT_TOLERANCE_ROUNDS = 2
+
+
+class DetectedEvent(Protocol):
+    """What the lab reads of an observatory event (``noisewall.observatory.Event``)."""
+
+    @property
+    def vantage(self) -> str: ...
+    @property
+    def feature(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def onset(self) -> float: ...
+    @property
+    def end(self) -> float | None: ...
+
+
+def _detected_json(event: DetectedEvent) -> dict[str, Any]:
+    return {"vantage": event.vantage, "feature": event.feature, "kind": event.kind,
+            "onset": event.onset, "onset_utc": iso(event.onset),
+            "end": event.end, "end_utc": iso(event.end)}
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A ground-truth event and the detected event paired with it (``None``: missed)."""
+
+    truth: TruthEvent
+    detected: DetectedEvent | None
+    onset_error_rounds: float | None
+    tolerance_rounds: float
+
+    @property
+    def missed(self) -> bool:
+        """Nothing was detected for this event."""
+        return self.detected is None
+
+    @property
+    def kind_ok(self) -> bool:
+        """The detected kind is the true kind."""
+        return self.detected is not None and self.detected.kind == self.truth.kind
+
+    @property
+    def on_time(self) -> bool:
+        """The onset error is within the tolerance."""
+        return (self.onset_error_rounds is not None
+                and abs(self.onset_error_rounds) <= self.tolerance_rounds)
+
+    @property
+    def passed(self) -> bool:
+        """Detected, right kind, on time."""
+        return self.kind_ok and self.on_time
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "truth": self.truth.as_json(),
+            "detected": _detected_json(self.detected) if self.detected is not None else None,
+            "onset_error_rounds": self.onset_error_rounds,
+            "kind_ok": self.kind_ok,
+            "on_time": self.on_time,
+            "passed": self.passed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """The pairs, in ground-truth order, and the false alarms."""
+
+    pairs: tuple[Pair, ...]
+    false_alarms: tuple[DetectedEvent, ...]
+    tolerance_rounds: float
+
+    @property
+    def passed(self) -> bool:
+        """Every true event detected with the right kind and on time, no false alarm."""
+        return all(p.passed for p in self.pairs) and not self.false_alarms
+
+    @property
+    def missed(self) -> int:
+        """Ground-truth events with no detection."""
+        return sum(p.missed for p in self.pairs)
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "passed": self.passed,
+            "tolerance_rounds": self.tolerance_rounds,
+            "events": len(self.pairs),
+            "detected_ok": sum(p.passed for p in self.pairs),
+            "kind_mismatches": sum(not p.missed and not p.kind_ok for p in self.pairs),
+            "late_or_early": sum(not p.missed and not p.on_time for p in self.pairs),
+            "missed": self.missed,
+            "false_alarms": [_detected_json(e) for e in self.false_alarms],
+            "pairs": [p.as_json() for p in self.pairs],
+        }
+
+
+def score(
+    truth: Sequence[TruthEvent],
+    detected: Iterable[DetectedEvent],
+    schedule: Schedule,
+    tolerance_rounds: float = DEFAULT_TOLERANCE_ROUNDS,
+) -> Score:
+    """Pair ``detected`` with ``truth`` on the probe ``schedule`` and judge each pair."""
+    unpaired = list(detected)
+    pairs = []
+    for event in sorted(truth, key=lambda e: (e.onset, e.vantage, e.feature)):
+        expected = schedule.time_of(schedule.first_round_at_or_after(event.onset))
+        earliest = expected - tolerance_rounds * schedule.interval
+        latest = math.inf if event.end is None else event.end
+        candidates = [d for d in unpaired
+                      if d.vantage == event.vantage and d.feature == event.feature
+                      and earliest <= d.onset < latest]
+        if not candidates:
+            pairs.append(Pair(event, None, None, tolerance_rounds))
+            continue
+        best = min(candidates, key=lambda d: (abs(d.onset - expected), d.kind != event.kind))
+        unpaired.remove(best)
+        error = (best.onset - expected) / schedule.interval
+        pairs.append(Pair(event, best, error, tolerance_rounds))
+    return Score(tuple(pairs), tuple(unpaired), tolerance_rounds)
