@@ -1,0 +1,191 @@
+"""The tunnel client: a local SOCKS5 entry whose streams share one tunnel session.
+
+Applications (the messenger with ``--socks5``, the probes, curl) connect to
+``socks_address``; each CONNECT becomes one mux stream over the current
+tunnel session, which is opened on first use and reopened when it breaks.
+The server's reply code (e.g. ``connection not allowed by ruleset``) is
+passed on to the SOCKS5 client unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from noisewall import socks5
+from noisewall.noise.errors import NoiseError
+from noisewall.tunnel.channel import initiate
+from noisewall.tunnel.config import TunnelClientConfig, build_transport
+from noisewall.tunnel.session import MuxSession, StreamRefused, TunnelStream, splice
+from noisewall.tunnel.transport import Transport
+
+log = logging.getLogger("noisewall.tunnel")
+
+SOCKS_TIMEOUT = 10.0
+
+
+class TunnelUnavailable(ConnectionError):
+    """The tunnel server could not be reached or did not complete the handshake."""
+
+
+async def open_session(config: TunnelClientConfig, transport: Transport | None = None,
+                       source_host: str | None = None) -> MuxSession:
+    """Connect to the tunnel server and authenticate: a started :class:`MuxSession`.
+
+    ``source_host`` overrides ``config.source_host`` (the local address to
+    connect from). Raises :class:`TunnelUnavailable` on any failure within
+    ``config.connect_timeout``.
+    """
+    transport = transport or build_transport(config.transport, config.sni, config.alpn)
+    source = source_host or config.source_host
+    writer = None
+    try:
+        async with asyncio.timeout(config.connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                config.server_host, config.server_port,
+                local_addr=(source, 0) if source else None,
+            )
+            stream = await transport.wrap_client(reader, writer, config.server_key)
+            channel = await initiate(stream, transport.client_settings(config.static,
+                                                                       config.server_key))
+    except (OSError, TimeoutError, NoiseError, ConnectionError) as exc:
+        if writer is not None:
+            writer.close()
+        reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        raise TunnelUnavailable(f"tunnel to {config.server_host}:{config.server_port} "
+                                f"failed: {reason}") from None
+    session = MuxSession(channel, client=True, window=config.window)
+    session.start()
+    return session
+
+
+class TunnelClient:
+    """A running tunnel client; use ``async with TunnelClient(config) as client``."""
+
+    def __init__(self, config: TunnelClientConfig) -> None:
+        self.config = config
+        self.transport = build_transport(config.transport, config.sni, config.alpn)
+        self._session: MuxSession | None = None
+        self._connecting = asyncio.Lock()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def socks_address(self) -> tuple[str, int]:
+        """Where the SOCKS5 entry listens (once started)."""
+        assert self._server is not None, "start the client first"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    async def start(self) -> TunnelClient:
+        """Open the SOCKS5 entry (the tunnel itself is opened on first use)."""
+        self._server = await asyncio.start_server(
+            self._serve_socks, self.config.socks_host, self.config.socks_port
+        )
+        return self
+
+    async def close(self) -> None:
+        """Close the entry, every proxied connection and the tunnel session."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> TunnelClient:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def session(self) -> MuxSession:
+        """The live tunnel session, opened (or reopened) if needed."""
+        async with self._connecting:
+            if self._session is None or self._session.closed:
+                if self._session is not None:
+                    await self._session.close()
+                self._session = await open_session(self.config, self.transport)
+            return self._session
+
+    async def open_stream(self, host: str, port: int) -> TunnelStream:
+        """A stream to ``host:port`` through the tunnel."""
+        session = await self.session()
+        return await session.open(host, port, self.config.connect_timeout)
+
+    async def _serve_socks(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            async with asyncio.timeout(SOCKS_TIMEOUT):
+                request = await _read_socks_request(reader, writer)
+            if request is None:
+                return
+            stream = await self._open_for(request, writer)
+            if stream is not None:
+                await splice(stream, reader, writer)
+        except (socks5.Socks5Error, TimeoutError, ConnectionError, OSError,
+                asyncio.IncompleteReadError) as exc:
+            log.info("socks: connection ended: %s", type(exc).__name__)
+        except asyncio.CancelledError:
+            pass  # the client is closing
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _open_for(self, request: socks5.ConnectRequest,
+                        writer: asyncio.StreamWriter) -> TunnelStream | None:
+        try:
+            stream = await self.open_stream(request.host, request.port)
+        except StreamRefused as exc:
+            try:
+                code = socks5.Reply(exc.reply)
+            except ValueError:
+                code = socks5.Reply.GENERAL_FAILURE
+            writer.write(socks5.reply(code))
+            await writer.drain()
+            return None
+        except (ConnectionError, OSError, TimeoutError):
+            writer.write(socks5.reply(socks5.Reply.NETWORK_UNREACHABLE))
+            await writer.drain()
+            return None
+        writer.write(socks5.reply(socks5.Reply.SUCCEEDED))
+        await writer.drain()
+        return stream
+
+
+async def _read_socks_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> socks5.ConnectRequest | None:
+    """The client's CONNECT request, or None after refusing it (reply already sent)."""
+    buffer = b""
+    while (greeting := socks5.parse_greeting(buffer)) is None:
+        buffer += await _read_some(reader)
+    methods, used = greeting
+    writer.write(socks5.method_reply(methods))
+    await writer.drain()
+    if socks5.METHOD_NO_AUTH not in methods:
+        return None
+    buffer = buffer[used:]
+    while True:
+        try:
+            parsed = socks5.parse_request(buffer)
+        except socks5.Socks5Error as exc:
+            writer.write(socks5.reply(exc.reply))
+            await writer.drain()
+            return None
+        if parsed is not None:
+            return parsed[0]
+        buffer += await _read_some(reader)
+
+
+async def _read_some(reader: asyncio.StreamReader) -> bytes:
+    data = await reader.read(512)
+    if not data:
+        raise asyncio.IncompleteReadError(b"", None)
+    return data

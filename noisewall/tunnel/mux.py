@@ -1,0 +1,392 @@
+"""Many TCP streams over one tunnel session: the frame codec and the stream state (sans-IO).
+
+The mux runs inside an authenticated Noise session, so it only has to be
+correct, not secret. Every frame is ``type (u8) | stream id (u32) | length
+(u16) | payload``; frames may be split or joined freely across Noise
+messages (the parser works on a byte stream).
+
+=========  ====================================================================
+OPEN       client -> server: connect stream ``id`` to ``port (u16) | host``
+OPENED     server -> client: the onward connection is up
+REFUSED    server -> client: ``reply (u8)``, a SOCKS5 (RFC 1928) reply code
+DATA       payload bytes, at most the credit the receiver granted
+EOF        the sender writes nothing more on this stream (half-close)
+RESET      abort the stream at once, both directions
+CREDIT     ``increment (u32)``: the receiver consumed that many bytes
+PING/PONG  stream 0, ``opaque (u64)``: liveness and round-trip time
+=========  ====================================================================
+
+Flow control is per stream and credit based: each side may have at most
+``window`` unconsumed bytes in flight towards the other, so one slow
+destination fills its own window and never stalls the other streams (or
+makes the receiver buffer without bound). Clients use odd stream ids; the
+server never opens streams. Any violation raises :class:`MuxError`: the
+session is then dead and the caller closes it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+HEADER = struct.Struct(">BIH")
+MAX_PAYLOAD = 0xFFFF
+#: Bytes each side may have unconsumed per stream before it must wait for credit.
+DEFAULT_WINDOW = 1 << 20
+#: Streams one session may hold open at once.
+DEFAULT_MAX_STREAMS = 1024
+_MAX_ID = 0xFFFFFFFF
+
+
+class FrameType(IntEnum):
+    """The mux frame types."""
+
+    OPEN = 1
+    OPENED = 2
+    REFUSED = 3
+    DATA = 4
+    EOF = 5
+    RESET = 6
+    CREDIT = 7
+    PING = 8
+    PONG = 9
+
+
+class MuxError(Exception):
+    """The peer broke the mux protocol; the whole session must be closed."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame."""
+
+    kind: FrameType
+    stream: int
+    payload: bytes = b""
+
+
+def encode_frame(kind: FrameType, stream: int, payload: bytes = b"") -> bytes:
+    """One frame on the wire."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"frame payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    return HEADER.pack(kind, stream, len(payload)) + payload
+
+
+class FrameParser:
+    """Split a byte stream into frames; raises :class:`MuxError` on an unknown type."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add bytes; return every frame now complete."""
+        self._buffer += data
+        frames: list[Frame] = []
+        offset = 0
+        buffer = self._buffer
+        while len(buffer) - offset >= HEADER.size:
+            kind, stream, length = HEADER.unpack_from(buffer, offset)
+            end = offset + HEADER.size + length
+            if len(buffer) < end:
+                break
+            try:
+                frame_type = FrameType(kind)
+            except ValueError:
+                raise MuxError(f"unknown frame type {kind}") from None
+            frames.append(Frame(frame_type, stream, bytes(buffer[offset + HEADER.size : end])))
+            offset = end
+        del buffer[:offset]
+        return frames
+
+
+# --- events -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenRequested:
+    """(server) The client asks to connect stream ``stream`` to ``host:port``."""
+
+    stream: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Opened:
+    """(client) The server connected the stream onward."""
+
+    stream: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """(client) The server refused the stream; ``reply`` is a SOCKS5 reply code."""
+
+    stream: int
+    reply: int
+
+
+@dataclass(frozen=True)
+class DataReceived:
+    """Bytes for a stream; report them with :meth:`MuxConnection.consumed` once written on."""
+
+    stream: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class EndReceived:
+    """The peer half-closed the stream."""
+
+    stream: int
+
+
+@dataclass(frozen=True)
+class ResetReceived:
+    """The peer aborted the stream."""
+
+    stream: int
+
+
+@dataclass(frozen=True)
+class CreditReceived:
+    """The stream may send more now (wake a writer waiting for credit)."""
+
+    stream: int
+
+
+@dataclass(frozen=True)
+class PongReceived:
+    """The answer to :meth:`MuxConnection.ping` with the same ``opaque`` value."""
+
+    opaque: int
+
+
+MuxEvent = (
+    OpenRequested | Opened | Refused | DataReceived | EndReceived | ResetReceived
+    | CreditReceived | PongReceived
+)
+
+
+@dataclass
+class _Stream:
+    send_credit: int
+    receive_left: int  # bytes the peer may still send before our next CREDIT
+    unacknowledged: int = 0  # consumed bytes not yet granted back
+    local_eof: bool = False
+    remote_eof: bool = False
+    established: bool = False
+
+
+class MuxConnection:
+    """One end of the mux (sans-IO): feed it bytes, take the bytes it wants sent."""
+
+    def __init__(
+        self,
+        client: bool,
+        window: int = DEFAULT_WINDOW,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+    ) -> None:
+        if not 0 < window <= _MAX_ID:
+            raise ValueError("window must be between 1 and 2^32-1")
+        self.client = client
+        self.window = window
+        self.max_streams = max_streams
+        self._streams: dict[int, _Stream] = {}
+        self._next_id = 1
+        self._highest_remote = 0
+        self._parser = FrameParser()
+        self._outbox = bytearray()
+
+    # --- local actions -------------------------------------------------
+
+    @property
+    def stream_count(self) -> int:
+        """Streams currently open."""
+        return len(self._streams)
+
+    def data_to_send(self) -> bytes:
+        """Take the bytes waiting to go to the peer."""
+        data = bytes(self._outbox)
+        self._outbox.clear()
+        return data
+
+    def open_stream(self, host: str, port: int) -> int:
+        """(client) Ask the server for a stream to ``host:port``; returns its id."""
+        if not self.client:
+            raise MuxError("only the client opens streams")
+        if len(self._streams) >= self.max_streams:
+            raise MuxError(f"too many open streams (limit {self.max_streams})")
+        name = host.encode("idna")
+        if not 0 < len(name) < 256 or not 0 < port < 65536:
+            raise ValueError(f"bad destination {host!r}:{port}")
+        if self._next_id > _MAX_ID:
+            raise MuxError("stream ids exhausted; open a new session")
+        stream = self._next_id
+        self._next_id += 2
+        self._streams[stream] = _Stream(self.window, self.window)
+        self._emit(FrameType.OPEN, stream, port.to_bytes(2, "big") + name)
+        return stream
+
+    def accept(self, stream: int) -> None:
+        """(server) Report the onward connection as up."""
+        self._require(stream).established = True
+        self._emit(FrameType.OPENED, stream)
+
+    def refuse(self, stream: int, reply: int) -> None:
+        """(server) Refuse the stream with a SOCKS5 reply code."""
+        self._streams.pop(stream, None)
+        self._emit(FrameType.REFUSED, stream, bytes((reply,)))
+
+    def send_credit(self, stream: int) -> int:
+        """How many bytes :meth:`send_data` would take now (0 for unknown streams)."""
+        state = self._streams.get(stream)
+        if state is None or state.local_eof:
+            return 0
+        return state.send_credit
+
+    def send_data(self, stream: int, data: bytes) -> int:
+        """Frame as much of ``data`` as the credit allows; returns how many bytes were taken."""
+        state = self._require(stream)
+        if state.local_eof:
+            raise MuxError(f"stream {stream} was already ended")
+        taken = 0
+        view = memoryview(data)
+        while taken < len(data) and state.send_credit > 0:
+            size = min(len(data) - taken, state.send_credit, MAX_PAYLOAD)
+            self._emit(FrameType.DATA, stream, bytes(view[taken : taken + size]))
+            state.send_credit -= size
+            taken += size
+        return taken
+
+    def send_eof(self, stream: int) -> None:
+        """Half-close: nothing more will be sent on ``stream``."""
+        state = self._streams.get(stream)
+        if state is None or state.local_eof:
+            return
+        state.local_eof = True
+        self._emit(FrameType.EOF, stream)
+        self._forget_if_done(stream, state)
+
+    def reset(self, stream: int) -> None:
+        """Abort ``stream`` (a no-op for streams already gone)."""
+        if self._streams.pop(stream, None) is not None:
+            self._emit(FrameType.RESET, stream)
+
+    def consumed(self, stream: int, size: int) -> None:
+        """Report ``size`` received bytes as written on; grants credit back in batches."""
+        state = self._streams.get(stream)
+        if state is None:
+            return
+        state.unacknowledged += size
+        # Half a window at a time: few CREDIT frames, and the peer never runs dry.
+        if state.unacknowledged * 2 >= self.window:
+            state.receive_left += state.unacknowledged
+            self._emit(FrameType.CREDIT, stream, state.unacknowledged.to_bytes(4, "big"))
+            state.unacknowledged = 0
+
+    def ping(self, opaque: int) -> None:
+        """Send a PING; the peer answers with a PONG carrying ``opaque``."""
+        self._emit(FrameType.PING, 0, opaque.to_bytes(8, "big"))
+
+    # --- incoming ------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[MuxEvent]:
+        """Process bytes from the peer; raises :class:`MuxError` on a violation."""
+        events: list[MuxEvent] = []
+        for frame in self._parser.feed(data):
+            event = self._handle(frame)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _handle(self, frame: Frame) -> MuxEvent | None:
+        kind, stream, payload = frame.kind, frame.stream, frame.payload
+        if kind in (FrameType.PING, FrameType.PONG):
+            if len(payload) != 8:
+                raise MuxError(f"{kind.name} payload must be 8 bytes")
+            if kind is FrameType.PING:
+                self._emit(FrameType.PONG, 0, payload)
+                return None
+            return PongReceived(int.from_bytes(payload, "big"))
+        if kind is FrameType.OPEN:
+            return self._on_open(stream, payload)
+        state = self._streams.get(stream)
+        if state is None:
+            # Frames that crossed our RESET (or REFUSED) in flight: nothing to do.
+            self._check_known(stream)
+            return None
+        if kind is FrameType.OPENED and self.client and not payload:
+            state.established = True
+            return Opened(stream)
+        if kind is FrameType.REFUSED and self.client and len(payload) == 1:
+            del self._streams[stream]
+            return Refused(stream, payload[0])
+        if kind is FrameType.DATA:
+            return self._on_data(stream, state, payload)
+        if kind is FrameType.EOF and not payload:
+            if state.remote_eof:
+                raise MuxError(f"stream {stream} ended twice")
+            state.remote_eof = True
+            self._forget_if_done(stream, state)
+            return EndReceived(stream)
+        if kind is FrameType.RESET and not payload:
+            del self._streams[stream]
+            return ResetReceived(stream)
+        if kind is FrameType.CREDIT and len(payload) == 4:
+            increment = int.from_bytes(payload, "big")
+            if increment == 0 or state.send_credit + increment > _MAX_ID:
+                raise MuxError(f"bad credit increment {increment} on stream {stream}")
+            state.send_credit += increment
+            return CreditReceived(stream)
+        raise MuxError(f"malformed {kind.name} frame on stream {stream}")
+
+    def _on_open(self, stream: int, payload: bytes) -> OpenRequested:
+        if self.client:
+            raise MuxError("the server may not open streams")
+        if stream % 2 == 0 or stream <= self._highest_remote:
+            raise MuxError(f"stream id {stream} is not new and odd")
+        if len(self._streams) >= self.max_streams:
+            raise MuxError(f"too many open streams (limit {self.max_streams})")
+        if len(payload) < 3:
+            raise MuxError("OPEN without a destination")
+        port = int.from_bytes(payload[:2], "big")
+        try:
+            host = payload[2:].decode("ascii")
+        except UnicodeDecodeError:
+            raise MuxError("OPEN host is not ASCII") from None
+        if port == 0 or not host.isprintable():
+            raise MuxError("OPEN with a bad host or port")
+        self._highest_remote = stream
+        self._streams[stream] = _Stream(self.window, self.window)
+        return OpenRequested(stream, host, port)
+
+    def _on_data(self, stream: int, state: _Stream, payload: bytes) -> DataReceived:
+        if not payload:
+            raise MuxError(f"empty DATA on stream {stream}")
+        if state.remote_eof:
+            raise MuxError(f"DATA after EOF on stream {stream}")
+        if len(payload) > state.receive_left:
+            raise MuxError(f"stream {stream} sent beyond its credit")
+        state.receive_left -= len(payload)
+        return DataReceived(stream, payload)
+
+    def _check_known(self, stream: int) -> None:
+        known = stream < self._next_id if self.client else stream <= self._highest_remote
+        if stream == 0 or not known:
+            raise MuxError(f"frame for stream {stream}, which was never opened")
+
+    def _require(self, stream: int) -> _Stream:
+        state = self._streams.get(stream)
+        if state is None:
+            raise MuxError(f"no open stream {stream}")
+        return state
+
+    def _forget_if_done(self, stream: int, state: _Stream) -> None:
+        if state.local_eof and state.remote_eof:
+            self._streams.pop(stream, None)
+
+    def _emit(self, kind: FrameType, stream: int, payload: bytes = b"") -> None:
+        self._outbox += HEADER.pack(kind, stream, len(payload))
+        self._outbox += payload

@@ -1,0 +1,160 @@
+"""The tunnel server: authenticates clients by key, then connects their streams onward.
+
+Each accepted connection goes through the transport's wrapping and the
+Noise handshake within ``handshake_timeout``. A peer that is not an allowed
+client gets the transport's refusal (a cover web page, or a quiet bounded
+read and close) and never a tunnel-specific byte. An authenticated client's
+streams reach only destinations on the ``allow`` list, checked on the
+resolved address that is then connected to (no second lookup); anything else
+is refused with the SOCKS5 reply ``connection not allowed by ruleset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl
+
+from noisewall import socks5
+from noisewall.noise.errors import NoiseError
+from noisewall.tunnel.channel import ReplayFilter, TunnelRefused, respond
+from noisewall.tunnel.config import TunnelServerConfig, build_transport
+from noisewall.tunnel.mux import OpenRequested
+from noisewall.tunnel.session import MuxSession, TunnelStream, splice
+
+log = logging.getLogger("noisewall.tunnel")
+
+
+class TunnelServer:
+    """A running tunnel server; use ``async with TunnelServer(config) as server``."""
+
+    def __init__(self, config: TunnelServerConfig) -> None:
+        self.config = config
+        self.transport = build_transport(config.transport, config.cover_sni)
+        self.public_key = config.static.public
+        self._rules = config.destination_rules()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._replay = ReplayFilter()
+        self.sessions = 0
+        self.refused = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The host and port it listens on."""
+        assert self._server is not None, "start the server first"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    async def start(self) -> TunnelServer:
+        """Listen."""
+        self._server = await asyncio.start_server(
+            self._accept, self.config.listen_host, self.config.listen_port
+        )
+        return self
+
+    async def close(self) -> None:
+        """Stop listening and end every connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled."""
+        assert self._server is not None, "start the server first"
+        await self._server.serve_forever()
+
+    async def __aenter__(self) -> TunnelServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- connections ---------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the server is closing
+        except Exception:
+            log.exception("tunnel connection failed unexpectedly")
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        config = self.config
+        key = self.public_key
+        stream = None
+        try:
+            async with asyncio.timeout(config.handshake_timeout):
+                stream = await self.transport.wrap_server(reader, writer, key)
+                channel = await respond(stream, self.transport.server_settings(config.static),
+                                        config.clients, self._replay)
+        except TunnelRefused as exc:
+            self.refused += 1
+            log.info("refused a connection: %s", exc)
+            if stream is not None:
+                await self.transport.refuse(stream, exc.first_bytes, config.refuse_linger)
+            return
+        except (TimeoutError, ssl.SSLError, ConnectionError, OSError, NoiseError) as exc:
+            self.refused += 1
+            log.info("dropped a connection during the handshake: %s", type(exc).__name__)
+            return
+        self.sessions += 1
+        session = MuxSession(channel, client=False, window=config.window, on_open=self._open)
+        try:
+            await session.run()
+        finally:
+            await session.close()
+
+    async def _open(self, session: MuxSession, request: OpenRequested,
+                    stream: TunnelStream) -> None:
+        reply = await self._connect_onward(request)
+        if isinstance(reply, socks5.Reply):
+            session.mux.refuse(request.stream, reply)
+            session.forget(request.stream)
+            session.flush_soon()
+            return
+        reader, writer = reply
+        session.mux.accept(request.stream)
+        try:
+            await session.flush()
+            await splice(stream, reader, writer)
+        except (ConnectionError, OSError):
+            stream.reset()
+        finally:
+            writer.close()
+
+    async def _connect_onward(
+        self, request: OpenRequested
+    ) -> socks5.Reply | tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                infos = await loop.getaddrinfo(request.host, request.port,
+                                               type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError):
+            return socks5.Reply.HOST_UNREACHABLE
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if any(rule.allows(address, request.port) for rule in self._rules):
+                break
+        else:
+            log.info("refused a stream to a destination outside the allow list")
+            return socks5.Reply.NOT_ALLOWED
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                return await asyncio.open_connection(str(address), request.port)
+        except (OSError, TimeoutError):
+            return socks5.Reply.CONNECTION_REFUSED

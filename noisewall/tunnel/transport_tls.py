@@ -1,0 +1,142 @@
+"""``tls``: the Noise session inside a real TLS 1.3 session with a cover SNI and ALPN.
+
+The client's ClientHello is the one Python's default ``ssl`` context sends
+for any HTTPS request (same cipher suites, extensions, groups: the same
+JA3/JA4 as an ordinary Python HTTPS client), with the SNI of a cover site and
+the ALPN list of a browser (``h2``, ``http/1.1``). It does not verify the
+certificate: the server is authenticated by its Noise key inside. The
+server presents a self-signed certificate for the cover name, picks
+``http/1.1`` and to anyone who is not a tunnel client (``curl -k``, a
+browser, an active prober) it is a small web server: an HTTP request gets
+the cover page, anything else a ``400 Bad Request``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ssl
+import tempfile
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from noisewall.noise.dh import KeyPair
+from noisewall.noise.settings import NoiseSettings
+from noisewall.tunnel.channel import ByteStream, SocketStream, client_settings, server_settings
+from noisewall.tunnel.transport import Transport
+
+DEFAULT_SNI = "www.example.com"
+DEFAULT_ALPN = ("h2", "http/1.1")
+MAX_REQUEST_HEAD = 16384
+_HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"OPTIONS ", b"DELETE ", b"PATCH ")
+COVER_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Welcome</title></head>\n"
+    b"<body><h1>Welcome</h1><p>This site is under construction.</p></body></html>\n"
+)
+
+
+def _response(status: str, body: bytes) -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\nServer: nginx\r\nContent-Type: text/html\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode("ascii") + body
+
+
+def self_signed_context(name: str) -> ssl.SSLContext:
+    """A TLS 1.3 server context with a fresh self-signed ECDSA certificate for ``name``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(["http/1.1"])
+    # ssl loads chains from files only: write them to a private folder, load, delete.
+    with tempfile.TemporaryDirectory() as folder:
+        cert_path, key_path = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ))
+        context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def client_context(alpn: tuple[str, ...] = DEFAULT_ALPN) -> ssl.SSLContext:
+    """Python's default client context (an ordinary ClientHello), without certificate checks."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(list(alpn))
+    return context
+
+
+class TlsTransport(Transport):
+    """Noise inside TLS 1.3, looking like HTTPS to a cover site."""
+
+    name = "tls"
+
+    def __init__(self, sni: str = DEFAULT_SNI, alpn: tuple[str, ...] = DEFAULT_ALPN,
+                 server_context: ssl.SSLContext | None = None) -> None:
+        self.sni = sni
+        self._client_context = client_context(alpn)
+        self._server_context = server_context
+
+    def client_settings(self, static: KeyPair, server_key: bytes) -> NoiseSettings:
+        """IK with the default negotiation data: inside TLS nobody sees it."""
+        return client_settings(static, server_key)
+
+    def server_settings(self, static: KeyPair) -> NoiseSettings:
+        """IK, matching :meth:`client_settings`."""
+        return server_settings(static)
+
+    async def wrap_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
+    ) -> ByteStream:
+        """TLS handshake with the cover SNI and ALPN."""
+        await writer.start_tls(self._client_context, server_hostname=self.sni)
+        return SocketStream(reader, writer)
+
+    async def wrap_server(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
+    ) -> ByteStream:
+        """TLS handshake with the cover certificate (created on first use)."""
+        if self._server_context is None:
+            self._server_context = self_signed_context(self.sni)
+        await writer.start_tls(self._server_context)
+        return SocketStream(reader, writer)
+
+    async def refuse(self, stream: ByteStream, first_bytes: bytes, linger: float) -> None:
+        """A web server's answer: the cover page for HTTP, ``400`` for anything else."""
+        head = first_bytes
+        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+            if head.startswith(_HTTP_METHODS):
+                async with asyncio.timeout(linger):
+                    while b"\r\n\r\n" not in head and len(head) < MAX_REQUEST_HEAD:
+                        data = await stream.read(MAX_REQUEST_HEAD)
+                        if not data:
+                            break
+                        head += data
+                complete = b"\r\n\r\n" in head
+                stream.write(_response("200 OK", COVER_PAGE) if complete
+                             else _response("400 Bad Request", b""))
+            else:
+                stream.write(_response("400 Bad Request", b""))
+            await stream.drain()
+        stream.close()
