@@ -1,0 +1,129 @@
+"""Probes of the chat channel: text and location (E2E message + receipt), and registration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from noisewall.clock import Clock
+from noisewall.messenger.client import ChatConnection
+from noisewall.probe.accounts import ProbeAccount, new_message_id, open_payload, seal, wire_size
+from noisewall.probe.measurement import FeatureResult, Trace, kbps
+from noisewall.probe.phases import failure_of, measure, open_chat, phase
+from noisewall.probe.settings import ProbeSettings, Vantage
+
+#: Coordinates a location probe sends (the app's ``location`` message).
+PROBE_LOCATION = (39.9042, 116.4074)
+
+
+@dataclass(frozen=True)
+class ChatProbe:
+    """What a chat-channel probe needs: where to go, as whom, and where to write it down."""
+
+    settings: ProbeSettings
+    vantage: Vantage
+    account: ProbeAccount
+    trace: Trace
+    clock: Clock
+
+    @property
+    def tags(self) -> list[str]:
+        return [self.vantage.label]
+
+    async def connect(self, result: FeatureResult) -> ChatConnection:
+        """Open and authenticate a chat connection over the vantage path, timing both steps."""
+        s = self.settings
+        connection, result.t_connect, result.t_handshake = await open_chat(
+            s.server, self.vantage.socks5, self.trace, static=self.account.static,
+            server_key=self.account.server_key, framing=s.framing, tags=self.tags,
+            connect_timeout=s.connect_timeout, handshake_timeout=s.phase_timeout)
+        self.account.remember_server(connection)
+        return connection
+
+
+async def message_round_trip(probe: ChatProbe, peer: str, kind: str) -> FeatureResult:
+    """``text`` (padded to the configured size) or ``location``: send, ack, delivered receipt.
+
+    ``t_round_trip`` runs from the send to the receipt; the throughput is the
+    send request's bytes over the time to the server's ack (the bulk phase).
+    """
+    result = FeatureResult()
+
+    async def body() -> None:
+        connection = await probe.connect(result)
+        try:
+            await _exchange(probe, connection, peer, kind, result)
+        finally:
+            await connection.close()
+
+    return await measure(body(), result)
+
+
+def _payload(probe: ChatProbe, kind: str) -> dict[str, Any]:
+    base: dict[str, Any] = {"id": new_message_id(), "ts": probe.clock.now()}
+    if kind == "location":
+        lat, lon = PROBE_LOCATION
+        return {"kind": "location", "lat": lat, "lon": lon, "label": "noisewall probe", **base}
+    filler = "noisewall probe "
+    size = probe.settings.samples.text
+    return {"kind": "text", "text": (filler * (size // len(filler) + 1))[:size], **base}
+
+
+async def _exchange(probe: ChatProbe, connection: ChatConnection, peer: str, kind: str,
+                    result: FeatureResult) -> None:
+    s = probe.settings
+    payload = _payload(probe, kind)
+    tid = probe.trace.transaction()
+    address = f"{s.server[0]}:{s.server[1]}"
+    async with phase("send", s.transfer_timeout):
+        request = await seal(probe.account, connection, peer, payload, s.phase_timeout)
+        size = wire_size(request)
+        t0 = probe.trace.now()
+        try:
+            await connection.request(request, s.transfer_timeout)
+        except Exception as exc:
+            probe.trace.event("write", address, t0=t0, failure=failure_of(exc), tid=tid,
+                              tags=probe.tags, num_bytes=0)
+            raise
+        t_send = probe.trace.now() - t0
+    probe.trace.event("write", address, t0=t0, failure=None, tid=tid, tags=probe.tags,
+                      num_bytes=size)
+    result.bytes = size
+    if kind == "text":
+        result.throughput_kbps = kbps(size, t_send)
+    t1 = probe.trace.now()
+    async with phase("receipt", s.phase_timeout):
+        await _receipt(probe, connection, str(payload["id"]))
+    probe.trace.event("read", address, t0=t1, failure=None, tid=tid, tags=probe.tags)
+    result.t_round_trip = probe.trace.now() - t0
+
+
+async def _receipt(probe: ChatProbe, connection: ChatConnection, msg_id: str) -> None:
+    """Wait for the peer's delivered receipt for ``msg_id`` (others are acknowledged, skipped)."""
+    while True:
+        push = await connection.pushes.get()
+        if push.get("type") != "message":
+            raise EOFError("the chat connection closed before the receipt")
+        payload = await open_payload(probe.account, push)
+        await connection.notify({"type": "delivered", "queue_ids": [push["queue_id"]]})
+        if (payload is not None and payload.get("kind") == "receipt"
+                and msg_id in payload.get("ids", ())):
+            return
+
+
+async def register(probe: ChatProbe) -> FeatureResult:
+    """The registration exchange: connect, handshake, ``register`` (idempotent for the key)."""
+    result = FeatureResult()
+
+    async def body() -> None:
+        connection = await probe.connect(result)
+        try:
+            t0 = probe.trace.now()
+            async with phase("register", probe.settings.phase_timeout):
+                await connection.request({"type": "register", "name": probe.account.name},
+                                         probe.settings.phase_timeout)
+            result.t_round_trip = probe.trace.now() - t0
+        finally:
+            await connection.close()
+
+    return await measure(body(), result)

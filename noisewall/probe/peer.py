@@ -1,0 +1,85 @@
+"""The probe peer: an account that answers every message with a delivered receipt at once.
+
+It stays connected over the setup path (uncensored) for the prober's life,
+so a text probe's round trip is: the probe's path up, the server, the peer,
+the server, the probe's path down. The receipt is the app's end-to-end
+``receipt`` message, sent as soon as the message is decrypted (the app
+batches receipts; a probe must not wait for that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from noisewall.clock import Clock
+from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.noise import NoiseError
+from noisewall.probe.accounts import ProbeAccount, new_message_id, open_payload, seal
+from noisewall.probe.settings import ProbeSettings
+
+log = logging.getLogger("noisewall.probe")
+
+RECONNECT_DELAY = 0.2
+
+
+class ProbePeer:
+    """Runs the answering loop in a task; :meth:`close` stops it."""
+
+    def __init__(self, account: ProbeAccount, settings: ProbeSettings, clock: Clock) -> None:
+        self.account = account
+        self.settings = settings
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start answering; returns once the peer is connected (or raises after a timeout)."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        timeout = self.settings.connect_timeout + self.settings.phase_timeout
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    async def close(self) -> None:
+        """Stop answering and disconnect."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                connection = await ChatConnection.open(
+                    *self.settings.server, self.account.static, self.account.server_key,
+                    framing=self.settings.framing,
+                    timeout=self.settings.connect_timeout + self.settings.phase_timeout,
+                    socks5=self.settings.setup_socks5)
+            except (OSError, NoiseError, TimeoutError) as exc:
+                log.warning("probe peer cannot connect: %s", type(exc).__name__)
+                await asyncio.sleep(RECONNECT_DELAY)
+                continue
+            self._connected.set()
+            try:
+                await self._answer(connection)
+            except (OSError, NoiseError, TimeoutError, ChatError) as exc:
+                log.info("probe peer connection lost: %s", type(exc).__name__)
+            finally:
+                await connection.close()
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _answer(self, connection: ChatConnection) -> None:
+        while True:
+            push = await connection.pushes.get()
+            if push.get("type") != "message":
+                return  # the connection closed
+            payload = await open_payload(self.account, push)
+            await connection.notify({"type": "delivered", "queue_ids": [push["queue_id"]]})
+            if payload is None or payload.get("kind") == "receipt" or "id" not in payload:
+                continue
+            receipt = {"kind": "receipt", "status": "delivered", "ids": [str(payload["id"])],
+                       "id": new_message_id(), "ts": self.clock.now()}
+            request = await seal(self.account, connection, str(push["from"]), receipt,
+                                 self.settings.phase_timeout)
+            await connection.request(request, self.settings.phase_timeout)
