@@ -19,10 +19,11 @@ from noisewall.messenger.bench import run_messenger_benchmarks
 from noisewall.messenger.commands import client, server
 from noisewall.noise.bench import BenchResult, machine_description, run_noise_benchmarks
 from noisewall.noise.commands import noise
+from noisewall.noise.errors import NoiseError
+from noisewall.observatory.bench import run_observe_benchmarks
 from noisewall.observatory.commands import observe
 from noisewall.probe.commands import probe
 from noisewall.tunnel.commands import tunnel
-from noisewall.noise.errors import NoiseError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,6 +75,14 @@ def bench_noise(quick: bool, as_json: bool) -> None:
 def bench_censor(quick: bool, as_json: bool) -> None:
     """Relay throughput vs direct loopback, new flows/s, capture packets/s."""
     _print_results(run_censor_benchmarks(quick=quick), as_json)
+
+
+@bench.command(name="observe")
+@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
+@json_option
+def bench_observe(quick: bool, as_json: bool) -> None:
+    """Ingest rate and analysis time of 1,000,000 synthetic measurements vs raw baselines."""
+    _print_results(run_observe_benchmarks(quick=quick), as_json)
 
 
 @bench.command(name="messenger")

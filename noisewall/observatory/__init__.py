@@ -1,1 +1,47 @@
-"""The observatory: store OONI-format measurements, detect blocking events, report them."""
+"""The observatory: store OONI-format measurements, detect blocking events, report them.
+
+The lab's API::
+
+    with MeasurementStore(path) as store:
+        store.ingest_files(paths)                  # or ingest_measurements(store, dicts)
+        events = analyze(store, load_config(None))
+        write_html_report("report.html", store, events, ground_truth=[...])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from noisewall.observatory.config import DetectorConfig, load_config
+from noisewall.observatory.detect import Event, analyze, detect_series
+from noisewall.observatory.measurement import MeasurementError, parse_line, parse_measurement
+from noisewall.observatory.report_html import GroundTruthBand, ReportTable, write_html_report
+from noisewall.observatory.store import IngestReport, LineError, MeasurementStore, SeriesKey
+
+
+def ingest_measurements(store: MeasurementStore,
+                        measurements: Iterable[Mapping[str, Any] | bytes | str],
+                        source: str = "<api>") -> IngestReport:
+    """Store measurements given as dicts or JSON lines (see ``MeasurementStore``)."""
+    return store.ingest_measurements(measurements, source)
+
+
+__all__ = [
+    "DetectorConfig",
+    "Event",
+    "GroundTruthBand",
+    "IngestReport",
+    "LineError",
+    "MeasurementError",
+    "MeasurementStore",
+    "ReportTable",
+    "SeriesKey",
+    "analyze",
+    "detect_series",
+    "ingest_measurements",
+    "load_config",
+    "parse_line",
+    "parse_measurement",
+    "write_html_report",
+]

@@ -2,9 +2,115 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
 import click
+from rich.console import Console
+
+from noisewall.cli_options import json_option
+from noisewall.observatory.config import load_config
+from noisewall.observatory.detect import analyze as run_analysis
+from noisewall.observatory.report_html import in_window, series_counts, write_html_report
+from noisewall.observatory.report_terminal import print_summary
+from noisewall.observatory.store import MeasurementStore
+
+DEFAULT_DB = "observatory.db"
+
+
+class UtcTime(click.ParamType):  # type: ignore[type-arg]
+    """``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM[:SS]`` (also with ``T``), UTC, as POSIX seconds."""
+
+    name = "TIME"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not YYYY-MM-DD[ HH:MM:SS] (UTC)", param, ctx)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+
+
+db_option = click.option("--db", "db_path", default=DEFAULT_DB, show_default=True,
+                         type=click.Path(dir_okay=False), help="The SQLite measurement store.")
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                             help="Detector parameters (YAML; see docs/observatory.md).")
 
 
 @click.group()
 def observe() -> None:
     """Store measurements, detect blocking / throttling / flapping, and report a timeline."""
+
+
+@observe.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@db_option
+@json_option
+def ingest(files: tuple[str, ...], db_path: str, as_json: bool) -> None:
+    """Store measurement files (JSON lines; noisewall_messaging or OONI whatsapp).
+
+    Idempotent: a measurement already stored is skipped. A bad line is
+    reported on stderr with its file and line number and the rest goes on;
+    the exit status is 1 when any line was rejected.
+    """
+    with MeasurementStore(db_path) as store:
+        report = store.ingest_files(files)
+    for error in report.errors:
+        click.echo(f"noisewall: {error}", err=True)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        click.echo(f"{report.stored} stored, {report.already_stored} already stored, "
+                   f"{len(report.errors)} rejected ({report.lines} lines)")
+    if report.errors:
+        raise SystemExit(1)
+
+
+@observe.command()
+@db_option
+@config_option
+@click.option("--since", type=UtcTime(), help="Only measurements from this time (UTC).")
+@click.option("--until", type=UtcTime(), help="Only measurements before this time (UTC).")
+@json_option
+def analyze(db_path: str, config_path: str | None, since: float | None, until: float | None,
+            as_json: bool) -> None:
+    """Detect blocked, throttled and intermittent features per network and vantage."""
+    config = load_config(config_path)
+    with _open_existing(db_path) as store:
+        events = run_analysis(store, config, since=since, until=until)
+        if as_json:
+            click.echo(json.dumps([e.as_json() for e in events], indent=2))
+            return
+        print_summary(Console(), events, [c for c, _ in series_counts(store, since, until)])
+
+
+@observe.command()
+@db_option
+@config_option
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write one self-contained HTML report here.")
+@click.option("--since", type=UtcTime(), help="Report from this time (UTC).")
+@click.option("--until", type=UtcTime(), help="Report up to this time (UTC).")
+def report(db_path: str, config_path: str | None, html_path: str | None, since: float | None,
+           until: float | None) -> None:
+    """Summary table on the terminal and, with --html, a timeline report."""
+    config = load_config(config_path)
+    with _open_existing(db_path) as store:
+        events = run_analysis(store, config)
+        print_summary(Console(), in_window(events, since, until),
+                      [c for c, _ in series_counts(store, since, until)])
+        if html_path is not None:
+            written = write_html_report(html_path, store, events, since=since, until=until)
+            click.echo(f"report written to {written}", err=True)
+
+
+def _open_existing(db_path: str) -> MeasurementStore:
+    if not Path(db_path).is_file():
+        raise click.ClickException(f"{db_path}: no measurement store (run observe ingest first)")
+    return MeasurementStore(db_path)

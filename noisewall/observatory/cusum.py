@@ -1,0 +1,85 @@
+"""Two-sided CUSUM over a per-round indicator, as in OONI's production detector.
+
+The indicator is 1 for a failed (or throttled) round and 0 for a fine one.
+In the ``ok`` state the upper sum ``S+ = max(0, S+ + x - mu0 - v/2)`` looks
+for a rise to ``mu1``; once it passes ``h = edd * v / 2`` the series is in the
+``changed`` state and the lower sum ``S- = max(0, S- + mu1 - x - v/2)`` looks
+for the way back, against its own (higher) threshold. With ``v = mu1 - mu0``
+a series sitting at ``mu1`` raises ``S+`` by ``v/2`` per round, so ``edd`` is
+the expected detection delay in rounds. After a gap of more than ``gap`` seconds both sums decay by
+``0.5 ** (gap / half_life)`` (OONI: 24 h gap, 48 h half-life).
+
+Pure functions over lists; no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CusumParams:
+    """mu0, mu1, the thresholds h for onsets and ends, and the gap decay in seconds."""
+
+    mu0: float
+    mu1: float
+    threshold: float
+    end_threshold: float
+    gap: float
+    half_life: float
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """A state change: the sum first left zero at ``start`` and crossed h at ``alarm``."""
+
+    start: int
+    alarm: int
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """The indices of one changed stretch: its onset alarm and, if it ended, its end alarm."""
+
+    onset: Alarm
+    end: Alarm | None
+
+
+def cusum_episodes(xs: Sequence[float], times: Sequence[float],
+                   params: CusumParams) -> list[Episode]:
+    """Run the two-sided CUSUM over ``xs`` (time-ordered) and return the changed episodes."""
+    half_v = (params.mu1 - params.mu0) / 2
+    episodes: list[Episode] = []
+    changed = False
+    total = 0.0
+    start = -1
+    onset: Alarm | None = None
+    previous = times[0] if times else 0.0
+    for i, x in enumerate(xs):
+        gap = times[i] - previous
+        previous = times[i]
+        if gap > params.gap and total > 0:
+            total *= 0.5 ** (gap / params.half_life)
+        step = (params.mu1 - x if changed else x - params.mu0) - half_v
+        total += step
+        if total <= 0:
+            total = 0.0
+            start = -1
+            continue
+        if start < 0:
+            start = i
+        if total > (params.end_threshold if changed else params.threshold):
+            alarm = Alarm(start, i)
+            if changed:
+                assert onset is not None
+                episodes.append(Episode(onset, alarm))
+                onset = None
+            else:
+                onset = alarm
+            changed = not changed
+            total = 0.0
+            start = -1
+    if onset is not None:
+        episodes.append(Episode(onset, None))
+    return episodes

@@ -1,0 +1,248 @@
+"""Events from time series: blocked, intermittent and throttled episodes per feature.
+
+For each (network, vantage, feature) series:
+
+1. failures: the CUSUM (:mod:`.cusum`) on the per-round failure indicator
+   finds episodes; each onset and end is dated by maximum likelihood
+   (:mod:`.bernoulli`); an episode is cut where it switches between blocked
+   and intermittent, and each part is named by its success fraction;
+2. throughput: the same CUSUM on the slow indicator (:mod:`.throttle`) finds
+   throttled episodes; a policer's flat plateau is told from congestion's
+   variance by the coefficient of variation.
+
+:func:`detect_series` is pure; :func:`analyze` feeds it from a store.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from noisewall.observatory.bernoulli import (
+    date_change,
+    likelihood_ratio,
+    log_likelihood,
+    prefix_sums,
+    split_regimes,
+)
+from noisewall.observatory.config import DetectorConfig
+from noisewall.observatory.cusum import CusumParams, Episode, cusum_episodes
+from noisewall.observatory.measurement import format_ooni_time
+from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
+from noisewall.observatory.throttle import slow_rounds
+
+EventKind = Literal["blocked", "throttled", "intermittent"]
+_BACKGROUND_ROUNDS = 50  # rounds before an episode that set its "fine" failure rate
+_CONTROL_COVERAGE = 0.5  # share of slow rounds the control must confirm to rule out congestion
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One detected event on one series; times are POSIX seconds of probe rounds."""
+
+    network: str
+    vantage: str
+    feature: str
+    kind: EventKind
+    onset: float
+    end: float | None
+    failure: str | None
+    rate_kbps: float | None
+    success_fraction: float | None
+    confidence: float
+    rounds: int
+
+    def as_json(self) -> dict[str, object]:
+        """A JSON object with the fields, plus the times in OONI's format."""
+        data: dict[str, object] = asdict(self)
+        data["onset_utc"] = format_ooni_time(self.onset)
+        data["end_utc"] = None if self.end is None else format_ooni_time(self.end)
+        return data
+
+
+def probe_interval(times: Sequence[float]) -> float:
+    """The series' typical spacing between rounds (median positive step), 1 s if unknown."""
+    steps = [b - a for a, b in itertools.pairwise(times) if b > a]
+    return statistics.median(steps) if steps else 1.0
+
+
+def _params(config: DetectorConfig, interval: float) -> CusumParams:
+    c = config.cusum
+    return CusumParams(c.mu0, c.mu1, c.threshold, c.end_threshold, c.gap_rounds * interval,
+                       c.gap_half_life_rounds * interval)
+
+
+def _confidence(config: DetectorConfig, k: float, n: int, p0: float) -> float:
+    return 1 - math.exp(-likelihood_ratio(k, n, p0) / config.classify.confidence_scale)
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A dated episode: rows ``[start, stop)``, ``ended`` if the series recovered at ``stop``."""
+
+    start: int
+    stop: int
+    ended: bool
+    background: float
+
+
+def _dated_spans(xs: Sequence[float], sums: Sequence[float], episodes: Sequence[Episode],
+                 config: DetectorConfig) -> list[_Span]:
+    """Each CUSUM episode with its onset and end moved to their most likely rounds."""
+    lookback = config.cusum.refine_lookback_rounds
+    floor = config.classify.baseline_failure_floor
+    spans: list[_Span] = []
+    previous = 0
+    for episode in episodes:
+        first = episode.onset.start
+        window = xs[max(previous, first - _BACKGROUND_ROUNDS):first]
+        background = min(max(sum(window) / len(window) if window else 0.0, floor), 0.5)
+        lo = max(previous, first - lookback)
+        start = date_change(sums, lo, episode.onset.alarm, before=background, after=None)
+        if episode.end is None:
+            stop, ended = len(xs), False
+        else:
+            lo = max(start + 1, episode.end.start - lookback)
+            stop = date_change(sums, lo, episode.end.alarm, before=None, after=background,
+                               first=start)
+            ended = True
+        spans.append(_Span(start, stop, ended, background))
+        previous = stop
+    return _merged(spans, sums, config.classify.split_penalty)
+
+
+def _merged(spans: list[_Span], sums: Sequence[float], penalty: float) -> list[_Span]:
+    """Join episodes whose gap is no clearer evidence of recovery than ``penalty`` allows.
+
+    A flaky feature has lucky streaks; the CUSUM may end an episode on one.
+    The gap stays part of the event unless the fine rate explains it better
+    than the event's own rate by more than ``penalty`` (log-likelihood).
+    """
+    result: list[_Span] = []
+    for span in spans:
+        if result and result[-1].ended:
+            last = result[-1]
+            k_event = sums[last.stop] - sums[last.start] + sums[span.stop] - sums[span.start]
+            n_event = last.stop - last.start + span.stop - span.start
+            k_gap, n_gap = sums[span.start] - sums[last.stop], span.start - last.stop
+            evidence = (log_likelihood(k_gap, n_gap, last.background)
+                        - log_likelihood(k_gap, n_gap, k_event / n_event))
+            if evidence < penalty:
+                result[-1] = _Span(last.start, span.stop, span.ended, last.background)
+                continue
+        result.append(span)
+    return result
+
+
+def _failure_events(rows: SeriesRows, config: DetectorConfig) -> list[Event]:
+    xs = [0.0 if ok else 1.0 for ok in rows.ok]
+    times = rows.times
+    sums = prefix_sums(xs)
+    episodes = cusum_episodes(xs, times, _params(config, probe_interval(times)))
+    limit = config.classify.blocked_max_success
+
+    def kind(failure_fraction: float) -> str:
+        return "blocked" if 1 - failure_fraction <= limit else "intermittent"
+
+    events: list[Event] = []
+    for span in _dated_spans(xs, sums, episodes, config):
+        bounds = split_regimes(sums, span.start, span.stop,
+                               penalty=config.classify.split_penalty,
+                               min_length=config.classify.min_segment_rounds, kind=kind)
+        for start, stop in itertools.pairwise(bounds):
+            n = stop - start
+            k = sums[stop] - sums[start]
+            named = kind(k / n)
+            counts = Counter(f for f in rows.failures[start:stop] if f is not None)
+            recovered = stop < len(times) and (span.ended or stop < span.stop)
+            events.append(Event(
+                network=rows.key.network, vantage=rows.key.vantage, feature=rows.key.feature,
+                kind="blocked" if named == "blocked" else "intermittent",
+                onset=times[start], end=times[stop] if recovered else None,
+                failure=counts.most_common(1)[0][0] if counts else None,
+                rate_kbps=None,
+                success_fraction=None if named == "blocked" else round(1 - k / n, 4),
+                confidence=round(_confidence(config, k, n, span.background), 4),
+                rounds=n,
+            ))
+    return events
+
+
+def _throttle_events(rows: SeriesRows, control: SeriesRows | None,
+                     config: DetectorConfig) -> list[Event]:
+    pairs = [(t, r) for t, r in zip(rows.times, rows.kbps, strict=True) if r is not None]
+    if not pairs:
+        return []
+    times = [t for t, _ in pairs]
+    rates = [r for _, r in pairs]
+    interval = probe_interval(rows.times)
+    control_pairs = ([] if control is None else
+                     [(t, r) for t, r in zip(control.times, control.kbps, strict=True)
+                      if r is not None])
+    judged = slow_rounds(times, rates, control_times=[t for t, _ in control_pairs],
+                         control_rates=[r for _, r in control_pairs],
+                         window=config.throttle.control_window_rounds * interval,
+                         config=config.throttle)
+    xs = judged.slow
+    sums = prefix_sums(xs)
+    episodes = cusum_episodes(xs, times, _params(config, interval))
+    events: list[Event] = []
+    for span in _dated_spans(xs, sums, episodes, config):
+        slow = [i for i in range(span.start, span.stop) if xs[i]]
+        if not slow:
+            continue
+        slow_rates = [rates[i] for i in slow]
+        mean = statistics.fmean(slow_rates)
+        cv = statistics.pstdev(slow_rates) / mean if mean > 0 else 0.0
+        coverage = sum(judged.confirmed_by_control[i] for i in slow) / len(slow)
+        flat = cv <= config.throttle.plateau_max_cv
+        if not flat and coverage < _CONTROL_COVERAGE:
+            continue  # varying and unconfirmed by the control path: congestion
+        n = span.stop - span.start
+        score = _confidence(config, sums[span.stop] - sums[span.start], n, span.background)
+        score *= (1.0 if coverage >= _CONTROL_COVERAGE else 0.8) * (1.0 if flat else 0.5)
+        events.append(Event(
+            network=rows.key.network, vantage=rows.key.vantage, feature=rows.key.feature,
+            kind="throttled", onset=times[span.start],
+            end=times[span.stop] if span.ended else None, failure=None,
+            rate_kbps=round(statistics.median(slow_rates), 3), success_fraction=None,
+            confidence=round(score, 4), rounds=n,
+        ))
+    return events
+
+
+def detect_series(rows: SeriesRows, config: DetectorConfig,
+                  control: SeriesRows | None = None) -> list[Event]:
+    """All events on one series (``control``: the same feature over the control path)."""
+    if not rows.times:
+        return []
+    return _failure_events(rows, config) + _throttle_events(rows, control, config)
+
+
+def _order(event: Event) -> tuple[float, str, str, str, str]:
+    return (event.onset, event.network, event.vantage, event.feature, event.kind)
+
+
+def analyze(store: MeasurementStore, config: DetectorConfig | None = None, *,
+            since: float | None = None, until: float | None = None) -> list[Event]:
+    """Every event in the store (optionally within ``[since, until)``), sorted by onset."""
+    config = config or DetectorConfig()
+    control_vantage = config.throttle.control_vantage
+    keys = store.series()
+    present = set(keys)
+    controls: dict[SeriesKey, SeriesRows] = {}
+    events: list[Event] = []
+    for key in keys:
+        control_key = SeriesKey(key.network, control_vantage, key.feature)
+        control = None
+        if key.vantage != control_vantage and control_key in present:
+            if control_key not in controls:
+                controls[control_key] = store.rows(control_key, since=since, until=until)
+            control = controls[control_key]
+        events.extend(detect_series(store.rows(key, since=since, until=until), config, control))
+    return sorted(events, key=_order)

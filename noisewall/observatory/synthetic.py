@@ -1,0 +1,108 @@
+"""Synthetic noisewall measurements with known events: for the benchmark and the tests.
+
+Each generated measurement follows the probe contract (OONI base format,
+``noisewall_messaging``). Fine rounds have loopback-like throughput jitter
+(log-normal) and rare single failures; scripted :class:`Injected` events make
+a feature fail (blocked), fail at random (intermittent) or sit on a flat
+policed rate (throttled) over a range of rounds.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from noisewall.observatory.measurement import FEATURES, NOISEWALL_TEST, format_ooni_time
+
+NORMAL_KBPS = {"text": 4000.0, "photo": 90000.0, "video": 120000.0, "voice": 60000.0,
+               "location": 3000.0}
+_PHASE = {"text": "noise_handshake", "photo": "tls_handshake", "video": "tls_handshake",
+          "voice": "tls_handshake", "location": "noise_handshake", "register": "register",
+          "tcp": "tcp_connect"}
+
+
+@dataclass(frozen=True, slots=True)
+class Injected:
+    """A scripted event on one feature of one vantage, over rounds ``[start, end)``."""
+
+    kind: Literal["blocked", "throttled", "intermittent"]
+    feature: str
+    start: int
+    end: int | None = None
+    vantage: str = "direct"
+    failure: str = "connection_reset"
+    rate_kbps: float = 128.0
+    success: float = 0.5
+
+    def covers(self, vantage: str, feature: str, round_number: int) -> bool:
+        """True when this event acts on that vantage, feature and round."""
+        return (vantage == self.vantage and feature == self.feature
+                and self.start <= round_number < (self.end if self.end is not None else 1 << 62))
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticNetwork:
+    """One vantage network: its name, ASN, paths, features and scripted events."""
+
+    name: str
+    asn: str
+    vantages: Sequence[str] = ("direct",)
+    features: Sequence[str] = FEATURES
+    events: Sequence[Injected] = ()
+
+
+def _feature_result(rng: random.Random, feature: str, event: Injected | None,
+                    stray_failure_rate: float) -> dict[str, Any]:
+    normal = NORMAL_KBPS.get(feature)
+    failed: str | None = None
+    rate = None if normal is None else normal * rng.lognormvariate(0.0, 0.3)
+    if event is not None and event.kind == "throttled" and rate is not None:
+        rate = event.rate_kbps * rng.uniform(0.92, 1.04)
+    elif event is not None and (event.kind == "blocked" or rng.random() >= event.success):
+        failed = event.failure
+    elif rng.random() < stray_failure_rate:
+        failed = "generic_timeout_error"
+    if failed is not None:
+        return {"status": "failed", "failure": failed, "failure_phase": _PHASE[feature],
+                "t_connect": 0.001, "t_handshake": None, "t_round_trip": None, "bytes": 0,
+                "throughput_kbps": None, "runtime": 0.01}
+    return {"status": "ok", "failure": None, "failure_phase": None, "t_connect": 0.0004,
+            "t_handshake": 0.003, "t_round_trip": 0.004, "bytes": 65536,
+            "throughput_kbps": None if rate is None else round(rate, 3), "runtime": 0.02}
+
+
+def synthetic_measurements(network: SyntheticNetwork, *, rounds: int, start: float,
+                           interval: float, seed: int,
+                           stray_failure_rate: float = 0.003) -> Iterator[dict[str, Any]]:
+    """One measurement per (round, vantage) of ``network``, in time order."""
+    rng = random.Random(seed)  # noqa: S311 -- reproducible test data, not secrets
+    report_id = f"synthetic_{network.asn}_{seed}"
+    for round_number in range(rounds):
+        when = format_ooni_time(start + round_number * interval)
+        for vantage in network.vantages:
+            features = {}
+            for feature in network.features:
+                event = next((e for e in network.events
+                              if e.covers(vantage, feature, round_number)), None)
+                features[feature] = _feature_result(rng, feature, event, stray_failure_rate)
+            yield {
+                "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "annotations": {"vantage": vantage, "round": str(round_number),
+                                "engine_name": "noisewall"},
+                "data_format_version": "0.2.0", "input": None,
+                "measurement_start_time": when, "test_start_time": when,
+                "probe_asn": network.asn, "probe_cc": "ZZ", "probe_ip": "127.0.0.1",
+                "probe_network_name": network.name, "report_id": report_id,
+                "software_name": "noisewall", "software_version": "0.1.0",
+                "test_name": NOISEWALL_TEST, "test_version": "0.1.0", "test_runtime": 0.1,
+                "test_keys": {
+                    "features": features,
+                    "status": {"ok": [f for f, r in features.items() if r["status"] == "ok"],
+                               "failed": [f for f, r in features.items()
+                                          if r["status"] == "failed"]},
+                    "noise_handshakes": [], "tcp_connect": [],
+                },
+            }
