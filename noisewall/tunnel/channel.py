@@ -29,7 +29,7 @@ EPHEMERAL_SIZE = 32
 READ_CHUNK = 65536
 
 
-class TunnelRefused(Exception):
+class TunnelRefused(ConnectionError):
     """The peer is not an authorised tunnel client (or not a tunnel client at all).
 
     ``first_bytes`` holds what the peer sent so far (the refusal may depend on it:
