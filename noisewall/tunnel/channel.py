@@ -26,7 +26,7 @@ from noisewall.noise.settings import NoiseSettings
 
 NOISE_PROTOCOL = "Noise_IK_25519_AESGCM_SHA256"
 EPHEMERAL_SIZE = 32
-READ_CHUNK = 65536
+READ_CHUNK = 256 * 1024
 
 
 class TunnelRefused(ConnectionError):

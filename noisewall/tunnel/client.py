@@ -16,7 +16,13 @@ from noisewall import socks5
 from noisewall.noise.errors import NoiseError
 from noisewall.tunnel.channel import initiate
 from noisewall.tunnel.config import TunnelClientConfig, build_transport
-from noisewall.tunnel.session import MuxSession, StreamRefused, TunnelStream, splice
+from noisewall.tunnel.session import (
+    STREAM_LIMIT,
+    MuxSession,
+    StreamRefused,
+    TunnelStream,
+    splice,
+)
 from noisewall.tunnel.transport import Transport
 
 log = logging.getLogger("noisewall.tunnel")
@@ -43,7 +49,7 @@ async def open_session(config: TunnelClientConfig, transport: Transport | None =
         async with asyncio.timeout(config.connect_timeout):
             reader, writer = await asyncio.open_connection(
                 config.server_host, config.server_port,
-                local_addr=(source, 0) if source else None,
+                local_addr=(source, 0) if source else None, limit=STREAM_LIMIT,
             )
             stream = await transport.wrap_client(reader, writer, config.server_key)
             channel = await initiate(stream, transport.client_settings(config.static,
@@ -80,7 +86,8 @@ class TunnelClient:
     async def start(self) -> TunnelClient:
         """Open the SOCKS5 entry (the tunnel itself is opened on first use)."""
         self._server = await asyncio.start_server(
-            self._serve_socks, self.config.socks_host, self.config.socks_port
+            self._serve_socks, self.config.socks_host, self.config.socks_port,
+            limit=STREAM_LIMIT,
         )
         return self
 

@@ -32,6 +32,9 @@ from enum import IntEnum
 
 HEADER = struct.Struct(">BIH")
 MAX_PAYLOAD = 0xFFFF
+#: DATA frames are cut to this size so that one frame fills one Noise message
+#: (65517-byte NoiseSocket body) exactly, with no tiny second message.
+MAX_DATA = 65517 - HEADER.size
 #: Bytes each side may have unconsumed per stream before it must wait for credit.
 DEFAULT_WINDOW = 1 << 20
 #: Streams one session may hold open at once.
@@ -254,7 +257,7 @@ class MuxConnection:
         taken = 0
         view = memoryview(data)
         while taken < len(data) and state.send_credit > 0:
-            size = min(len(data) - taken, state.send_credit, MAX_PAYLOAD)
+            size = min(len(data) - taken, state.send_credit, MAX_DATA)
             self._emit(FrameType.DATA, stream, bytes(view[taken : taken + size]))
             state.send_credit -= size
             taken += size

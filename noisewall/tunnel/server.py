@@ -22,7 +22,7 @@ from noisewall.noise.errors import NoiseError
 from noisewall.tunnel.channel import ReplayFilter, TunnelRefused, respond
 from noisewall.tunnel.config import TunnelServerConfig, build_transport
 from noisewall.tunnel.mux import OpenRequested
-from noisewall.tunnel.session import MuxSession, TunnelStream, splice
+from noisewall.tunnel.session import STREAM_LIMIT, MuxSession, TunnelStream, splice
 
 log = logging.getLogger("noisewall.tunnel")
 
@@ -51,7 +51,7 @@ class TunnelServer:
     async def start(self) -> TunnelServer:
         """Listen."""
         self._server = await asyncio.start_server(
-            self._accept, self.config.listen_host, self.config.listen_port
+            self._accept, self.config.listen_host, self.config.listen_port, limit=STREAM_LIMIT
         )
         return self
 
@@ -155,6 +155,7 @@ class TunnelServer:
             return socks5.Reply.NOT_ALLOWED
         try:
             async with asyncio.timeout(self.config.connect_timeout):
-                return await asyncio.open_connection(str(address), request.port)
+                return await asyncio.open_connection(str(address), request.port,
+                                                     limit=STREAM_LIMIT)
         except (OSError, TimeoutError):
             return socks5.Reply.CONNECTION_REFUSED

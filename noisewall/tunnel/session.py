@@ -37,7 +37,9 @@ from noisewall.tunnel.mux import (
 
 log = logging.getLogger("noisewall.tunnel")
 
-CHUNK = 65536
+CHUNK = 256 * 1024
+#: asyncio stream buffer limit for the tunnel's sockets: bulk data moves in large reads.
+STREAM_LIMIT = 1 << 20
 
 
 class StreamRefused(ConnectionError):

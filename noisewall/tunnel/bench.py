@@ -1,0 +1,170 @@
+"""``noisewall bench tunnel``: each transport's throughput and round trip vs direct loopback.
+
+Everything runs as separate processes, as in real use: the byte sink (the
+censor benchmark's), a ``noisewall tunnel server`` and a ``noisewall tunnel
+client`` per transport; this process is the application, pushing bytes
+through the client's SOCKS5 entry or straight to the sink. Direct and
+tunnelled runs alternate, best round of each kept. Round trips are 64-byte
+echoes through a fresh connection's stream, median of many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from noisewall import socks5
+from noisewall.noise.bench import BenchResult
+from noisewall.tunnel.config import TRANSPORT_NAMES
+from noisewall.tunnel.keyfile import load_or_create_key
+
+BULK = 256 * 1024 * 1024
+CHUNK = 256 * 1024
+Opener = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+class _Child:
+    """A child process that prints one line naming the port it serves."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+
+    @classmethod
+    async def start(cls, args: list[str], pattern: str, stdout: bool = False) -> _Child:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *args, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stream = process.stdout if stdout else process.stderr
+        assert stream is not None
+        line = (await asyncio.wait_for(stream.readline(), 30)).decode()
+        match = re.search(pattern, line)
+        if match is None:
+            process.kill()
+            await process.wait()
+            raise RuntimeError(f"benchmark child did not start: {line!r}")
+        return cls(process, int(match.group(1)))
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+async def _direct(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+def _via(socks_port: int) -> Opener:
+    async def opener(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await socks5.open_connection(("127.0.0.1", socks_port), "127.0.0.1", port)
+    return opener
+
+
+async def _bulk(opener: Opener, port: int, size: int) -> float:
+    """Seconds to push ``size`` bytes to the sink and hear that it has them all."""
+    reader, writer = await opener(port)
+    block = os.urandom(CHUNK)
+    start = time.perf_counter()
+    for _ in range(size // CHUNK):
+        writer.write(block)
+        await writer.drain()
+    writer.write_eof()
+    await reader.read(1)
+    elapsed = time.perf_counter() - start
+    writer.close()
+    return elapsed
+
+
+async def _round_trips(opener: Opener, port: int, count: int) -> float:
+    """Median seconds of a 64-byte echo on one connection."""
+    reader, writer = await opener(port)
+    message = os.urandom(64)
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        writer.write(message)
+        await reader.readexactly(len(message))
+        times.append(time.perf_counter() - start)
+    writer.close()
+    return statistics.median(times)
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def _tunnel(transport: str, workdir: Path, allow: list[str]) -> tuple[_Child, _Child]:
+    server_key, client_key = workdir / f"{transport}.server", workdir / f"{transport}.client"
+    client_public = load_or_create_key(client_key).public.hex()
+    server_public = load_or_create_key(server_key).public.hex()
+    allow_args = [arg for dest in allow for arg in ("--allow", dest)]
+    server = await _Child.start(
+        ["-m", "noisewall", "tunnel", "server", "--listen", "127.0.0.1:0", "--key",
+         str(server_key), "--transport", transport, "--allow-client", client_public,
+         *allow_args], r"on 127\.0\.0\.1:(\d+)")
+    try:
+        client = await _Child.start(
+            ["-m", "noisewall", "tunnel", "client", "--server", f"127.0.0.1:{server.port}",
+             "--server-key", server_public, "--key", str(client_key), "--transport", transport,
+             "--socks", "127.0.0.1:0"], r"SOCKS5 on 127\.0\.0\.1:(\d+)")
+    except BaseException:
+        await server.stop()
+        raise
+    return server, client
+
+
+async def _run(quick: bool, workdir: Path) -> list[BenchResult]:
+    size = BULK // 16 if quick else BULK
+    rounds = 2 if quick else 3
+    trips = 50 if quick else 500
+    sink = await _Child.start(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)",
+                              stdout=True)
+    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    echo_port = int(echo.sockets[0].getsockname()[1])
+    results: list[BenchResult] = []
+    try:
+        for transport in TRANSPORT_NAMES:
+            server, client = await _tunnel(transport, workdir,
+                                           [f"127.0.0.1:{sink.port}", f"127.0.0.1:{echo_port}"])
+            via = _via(client.port)
+            try:
+                direct = tunnelled = float("inf")
+                for _ in range(rounds):
+                    direct = min(direct, await _bulk(_direct, sink.port, size))
+                    tunnelled = min(tunnelled, await _bulk(via, sink.port, size))
+                rtt_direct = await _round_trips(_direct, echo_port, trips)
+                rtt_tunnel = await _round_trips(via, echo_port, trips)
+            finally:
+                await client.stop()
+                await server.stop()
+            results.append(BenchResult(f"tunnel {transport}: throughput", "MB/s",
+                                       size / tunnelled / 1e6, "direct loopback",
+                                       size / direct / 1e6))
+            results.append(BenchResult(f"tunnel {transport}: 64 B round trip p50", "ms",
+                                       rtt_tunnel * 1e3, "direct loopback", rtt_direct * 1e3))
+    finally:
+        echo.close()
+        await sink.stop()
+    return results
+
+
+def run_tunnel_benchmarks(quick: bool = False) -> list[BenchResult]:
+    """Throughput and round-trip time of every transport, each next to direct loopback."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return asyncio.run(_run(quick, Path(tmp)))
