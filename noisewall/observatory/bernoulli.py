@@ -35,18 +35,20 @@ def likelihood_ratio(k: float, n: int, p0: float) -> float:
 
 
 def date_change(sums: Sequence[float], lo: int, hi: int, *, before: float | None,
-                after: float | None, first: int | None = None) -> int:
+                after: float | None, first: int | None = None, last: int | None = None) -> int:
     """The index in ``[lo, hi]`` where the rate most likely changed.
 
     ``before`` / ``after`` fix the rate on either side (None: estimate it).
-    When the side before is estimated it starts at ``first`` (default ``lo``),
-    e.g. the episode's onset when dating its end.
+    The side before starts at ``first`` (default ``lo``) and the side after
+    ends before ``last`` (default ``hi + 1``): an estimated rate then uses the
+    whole episode, e.g. its onset when dating its end.
     """
     base = lo if first is None else first
+    stop = hi + 1 if last is None else last
     best, best_score = lo, -math.inf
     for tau in range(lo, hi + 1):
         k1, n1 = sums[tau] - sums[base], tau - base
-        k2, n2 = sums[hi + 1] - sums[tau], hi + 1 - tau
+        k2, n2 = sums[stop] - sums[tau], stop - tau
         score = log_likelihood(k1, n1, before) + log_likelihood(k2, n2, after)
         if score > best_score:
             best, best_score = tau, score

@@ -33,7 +33,7 @@ class CusumConfig(BaseModel):
     """Expected detection delay of an onset, in probe rounds."""
     end_edd_rounds: float = Field(default=10.0, gt=0)
     """The same for an episode's end (longer: a flaky feature's lucky streak is no recovery)."""
-    refine_lookback_rounds: int = Field(default=10, ge=0)
+    refine_lookback_rounds: int = Field(default=20, ge=0)
     """How far before an alarm's excursion the onset / end may be moved back."""
     gap_rounds: float = Field(default=24.0, gt=1)
     """A gap longer than this many probe intervals decays the sums."""

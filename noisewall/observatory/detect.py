@@ -37,7 +37,6 @@ from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
 from noisewall.observatory.throttle import slow_rounds
 
 EventKind = Literal["blocked", "throttled", "intermittent"]
-_BACKGROUND_ROUNDS = 50  # rounds before an episode that set its "fine" failure rate
 _CONTROL_COVERAGE = 0.5  # share of slow rounds the control must confirm to rule out congestion
 
 
@@ -91,19 +90,33 @@ class _Span:
     background: float
 
 
+def _background(sums: Sequence[float], episodes: Sequence[Episode], n: int, lookback: int,
+                floor: float) -> float:
+    """The failure rate of the rounds no episode (nor its lookback) touches, at least ``floor``."""
+    k, rounds, previous = 0.0, 0, 0
+    for episode in episodes:
+        lo = max(previous, episode.onset.start - lookback)
+        k += sums[lo] - sums[previous]
+        rounds += lo - previous
+        previous = max(lo, episode.end.alarm + 1 if episode.end is not None else n)
+    k += sums[n] - sums[previous]
+    rounds += n - previous
+    return min(max(k / rounds if rounds else 0.0, floor), 0.5)
+
+
 def _dated_spans(xs: Sequence[float], sums: Sequence[float], episodes: Sequence[Episode],
                  config: DetectorConfig) -> list[_Span]:
     """Each CUSUM episode with its onset and end moved to their most likely rounds."""
     lookback = config.cusum.refine_lookback_rounds
-    floor = config.classify.baseline_failure_floor
+    background = _background(sums, episodes, len(xs), lookback,
+                             config.classify.baseline_failure_floor)
     spans: list[_Span] = []
     previous = 0
     for episode in episodes:
-        first = episode.onset.start
-        window = xs[max(previous, first - _BACKGROUND_ROUNDS):first]
-        background = min(max(sum(window) / len(window) if window else 0.0, floor), 0.5)
-        lo = max(previous, first - lookback)
-        start = date_change(sums, lo, episode.onset.alarm, before=background, after=None)
+        lo = max(previous, episode.onset.start - lookback)
+        extent = len(xs) if episode.end is None else episode.end.start
+        start = date_change(sums, lo, episode.onset.alarm, before=background, after=None,
+                            last=max(extent, episode.onset.alarm + 1))
         if episode.end is None:
             stop, ended = len(xs), False
         else:

@@ -138,7 +138,7 @@ class FeatureRow:
 
 @dataclass(frozen=True, slots=True)
 class ParsedMeasurement:
-    """A validated measurement: its identity, time series key, rows and canonical JSON."""
+    """A validated measurement: its identity, time series key, rows and stored JSON."""
 
     id: str
     time: float
@@ -147,7 +147,7 @@ class ParsedMeasurement:
     test_name: str
     round: int | None
     rows: tuple[FeatureRow, ...]
-    canonical: bytes
+    raw: bytes
     digest: bytes
 
 
@@ -210,8 +210,12 @@ def _round(annotations: Mapping[str, Any]) -> int | None:
     return None
 
 
-def parse_measurement(obj: object) -> ParsedMeasurement:
-    """Validate one decoded measurement; raises :class:`MeasurementError` naming the field."""
+def parse_measurement(obj: object, raw: bytes | None = None) -> ParsedMeasurement:
+    """Validate one decoded measurement; raises :class:`MeasurementError` naming the field.
+
+    ``raw`` is the line it was decoded from, stored as is; without it the
+    measurement is stored as canonical (key-sorted, compact) JSON.
+    """
     if not isinstance(obj, dict):
         raise MeasurementError(f"a measurement is a JSON object, not {type(obj).__name__}")
     try:
@@ -231,10 +235,10 @@ def parse_measurement(obj: object) -> ParsedMeasurement:
         raise MeasurementError(f"test_name {base.test_name!r} is not "
                                f"{NOISEWALL_TEST!r} or {OONI_WHATSAPP_TEST!r}")
     try:
-        canonical = canonical_json(obj)
-    except ValueError as exc:  # NaN or infinity somewhere in the raw record
+        stored = raw if raw is not None else canonical_json(obj)
+    except ValueError as exc:  # NaN or infinity somewhere in the record
         raise MeasurementError(f"not strict JSON: {exc}") from None
-    digest = hashlib.blake2b(canonical, digest_size=16).digest()
+    digest = hashlib.blake2b(stored, digest_size=16).digest()
     vantage = base.annotations.get("vantage")
     return ParsedMeasurement(
         # OONI collectors clear ``id``: the content digest stands in, so re-ingesting is a no-op.
@@ -245,20 +249,21 @@ def parse_measurement(obj: object) -> ParsedMeasurement:
         test_name=base.test_name,
         round=_round(base.annotations),
         rows=rows,
-        canonical=canonical,
+        raw=stored,
         digest=digest,
     )
 
 
 def parse_line(line: bytes | str) -> ParsedMeasurement:
     """Decode and validate one JSON line."""
+    raw = (line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line).strip()
     try:
-        obj = json.loads(line)
+        obj = json.loads(raw)
     except UnicodeDecodeError as exc:
         raise MeasurementError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise MeasurementError(f"bad JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:
         raise MeasurementError("bad JSON: nested too deeply") from None
-    return parse_measurement(obj)
+    return parse_measurement(obj, raw)
 

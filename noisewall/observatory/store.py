@@ -3,7 +3,7 @@
 Two tables matter:
 
 * ``measurements``: one row per measurement id with its time series key and
-  the canonical JSON (zlib-compressed), so nothing the probe wrote is lost;
+  the measurement's JSON as received (zlib-compressed), so nothing the probe wrote is lost;
 * ``results``: one compact row per (series, time, measurement) -- ok flag,
   failure code, throughput -- clustered by series and time, which is all the
   detector reads.
@@ -234,7 +234,7 @@ class MeasurementStore:
                 measurement_rows.append((
                     next_row, parsed.id, parsed.digest, parsed.time, parsed.network,
                     parsed.vantage, parsed.test_name, parsed.round, pending.source,
-                    pending.line, zlib.compress(parsed.canonical, 6)))
+                    pending.line, zlib.compress(parsed.raw, 1)))
                 for row in parsed.rows:
                     series = self._series_id(parsed.network, parsed.vantage, row.feature)
                     failure = None if row.failure is None else self._failure_id(row.failure)
@@ -350,7 +350,7 @@ class MeasurementStore:
         return n
 
     def raw_measurement(self, measurement_id: str) -> bytes | None:
-        """The canonical JSON of one stored measurement."""
+        """The stored JSON of one measurement."""
         row = self._db.execute("SELECT raw FROM measurements WHERE id = ?",
                                (measurement_id,)).fetchone()
         return None if row is None else zlib.decompress(row[0])

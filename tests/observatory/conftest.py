@@ -1,0 +1,30 @@
+"""Fixtures for the observatory tests: a store in a temporary folder, the ts-018 example."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from noisewall.observatory.store import MeasurementStore
+from tests.conftest import shared_file
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MeasurementStore]:
+    with MeasurementStore(tmp_path / "obs.db") as opened:
+        yield opened
+
+
+def ooni_whatsapp_example() -> dict[str, Any]:
+    """The example measurement of ../shared/specs/ooni/ts-018-whatsapp.md, as published."""
+    text = shared_file("specs/ooni/ts-018-whatsapp.md").read_text(encoding="utf-8")
+    section = text[text.index("## Example output sample"):]
+    match = re.search(r"```JSON\n(.*?)\n```", section, re.S)
+    assert match is not None, "no JSON block under 'Example output sample'"
+    example: dict[str, Any] = json.loads(match.group(1))
+    return example

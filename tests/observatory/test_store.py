@@ -1,0 +1,96 @@
+"""The store: idempotent ingest, per-line errors that lose nothing else, the CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from noisewall.observatory.store import MeasurementStore, SeriesKey, StoreError
+from noisewall.observatory.synthetic import SyntheticNetwork, synthetic_measurements
+
+
+def _lines(rounds: int = 10, seed: int = 1) -> list[str]:
+    network = SyntheticNetwork("Net", "AS64500", ("direct", "control"))
+    return [json.dumps(m) for m in synthetic_measurements(
+        network, rounds=rounds, start=1_505_865_600, interval=60, seed=seed)]
+
+
+def test_ingest_is_idempotent(store: MeasurementStore, tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(_lines()) + "\n")
+    first = store.ingest_files([path])
+    assert (first.lines, first.stored, first.already_stored, first.errors) == (20, 20, 0, [])
+    again = store.ingest_files([path])
+    assert (again.stored, again.already_stored, again.errors) == (0, 20, [])
+    assert store.count() == 20
+    rows = store.rows(SeriesKey("Net", "control", "text"))
+    assert len(rows.times) == 10 and rows.times == sorted(rows.times)
+    stored = store.raw_measurement(json.loads(_lines()[0])["id"])
+    assert stored is not None and json.loads(stored) == json.loads(_lines()[0])
+
+
+def test_bad_lines_are_reported_and_nothing_else_is_lost(store: MeasurementStore,
+                                                         tmp_path: Path) -> None:
+    good = _lines(rounds=5)
+    wrong_type = json.loads(good[1])
+    wrong_type["test_keys"]["features"]["voice"]["bytes"] = "lots"
+    clash = json.loads(good[0])
+    clash["probe_cc"] = "CN"
+    lines = [good[0], good[2][:57], json.dumps(wrong_type), "", good[3],
+             json.dumps(clash), good[3], good[4], good[5][:-1]]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines))  # the last line is also cut short, with no newline
+    report = store.ingest_files([path, tmp_path / "missing.jsonl"])
+    messages = {(e.line, e.message.split(":")[0]) for e in report.errors if e.line}
+    assert {line for line, _ in messages} == {2, 3, 6, 7, 9}
+    by_line = {e.line: e for e in report.errors}
+    assert "bad JSON" in by_line[2].message
+    assert "features.voice.bytes" in by_line[3].message
+    assert "different content" in by_line[6].message and f"{path}:1" in by_line[6].message
+    assert "same measurement as" in by_line[7].message and f"{path}:5" in by_line[7].message
+    assert str(by_line[2]).startswith(f"{path}:2: ")
+    assert any(e.source.endswith("missing.jsonl") for e in report.errors)
+    assert report.stored == 3 and store.count() == 3  # lines 1, 5 and 8
+
+
+def test_not_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(StoreError, match="not a usable measurement store"):
+        MeasurementStore(path)
+    newer = tmp_path / "newer.db"
+    MeasurementStore(newer).close()
+    with sqlite3.connect(newer) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 99"):
+        MeasurementStore(newer)
+
+
+def test_ingest_measurements_api_takes_dicts(store: MeasurementStore) -> None:
+    network = SyntheticNetwork("Net", "AS64500")
+    report = store.ingest_measurements(synthetic_measurements(
+        network, rounds=3, start=0, interval=60, seed=2))
+    assert (report.stored, report.errors) == (3, [])
+    assert store.time_range() == (0.0, 120.0)
+
+
+def test_cli_ingest_reports_each_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    good = _lines(rounds=2)
+    path.write_text("\n".join([good[0], "{oops", good[1], good[2]]) + "\n")
+    db = tmp_path / "cli.db"
+    command = [sys.executable, "-m", "noisewall", "observe", "ingest", str(path), "--db", str(db)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"noisewall: {path}:2: bad JSON: Expecting property name " \
+                                    "enclosed in double quotes at column 2"
+    assert "3 stored, 0 already stored, 1 rejected (4 lines)" in result.stdout
+    again = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60,
+                           check=False)
+    report = json.loads(again.stdout)
+    assert (report["stored"], report["already_stored"], len(report["errors"])) == (0, 3, 1)
