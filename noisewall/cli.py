@@ -77,6 +77,16 @@ def bench_censor(quick: bool, as_json: bool) -> None:
     _print_results(run_censor_benchmarks(quick=quick), as_json)
 
 
+@bench.command(name="tunnel")
+@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
+@json_option
+def bench_tunnel(quick: bool, as_json: bool) -> None:
+    """Throughput and round trip of each tunnel transport vs direct loopback."""
+    from noisewall.tunnel.bench import run_tunnel_benchmarks  # noqa: PLC0415 - one-edit rule
+
+    _print_results(run_tunnel_benchmarks(quick=quick), as_json)
+
+
 @bench.command(name="observe")
 @click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
 @json_option
