@@ -155,7 +155,8 @@ class Scenario:
 # --------------------------------------------------------------------------- schema
 
 
-def _interval(value: Any) -> Any:
+def parse_duration(value: Any) -> Any:
+    """A duration (``12h``, ``30m``, ``1d``, or seconds) in seconds; ValueError if not one."""
     if isinstance(value, bool):
         raise ValueError("must be a duration like 12h, 30m, 1d or seconds")
     if isinstance(value, int | float):
@@ -224,7 +225,7 @@ class _ScenarioSpec(_Spec):
     description: str | None = None
     start: _When
     end: _When
-    interval: Annotated[float, BeforeValidator(_interval), Field(gt=0, allow_inf_nan=False)]
+    interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, allow_inf_nan=False)]
     network: _NetworkSpec = _NetworkSpec()
     features: Annotated[tuple[Feature, ...], Field(min_length=1)]
     vantages: Annotated[tuple[_VantageSpec, ...], Field(min_length=1)]

@@ -19,7 +19,11 @@ from typing import Any, Protocol
 from noisewall.lab.groundtruth import TruthEvent, iso
 from noisewall.lab.schedule import Schedule
 
-__all__ = ["DEFAULT_TOLERANCE_ROUNDS", "DetectedEvent", "Pair", "Score", "score"]
+__all__ = ["DEFAULT_TOLERANCE_ROUNDS", "SCORE_COLUMNS", "DetectedEvent", "Pair", "Score", "score"]
+
+#: Column names of :meth:`Score.rows`.
+SCORE_COLUMNS = ("vantage", "feature", "true kind", "true onset (UTC)", "source",
+                 "detected kind", "detected onset (UTC)", "onset error", "verdict")
 
 #: Onset error allowed, in probe rounds ("onset within 2 probe rounds").
 DEFAULT_TOLERANCE_ROUNDS = 2
@@ -100,6 +104,22 @@ class Score:
     def passed(self) -> bool:
         """Every true event detected with the right kind and on time, no false alarm."""
         return all(p.passed for p in self.pairs) and not self.false_alarms
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """One row per true event, then one per false alarm (see :data:`SCORE_COLUMNS`)."""
+        rows: list[tuple[str, ...]] = []
+        for pair in self.pairs:
+            t, d = pair.truth, pair.detected
+            verdict = ("ok" if pair.passed else "MISSED" if d is None
+                       else "WRONG KIND" if not pair.kind_ok else "LATE/EARLY")
+            error = ("" if pair.onset_error_rounds is None
+                     else f"{pair.onset_error_rounds:+g} rounds")
+            seen = ("-", "-") if d is None else (d.kind, iso(d.onset) or "")
+            rows.append((t.vantage, t.feature, t.kind, iso(t.onset) or "", t.source, *seen,
+                         error, verdict))
+        rows.extend((a.vantage, a.feature, "-", "-", "-", a.kind, iso(a.onset) or "", "",
+                     "FALSE ALARM") for a in self.false_alarms)
+        return rows
 
     @property
     def missed(self) -> int:

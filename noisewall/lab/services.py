@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -113,6 +114,10 @@ class LabServices:
     def reseed(self, seed: int, round_index: int) -> None:
         """Make the censor's draws in round ``round_index`` a function of the seed alone."""
         self.rng.seed(f"noisewall-lab:{seed}:{round_index}")
+
+    def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback`` when the services stop (before the parts started earlier)."""
+        self._stack.push_async_callback(callback)
 
     async def enter(self, part: contextlib.AbstractAsyncContextManager[T]) -> T:
         """Run another part (a tunnel server or client) until the services stop."""
