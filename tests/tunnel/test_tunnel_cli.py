@@ -1,0 +1,89 @@
+"""``noisewall tunnel``: key, server and client as real processes; bad input as one line."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from noisewall import socks5
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "noisewall", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_key_is_created_once_and_printed(tmp_path: Path) -> None:
+    first = _run("tunnel", "key", "--key", str(tmp_path / "k"))
+    second = _run("tunnel", "key", "--key", str(tmp_path / "k"))
+    assert first.returncode == 0 and re.fullmatch(r"[0-9a-f]{64}\n", first.stdout)
+    assert second.stdout == first.stdout
+    assert (tmp_path / "k").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["tunnel", "server", "--key", "K"], "no client may connect"),
+    (["tunnel", "server", "--key", "K", "--allow-client", "zz"], "not valid hex"),
+    (["tunnel", "server", "--key", "K", "--allow-client", "00" * 32, "--allow", "example.com:80"],
+     "host names are not allowed"),
+    (["tunnel", "client", "--key", "K", "--server", "127.0.0.1:1", "--server-key", "00" * 31],
+     "must be 32 bytes"),
+    (["tunnel", "client", "--key", "K", "--server", "nowhere", "--server-key", "00" * 32],
+     "is not HOST:PORT"),
+])
+def test_bad_arguments_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    args = [str(tmp_path / "k") if arg == "K" else arg for arg in args]
+    result = _run(*args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+async def _start(args: list[str], pattern: str) -> tuple[asyncio.subprocess.Process, int]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "noisewall", *args, stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+    match = re.search(pattern, line)
+    if match is None:
+        process.kill()
+        await process.wait()
+        pytest.fail(f"did not start: {line!r}")
+    return process, int(match.group(1))
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+
+
+@pytest.mark.slow
+async def test_server_and_client_processes_carry_a_stream(tmp_path: Path,
+                                                          echo_port: int) -> None:
+    client_key = _run("tunnel", "key", "--key", str(tmp_path / "client")).stdout.strip()
+    server_key = _run("tunnel", "key", "--key", str(tmp_path / "server")).stdout.strip()
+    server, port = await _start(
+        ["tunnel", "server", "--listen", "127.0.0.1:0", "--key", str(tmp_path / "server"),
+         "--transport", "noisesocket-padded", "--allow-client", client_key,
+         "--allow", f"127.0.0.1:{echo_port}"], r"on 127\.0\.0\.1:(\d+)")
+    try:
+        client, socks_port = await _start(
+            ["tunnel", "client", "--server", f"127.0.0.1:{port}", "--server-key", server_key,
+             "--key", str(tmp_path / "client"), "--transport", "noisesocket-padded",
+             "--socks", "127.0.0.1:0"], r"SOCKS5 on 127\.0\.0\.1:(\d+)")
+        try:
+            reader, writer = await asyncio.wait_for(socks5.open_connection(
+                ("127.0.0.1", socks_port), "127.0.0.1", echo_port), 10)
+            writer.write(b"through two processes")
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(-1), 10) == b"through two processes"
+            writer.close()
+        finally:
+            await _stop(client)
+    finally:
+        await _stop(server)
