@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from noisewall.cli_options import json_option
 from noisewall.observatory.config import load_config
 from noisewall.observatory.detect import analyze as run_analysis
 from noisewall.observatory.report_html import in_window, series_counts, write_html_report
-from noisewall.observatory.report_terminal import print_summary
+from noisewall.observatory.report_terminal import print_summary, summary_console
 from noisewall.observatory.store import MeasurementStore
 
 DEFAULT_DB = "observatory.db"
@@ -87,7 +86,7 @@ def analyze(db_path: str, config_path: str | None, since: float | None, until: f
         if as_json:
             click.echo(json.dumps([e.as_json() for e in events], indent=2))
             return
-        print_summary(Console(), events, [c for c, _ in series_counts(store, since, until)])
+        print_summary(summary_console(), events, [c for c, _ in series_counts(store, since, until)])
 
 
 @observe.command()
@@ -103,7 +102,7 @@ def report(db_path: str, config_path: str | None, html_path: str | None, since: 
     config = load_config(config_path)
     with _open_existing(db_path) as store:
         events = run_analysis(store, config)
-        print_summary(Console(), in_window(events, since, until),
+        print_summary(summary_console(), in_window(events, since, until),
                       [c for c, _ in series_counts(store, since, until)])
         if html_path is not None:
             written = write_html_report(html_path, store, events, since=since, until=until)

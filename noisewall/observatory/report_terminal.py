@@ -11,6 +11,12 @@ from noisewall.observatory.detect import Event
 from noisewall.observatory.report_html import EVENT_COLUMNS, SeriesCounts, event_rows
 
 
+def summary_console() -> Console:
+    """A console for the summary: the terminal's width, or wide enough when piped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def print_summary(console: Console, events: Sequence[Event],
                   counts: Sequence[SeriesCounts]) -> None:
     """Print the events table and the per-series counts."""
