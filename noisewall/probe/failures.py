@@ -106,7 +106,7 @@ def _direct(exc: BaseException) -> str | None:
             return "ssl_invalid_hostname"
         return "ssl_invalid_certificate"
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or ""
+        reason = getattr(exc, "reason", None) or ""
         if "EOF" in reason or isinstance(exc, ssl.SSLEOFError):
             return "eof_error"
         return "ssl_failed_handshake"

@@ -33,10 +33,11 @@ class ChatProbe:
     async def connect(self, result: FeatureResult) -> ChatConnection:
         """Open and authenticate a chat connection over the vantage path, timing both steps."""
         s = self.settings
-        connection, result.t_connect, result.t_handshake = await open_chat(
+        connection = await open_chat(
             s.server, self.vantage.socks5, self.trace, static=self.account.static,
             server_key=self.account.server_key, framing=s.framing, tags=self.tags,
-            connect_timeout=s.connect_timeout, handshake_timeout=s.phase_timeout)
+            connect_timeout=s.connect_timeout, handshake_timeout=s.phase_timeout,
+            result=result)
         self.account.remember_server(connection)
         return connection
 

@@ -90,9 +90,9 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
 
 async def open_chat(target: Endpoint, socks5: Endpoint | None, trace: Trace, *, static: KeyPair,
                     server_key: bytes | None, framing: Framing, tags: list[str],
-                    connect_timeout: float, handshake_timeout: float
-                    ) -> tuple[ChatConnection, float, float]:
-    """An authenticated chat connection; also the connect and handshake durations.
+                    connect_timeout: float, handshake_timeout: float,
+                    result: FeatureResult) -> ChatConnection:
+    """An authenticated chat connection; the connect and handshake times go into ``result``.
 
     Opens the path and runs Noise Pipes as separate, separately timed steps
     (``ChatConnection.open`` does both at once).
@@ -101,7 +101,7 @@ async def open_chat(target: Endpoint, socks5: Endpoint | None, trace: Trace, *, 
     t0 = trace.now()
     reader, writer = await open_path(target, socks5, trace, tid=tid, tags=tags,
                                      timeout=connect_timeout)
-    t_connect = trace.now() - t0
+    result.t_connect = trace.now() - t0
     stream = NoiseStream(reader, writer,
                          make_connection(framing, True, client_settings(static, server_key,
                                                                         framing)))
@@ -117,4 +117,5 @@ async def open_chat(target: Endpoint, socks5: Endpoint | None, trace: Trace, *, 
         raise
     trace.noise_handshake(address, protocol=stream.protocol_name or NOISE_PROTOCOL,
                           framing=framing, t0=t1, failure=None, tags=tags)
-    return ChatConnection(stream), t_connect, trace.now() - t1
+    result.t_handshake = trace.now() - t1
+    return ChatConnection(stream)
