@@ -14,6 +14,7 @@ from noisewall.censor.bench import run_censor_benchmarks
 from noisewall.censor.commands import censor
 from noisewall.cli_options import json_option
 from noisewall.errors import InputError
+from noisewall.lab.bench import run_lab_benchmarks
 from noisewall.lab.commands import lab
 from noisewall.messenger.bench import run_messenger_benchmarks
 from noisewall.messenger.commands import client, server
@@ -103,6 +104,14 @@ def bench_observe(quick: bool, as_json: bool) -> None:
 def bench_messenger(clients: int, quick: bool, as_json: bool) -> None:
     """Relayed and E2E messages/s through a durable server, latency, idle-connection memory."""
     _print_results(run_messenger_benchmarks(clients, quick), as_json)
+
+
+@bench.command(name="lab")
+@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
+@json_option
+def bench_lab(quick: bool, as_json: bool) -> None:
+    """Full runs of every shipped scenario: replay speed, wall time, detection score."""
+    _print_results(run_lab_benchmarks(quick=quick), as_json)
 
 
 def main() -> None:

@@ -84,6 +84,7 @@ class LabResult:
     arms_race: list[BlockingResult]
     files: dict[str, Path]
     elapsed: float
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The analysis file's content."""
@@ -97,6 +98,7 @@ class LabResult:
                          "vantages": [v.name for v in s.vantages]},
             "seed": self.seed,
             "elapsed_s": round(self.elapsed, 2),
+            "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "ground_truth": [e.as_json() for e in self.truth],
             "events": [e.as_json() for e in self.events],
             "score": self.score.as_json(),
@@ -137,12 +139,14 @@ def _probe_settings(scenario: Scenario, services: LabServices, tunnels: dict[str
 
 
 async def _replay(scenario: Scenario, schedule: Schedule, options: LabOptions, state: Path,
-                  on_round: Callable[[Round], None] | None) -> tuple[list[dict[str, Any]],
+                  on_round: Callable[[Round], None] | None, *,
+                  timings: dict[str, float]) -> tuple[list[dict[str, Any]],
                                                                      list[BlockingResult]]:
     clock = ManualClock(scenario.start)
     measurements: list[dict[str, Any]] = []
     arms_race: list[BlockingResult] = []
     out = options.out
+    began = time.monotonic()
     with (out / DECISIONS).open("w", encoding="utf-8") as decisions, \
             (out / MEASUREMENTS).open("w", encoding="utf-8") as lines:
         async with LabServices(state, scenario.policy, clock, decision_log=decisions) as services:
@@ -163,8 +167,10 @@ async def _replay(scenario: Scenario, schedule: Schedule, options: LabOptions, s
                     lines.flush()
                     if on_round is not None:
                         on_round(round_)
+            timings["rounds"] = time.monotonic() - began
             if options.arms_race and scenario.arms_race_connections:
                 arms_race = await _arms_race(scenario, services, options)
+            timings["arms_race"] = time.monotonic() - began - timings["rounds"]
     return measurements, arms_race
 
 
@@ -188,26 +194,27 @@ async def run_lab(scenario: Scenario, options: LabOptions,
     schedule = Schedule(scenario.start, scenario.end, options.interval or scenario.interval)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="noisewall-lab-") as state:
         measurements, arms_race = await _replay(scenario, schedule, options, Path(state),
-                                                on_round)
+                                                on_round, timings=timings)
+    analysed = time.monotonic()
     store_path = out / STORE
     store_path.unlink(missing_ok=True)
+    truth = ground_truth(scenario)
     with MeasurementStore(store_path) as store:
         store.ingest_measurements(measurements, source=str(out / MEASUREMENTS))
         events = analyze(store)
-    truth = ground_truth(scenario)
-    result = LabResult(scenario, schedule, options.seed, truth, events,
-                       score(truth, events, schedule), arms_race,
-                       {"measurements": out / MEASUREMENTS, "store": store_path,
-                        "decisions": out / DECISIONS, "analysis": out / ANALYSIS,
-                        "report": out / REPORT},
-                       time.monotonic() - began)
+        timings["analysis"] = time.monotonic() - analysed
+        result = LabResult(scenario, schedule, options.seed, truth, events,
+                           score(truth, events, schedule), arms_race,
+                           {"measurements": out / MEASUREMENTS, "store": store_path,
+                            "decisions": out / DECISIONS, "analysis": out / ANALYSIS,
+                            "report": out / REPORT},
+                           time.monotonic() - began, timings)
+        write_html_report(out / REPORT, store, events, ground_truth=_bands(truth),
+                          extra_tables=_tables(result))
     (out / ANALYSIS).write_text(json.dumps(result.as_json(), indent=2) + "\n", encoding="utf-8")
-    with MeasurementStore(store_path) as store:
-        result.files["report"] = write_html_report(
-            out / REPORT, store, events, ground_truth=_bands(truth),
-            extra_tables=_tables(result))
     return result
 
 

@@ -23,7 +23,7 @@ __all__ = ["DEFAULT_TOLERANCE_ROUNDS", "SCORE_COLUMNS", "DetectedEvent", "Pair",
 
 #: Column names of :meth:`Score.rows`.
 SCORE_COLUMNS = ("vantage", "feature", "true kind", "true onset (UTC)", "source",
-                 "detected kind", "detected onset (UTC)", "onset error", "verdict")
+                 "detected kind", "detected onset (UTC)", "onset error (rounds)", "verdict")
 
 #: Onset error allowed, in probe rounds ("onset within 2 probe rounds").
 DEFAULT_TOLERANCE_ROUNDS = 2
@@ -113,7 +113,7 @@ class Score:
             verdict = ("ok" if pair.passed else "MISSED" if d is None
                        else "WRONG KIND" if not pair.kind_ok else "LATE/EARLY")
             error = ("" if pair.onset_error_rounds is None
-                     else f"{pair.onset_error_rounds:+g} rounds")
+                     else f"{pair.onset_error_rounds:+g}")
             seen = ("-", "-") if d is None else (d.kind, iso(d.onset) or "")
             rows.append((t.vantage, t.feature, t.kind, iso(t.onset) or "", t.source, *seen,
                          error, verdict))
