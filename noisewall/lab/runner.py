@@ -154,13 +154,13 @@ async def _replay(scenario: Scenario, schedule: Schedule, options: LabOptions, s
             for vantage in scenario.vantages:
                 if vantage.transport is not None:
                     tunnels[vantage.name] = await start_tunnel(
-                        services, vantage.transport, options.phase_timeout * 4)
+                        services, vantage.transport, options.phase_timeout * 2)
             settings = _probe_settings(scenario, services, tunnels, options)
             async with Prober(settings, state / "probe", clock) as prober:
                 for round_ in schedule.run(clock):
                     services.reseed(options.seed, round_.index)
-                    for tunnel in tunnels.values():
-                        await tunnel.reconnect()
+                    for name, tunnel in tunnels.items():
+                        await tunnel.reconnect(scenario.vantage(name).background)
                     for measurement in await prober.run_round(round_.index):
                         measurements.append(measurement)
                         lines.write(json.dumps(measurement, sort_keys=True) + "\n")
@@ -181,9 +181,9 @@ async def _arms_race(scenario: Scenario, services: LabServices,
     results = []
     for transport in scenario.arms_race_transports:
         tunnel = await start_tunnel(services, transport,  # type: ignore[arg-type]
-                                    options.phase_timeout * 4)
+                                    options.phase_timeout * 2)
         results.append(await tunnel.arms_race(scenario.arms_race_connections,
-                                              options.phase_timeout * 4))
+                                              options.phase_timeout * 2))
     return results
 
 

@@ -92,11 +92,13 @@ class ScenarioError(InputError):
 class Vantage:
     """Where probes run from: ``censor`` (through the middlebox), ``direct``
     (straight to the server: the control), or ``tunnel`` (through the censor
-    inside a circumvention ``transport``)."""
+    inside a circumvention ``transport``). ``background``: connections the
+    user's other traffic opens through a tunnel at the start of each round."""
 
     name: str
     path: Path_
     transport: Transport | None = None
+    background: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,7 @@ class _VantageSpec(_Spec):
     name: _Label
     path: Path_
     transport: Transport | None = None
+    background: Annotated[int, Field(ge=0, le=100)] = 0
 
 
 class _ExpectSpec(_Spec):
@@ -340,6 +343,8 @@ def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[_DataPath, int],
         if (vantage.path == "tunnel") != (vantage.transport is not None):
             raise fail(("vantages", index, "transport"),
                        "a tunnel vantage needs a transport; other paths take none")
+        if vantage.background and vantage.path != "tunnel":
+            raise fail(("vantages", index, "background"), "only a tunnel vantage has one")
     for index, feature in enumerate(spec.features):
         if feature in spec.features[:index]:
             raise fail(("features", index), f"feature {feature!r} is listed twice")
@@ -414,7 +419,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         asn=spec.network.asn,
         cc=spec.network.cc,
         features=tuple(spec.features),
-        vantages=tuple(Vantage(v.name, v.path, v.transport) for v in spec.vantages),
+        vantages=tuple(Vantage(v.name, v.path, v.transport, v.background)
+                       for v in spec.vantages),
         timeline=tuple(entries),
         policy=policy,
         arms_race_connections=race.connections if race is not None else 0,

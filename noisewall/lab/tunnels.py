@@ -39,13 +39,22 @@ class LabTunnel:
         host, port = self.client.socks_address
         return Endpoint(host, port)
 
-    async def reconnect(self) -> None:
-        """Drop the tunnel session; the next proxied connection opens a new one."""
+    async def reconnect(self, background: int = 0, background_timeout: float = 0.3) -> None:
+        """Drop the tunnel session and open a new one, after ``background`` other connections.
+
+        The background connections stand for the user's other traffic through
+        the same server port: one after the other, until one fails (a
+        censor's residual blocking then covers the rest of this simulated
+        moment).
+        """
         socks = self.socks
         await self.client.close()
         self.config = self.config.model_copy(update={"socks_port": socks.port})
         self.client = TunnelClient(self.config)
         await self.client.start()
+        for _ in range(background):
+            if (await measure_blocking(self.config, 1, background_timeout)).blocked:
+                return
         with contextlib.suppress(TunnelUnavailable):
             # Connect now, outside the probes' timers: a blocked tunnel fails again for them.
             await self.client.session()

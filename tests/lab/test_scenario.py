@@ -100,8 +100,12 @@ BROKEN = [
      "proto: tls"),
     ("  - name: media-blocked", "  - 3\n  - name: media-blocked", "timeline[0]",
      "must be a mapping", "  - 3"),
-    ("action: {kind: flaky, fail: 0.5}", "action: {kind: delay, ms: 5}",
+    ("action: {kind: flaky, fail: 0.6}", "action: {kind: delay, ms: 5}",
      "timeline[1].expect", "no effect the lab can expect", "action: {kind: delay"),
+    ("{name: control, path: direct}", "{name: control, path: direct, background: 3}",
+     "vantages[1].background", "only a tunnel vantage", "{name: control"),
+    ("{name: control, path: direct}", "{name: control, path: direct, background: -1}",
+     "vantages[1].background", "greater than or equal to 0", "{name: control"),
     ("name: noisesocket-blocked", "name: noisesocket-throttled", "timeline[3].name",
      "duplicate rule name", "name: noisesocket-throttled\n    source: illustrative"),
 ]
