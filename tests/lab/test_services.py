@@ -1,4 +1,4 @@
-"""The lab's services: messenger + censor on loopback, the timeline applied on the simulated clock."""
+"""The lab's services: messenger + censor on loopback, the timeline on the simulated clock."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ async def _tls_handshake(socks: tuple[str, int], host: str, port: int) -> str:
     """'ok' or the failure of a TLS handshake to host:port through the censor."""
     try:
         async with asyncio.timeout(5):
-            reader, writer = await socks5.open_connection(socks, host, port)
+            _, writer = await socks5.open_connection(socks, host, port)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE  # the lab's media certificate is self-signed
@@ -46,7 +46,7 @@ async def test_censor_follows_the_timeline_on_the_simulated_clock(tmp_path: Path
         clock.set(scenario.end - 1)
         assert await _tls_handshake(socks, MEDIA_HOST, media_port) != "ok"
         # the uncensored path to the same server stays open
-        reader, writer = await asyncio.wait_for(
+        _, writer = await asyncio.wait_for(
             asyncio.open_connection(MEDIA_HOST, media_port), 5)
         writer.close()
     # everything stopped: nothing listens any more
