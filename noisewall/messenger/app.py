@@ -31,13 +31,15 @@ from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.e2e import E2EError, E2EIdentity, E2ESessions, SqliteSessionStore
 from noisewall.messenger.mediaclient import MediaClient
 from noisewall.messenger.mediacrypto import MediaDescriptor, MediaKind
-from noisewall.messenger.profile import HistoryEntry, Profile, ProfileError
+from noisewall.messenger.profile import HistoryEntry, OutboxItem, Profile, ProfileError
 from noisewall.noise import KeyPair, dh_function
 
 MEDIA_KINDS = {"photo": MediaKind.IMAGE, "video": MediaKind.VIDEO, "voice": MediaKind.AUDIO}
 ONE_TIME_PREKEYS = 50
 REPLENISH_BELOW = 20
 RECEIPT_STATUSES = ("delivered", "read", "played")
+DELIVERED_BATCH = 256  # queue ids per ``delivered`` notice at most
+FLUSH_WINDOW = 32  # outbox messages in flight at once on one connection
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class MessengerClient:
         self._connection: ChatConnection | None = None
         self._welcome: dict[str, Any] = {}
         self._sessions: E2ESessions | None = None
+        self._flush_lock = asyncio.Lock()
+        # Acks from the server not yet written: (recipient, msg_id, status) by msg_id.
+        self._acks: dict[str, tuple[str, str, str]] = {}
 
     @classmethod
     def open(cls, folder: Path, socks5: tuple[str, int] | None = None) -> MessengerClient:
@@ -83,7 +88,25 @@ class MessengerClient:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+        if self._acks:
+            with self.profile.transaction():
+                self._write_acks()
         self.profile.close()
+
+    def _write_acks(self) -> None:
+        """Write the server's acks into the open transaction.
+
+        Acks ride along with the next transaction instead of costing a commit
+        each: if the process dies first, the message is sent again and the
+        server, which remembers (sender, message id), acks it without
+        delivering it twice.
+        """
+        if self._acks:
+            self.profile.acked(list(self._acks.values()))
+            self._acks.clear()
+
+    def _unacked(self) -> list[OutboxItem]:
+        return [item for item in self.profile.outbox() if item.msg_id not in self._acks]
 
     # --- identity and connection --------------------------------------
 
@@ -169,43 +192,69 @@ class MessengerClient:
                             record: bool = True) -> str:
         msg_id = secrets.token_urlsafe(12)
         payload = {**payload, "id": msg_id, "ts": time.time()}
-        envelope = await self._e2e().encrypt(to, json.dumps(payload).encode("utf-8"),
-                                             self._fetch_bundle)
-        if record:
-            self.profile.record(to, msg_id, "out", payload["kind"], payload, status="queued")
-        self.profile.queue(msg_id, to, envelope)
+
+        def keep(envelope: dict[str, Any]) -> None:
+            # Committed with the ratchet step: a crash leaves both or neither.
+            self._write_acks()
+            if record:
+                self.profile.record(to, msg_id, "out", payload["kind"], payload,
+                                    status="queued")
+            self.profile.queue(msg_id, to, envelope)
+
+        await self._e2e().encrypt(to, json.dumps(payload).encode("utf-8"), self._fetch_bundle,
+                                  on_saved=keep)
         await self.flush()
         return msg_id
 
     async def flush(self, attempts: int = 3) -> int:
-        """Send the outbox; returns how many messages remain unacknowledged."""
-        for attempt in range(attempts):
-            try:
-                connection = await self._connect()
-                for item in self.profile.outbox():
-                    self.profile.attempted(item.msg_id)
-                    try:
-                        await connection.request({"type": "send", "to": item.recipient,
-                                                  "msg_id": item.msg_id,
-                                                  "envelope": item.envelope})
-                    except ChatError as exc:
-                        if exc.code != "unknown_recipient":
-                            raise
-                        self.profile.set_status(item.recipient, item.msg_id, "out", "failed")
-                    else:
-                        self.profile.set_status(item.recipient, item.msg_id, "out", "sent")
-                    self.profile.acked(item.msg_id)
-                return 0
-            except (OSError, ConnectionError, TimeoutError, ChatError):
-                if self._connection is not None:
-                    await self._connection.close()
-                    self._connection = None
-                await asyncio.sleep(0.2 * 2**attempt)  # backoff, bounded by ``attempts``
-        return len(self.profile.outbox())
+        """Send the outbox; returns how many messages remain unacknowledged.
+
+        The waiting messages go out pipelined (at most ``FLUSH_WINDOW`` at a
+        time) in outbox order; one flush runs at a time, so concurrent senders'
+        messages join the next one instead of being sent twice.
+        """
+        async with self._flush_lock:
+            for attempt in range(attempts):
+                try:
+                    await self._send_outbox(await self._connect())
+                    return 0
+                except (OSError, ConnectionError, TimeoutError, ChatError):
+                    with self.profile.transaction():
+                        self.profile.attempted([item.msg_id for item in self._unacked()])
+                    if self._connection is not None:
+                        await self._connection.close()
+                        self._connection = None
+                    await asyncio.sleep(0.2 * 2**attempt)  # backoff, bounded by ``attempts``
+            return len(self._unacked())
+
+    async def _send_outbox(self, connection: ChatConnection) -> None:
+        items = self._unacked()
+        if not items:
+            return
+        window = asyncio.Semaphore(FLUSH_WINDOW)
+
+        async def send(item: OutboxItem) -> None:
+            async with window:
+                try:
+                    await connection.request({"type": "send", "to": item.recipient,
+                                              "msg_id": item.msg_id,
+                                              "envelope": item.envelope})
+                except ChatError as exc:
+                    if exc.code != "unknown_recipient":
+                        raise
+                    status = "failed"
+                else:
+                    status = "sent"
+                self._acks[item.msg_id] = (item.recipient, item.msg_id, status)
+
+        outcomes = await asyncio.gather(*(send(item) for item in items), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # the first failure; the others went down with the connection
 
     def queued(self, msg_id: str) -> bool:
         """True while a sent message still waits in the outbox for the server's ack."""
-        return any(item.msg_id == msg_id for item in self.profile.outbox())
+        return any(item.msg_id == msg_id for item in self._unacked())
 
     async def send_text(self, to: str, text: str) -> str:
         """Send a text message; returns its id."""
@@ -247,62 +296,90 @@ class MessengerClient:
     # --- receiving -----------------------------------------------------
 
     async def receive(self, wait: float = 2.0) -> list[Received]:
-        """Send the outbox, then take every waiting message (up to ``wait`` s), decrypt, store."""
+        """Send the outbox, then take every waiting message (up to ``wait`` s), decrypt, store.
+
+        Pushes that arrived together are handled as one batch: decrypted, then
+        the sessions and the history are committed in one transaction. Only
+        after that commit is the server told they were delivered (once per
+        call, or per ``DELIVERED_BATCH`` messages): a crash in between means
+        redelivery, which the committed ratchet refuses as a replay, never loss.
+        """
         await self.flush()
         connection = await self._connect()
         received: list[Received] = []
         delivered: dict[str, list[str]] = {}
+        queue_ids: list[Any] = []
         deadline = time.monotonic() + wait
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                push = await asyncio.wait_for(connection.pushes.get(), remaining)
+                pushes = [await asyncio.wait_for(connection.pushes.get(), remaining)]
             except TimeoutError:
                 break
-            if push.get("type") != "message":
-                break
-            result = await self._accept(push)
-            await connection.notify({"type": "delivered", "queue_ids": [push["queue_id"]]})
-            if result is not None:
+            while not connection.pushes.empty():
+                pushes.append(connection.pushes.get_nowait())
+            messages = [push for push in pushes if push.get("type") == "message"]
+            results = await self._accept_batch(messages)
+            queue_ids.extend(push["queue_id"] for push in messages)
+            if len(queue_ids) >= DELIVERED_BATCH:
+                await connection.notify({"type": "delivered", "queue_ids": queue_ids})
+                queue_ids = []
+            for result in results:
                 received.append(result)
                 delivered.setdefault(result.entry.peer, []).append(result.entry.msg_id)
+            if len(messages) < len(pushes):
+                break
+        if queue_ids:
+            await connection.notify({"type": "delivered", "queue_ids": queue_ids})
         for peer, ids in delivered.items():
             await self.send_receipt(peer, "delivered", ids)
         await self._replenish()
         return received
 
-    async def _accept(self, push: dict[str, Any]) -> Received | None:
-        sender = str(push["from"])
+    async def _accept_batch(self, pushes: list[dict[str, Any]]) -> list[Received]:
+        """Decrypt ``pushes``, commit sessions and history together, then fetch media."""
+        e2e = self._e2e()
+        opened: list[HistoryEntry] = []
+        for push in pushes:
+            sender = str(push["from"])
+            try:
+                payload = json.loads(await e2e.decrypt(sender, push["envelope"],
+                                                       persist=False))
+                kind = str(payload["kind"])
+                entry = HistoryEntry(sender, str(payload["id"]), "in", kind, payload,
+                                     float(payload.get("ts") or time.time()), "received")
+            except (E2EError, ValueError, KeyError, TypeError):
+                continue  # undecryptable or malformed: dropped, never shown
+            opened.append(entry)
+        new: list[HistoryEntry] = []
         try:
-            plaintext = await self._e2e().decrypt(sender, push["envelope"])
-            payload = json.loads(plaintext)
-            kind = str(payload["kind"])
-            msg_id = str(payload["id"])
-        except (E2EError, ValueError, KeyError, TypeError):
-            return None  # undecryptable or malformed: dropped, never shown
-        if kind == "receipt":
-            status = payload.get("status")
-            if status in RECEIPT_STATUSES and isinstance(payload.get("ids"), list):
-                for acked_id in payload["ids"]:
-                    self.profile.set_status(sender, str(acked_id), "out", str(status))
-            return None
-        if not self.profile.record(sender, msg_id, "in", kind, payload, status="received",
-                                   ts=float(payload.get("ts", time.time()))):
-            return None  # a duplicate
-        media_path = None
-        if kind in MEDIA_KINDS:
-            media_path = await self._download(sender, msg_id, payload)
-        entry = self.profile.find(msg_id)
-        assert entry is not None
-        return Received(entry, media_path)
+            with self.profile.transaction():
+                e2e.persist()
+                self._write_acks()
+                for entry in opened:
+                    if entry.kind == "receipt":
+                        self._apply_receipt(entry)
+                    elif self.profile.record(entry.peer, entry.msg_id, "in", entry.kind,
+                                             entry.body, status=entry.status, ts=entry.ts):
+                        new.append(entry)  # not a duplicate
+        except BaseException:
+            e2e.discard_unsaved()
+            raise
+        return [Received(entry, await self._download(entry) if entry.kind in MEDIA_KINDS
+                         else None) for entry in new]
 
-    async def _download(self, sender: str, msg_id: str, payload: dict[str, Any]) -> Path | None:
-        descriptor = MediaDescriptor.from_dict(payload["media"])
-        name = Path(str(payload.get("name") or "media")).name  # never a path from the peer
+    def _apply_receipt(self, entry: HistoryEntry) -> None:
+        status, ids = entry.body.get("status"), entry.body.get("ids")
+        if status in RECEIPT_STATUSES and isinstance(ids, list):
+            for acked_id in ids:
+                self.profile.set_status(entry.peer, str(acked_id), "out", str(status))
+
+    async def _download(self, entry: HistoryEntry) -> Path:
+        descriptor = MediaDescriptor.from_dict(entry.body["media"])
+        name = Path(str(entry.body.get("name") or "media")).name  # never a path from the peer
         self.profile.media_dir.mkdir(exist_ok=True, mode=0o700)
-        dest = self.profile.media_dir / f"{msg_id}-{name}"
+        dest = self.profile.media_dir / f"{entry.msg_id}-{name}"
         async with self._media_client() as media:
             await media.download_media(descriptor, dest)
-        self.profile.set_status(sender, msg_id, "in", "received")
         return dest
 
     async def mark(self, msg_id: str, status: str) -> HistoryEntry:

@@ -17,9 +17,11 @@ sender/recipient pairs, twice over: raw chat connections and full
   costs the server two requests (``send``, ``delivered``), one push, three
   store jobs and two durable commits, shared with whatever else is in the
   group.
-* ``e2e``: each sender calls :meth:`MessengerClient.send_text` in a loop
-  (X3DH session already set up; Double Ratchet encrypt, profile history and
-  outbox, the server's ack after commit); each recipient runs
+* ``e2e``: each sender calls :meth:`MessengerClient.send_text` from
+  ``E2E_WINDOW`` concurrent loops (X3DH session already set up; Double Ratchet
+  encrypt, profile history and outbox in one commit, the server's ack after
+  its commit; sends waiting together go out in one pipelined flush); each
+  recipient runs
   :meth:`MessengerClient.receive` (push, decrypt, history, ``delivered`` to the
   server, an end-to-end ``delivered`` receipt per batch back to the sender,
   whose own receive loop decrypts it). Counted: messages decrypted by their
@@ -70,6 +72,7 @@ DH = dh_function("25519")
 HOST = "127.0.0.1"
 WORKER_PROCESSES = 2  # client processes; the server is a third, on a 2-core machine
 WINDOW = 64  # outstanding pipelined requests per sender connection
+E2E_WINDOW = 4  # send_text calls in flight per E2E sender (a person typing ahead)
 TOTALS = {"hello": 24_000, "relay": 16_000, "e2e": 2_400}  # messages per round, all pairs
 QUICK_TOTALS = {"hello": 2_000, "relay": 2_000, "e2e": 240}
 RECEIVE_WINDOW = 0.05  # seconds each MessengerClient.receive call listens
@@ -314,13 +317,13 @@ class _TimedClient(MessengerClient):
         self.last_decrypted = 0.0
         self.arrived = asyncio.Event()
 
-    async def _accept(self, push: dict[str, Any]) -> Received | None:
-        result = await super()._accept(push)
-        if result is not None:
-            self.decrypted += 1
+    async def _accept_batch(self, pushes: list[dict[str, Any]]) -> list[Received]:
+        results = await super()._accept_batch(pushes)
+        if results:
+            self.decrypted += len(results)
             self.last_decrypted = time.monotonic()
             self.arrived.set()
-        return result
+        return results
 
 
 @dataclass
@@ -442,14 +445,15 @@ async def _e2e(worker: _Worker, count: int) -> dict[str, Any]:
     stop = asyncio.Event()
     targets = [pair.e2e_recipient.decrypted + count for pair in worker.pairs]
 
-    async def send(pair: _Pair) -> None:
-        for n in range(count):
+    async def lane(pair: _Pair, numbers: list[int]) -> None:
+        for n in numbers:
             await pair.e2e_sender.send_text(pair.e2e_recipient.name, TEXT.format(n))
 
     receipts = [asyncio.create_task(_receive_until(pair.e2e_sender, stop))
                 for pair in worker.pairs]
     start = time.monotonic()
-    await asyncio.gather(*(send(pair) for pair in worker.pairs),
+    await asyncio.gather(*(lane(pair, numbers) for pair in worker.pairs
+                           for numbers in _lanes(list(range(count)), E2E_WINDOW)),
                          *(_until(pair.e2e_recipient, target)
                            for pair, target in zip(worker.pairs, targets, strict=True)))
     end = max(pair.e2e_recipient.last_decrypted for pair in worker.pairs)

@@ -57,14 +57,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import sqlite3
 import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import x3dh
 import xeddsa
@@ -123,6 +125,7 @@ MAX_SKIPPED_MESSAGE_KEYS = 2000
 """Most skipped message keys stored per session (oldest dropped first)."""
 
 _MAX_KNOWN_EPHEMERALS = 64
+_DERIVED_PUB_CACHE = 1024
 _SAVE_ATTEMPTS = 3
 _KEY_SIZE = 32
 _SIGNATURE_SIZE = 64
@@ -215,7 +218,36 @@ class _MessageAEAD(aead_aes_hmac.AEAD):
 
 
 class _DHRatchet(diffie_hellman_ratchet_curve25519.DiffieHellmanRatchet):
-    pass
+    def __deepcopy__(self, memo: dict[int, Any]) -> _DHRatchet:
+        # DoubleRatchet.decrypt_message works on a deep copy of this object and
+        # keeps it only on success. The state is a small tree of the library's
+        # own objects whose leaves are immutable (bytes, ints, classes), so
+        # copying those objects is a deep copy, ~6x cheaper than copy.deepcopy.
+        return _clone_state(self)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=_DERIVED_PUB_CACHE)
+    def _derive_pub(priv: bytes) -> bytes:
+        # The library derives the sending ratchet's public key from its private key
+        # on every message; a ratchet key lives for many messages, so remember it.
+        return diffie_hellman_ratchet_curve25519.DiffieHellmanRatchet._derive_pub(priv)
+
+
+_T = TypeVar("_T")
+_STATE_LEAVES = (bytes, int, str, type, type(None))
+
+
+def _clone_state(obj: _T) -> _T:
+    """Copy a tree of plain objects whose leaves are immutable; refuse anything else."""
+    clone = object.__new__(type(obj))
+    for name, value in vars(obj).items():
+        if isinstance(value, _STATE_LEAVES):
+            clone.__dict__[name] = value
+        elif hasattr(value, "__dict__") and not isinstance(value, (list, dict, set)):
+            clone.__dict__[name] = _clone_state(value)
+        else:
+            raise TypeError(f"cannot clone ratchet state holding {type(value).__name__}")
+    return clone
 
 
 # Chain key = HMAC(CK, 0x02) then message key = HMAC(CK, 0x01), as in Signal.
@@ -581,6 +613,10 @@ class SessionStore(Protocol):
 
     def load_session(self, peer: str) -> StoredState | None: ...
 
+    def session_version(self, peer: str) -> int | None:
+        """The stored version of ``peer``'s record (None if there is none): a cheap check."""
+        ...
+
     def save_session(self, peer: str, state: str, expected_version: int | None,
                      identity: tuple[str, int | None] | None = None) -> int:
         """Save a session record, and atomically with it the identity if given."""
@@ -589,6 +625,10 @@ class SessionStore(Protocol):
     def delete_session(self, peer: str) -> None: ...
 
     def peers(self) -> list[str]: ...
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """A block whose saves (and the caller's own writes) commit together or not at all."""
+        ...
 
 
 class SqliteSessionStore:
@@ -601,7 +641,7 @@ class SqliteSessionStore:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
-        with self._atomic():
+        with self.atomic():
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS e2e_identity ("
                 " id INTEGER PRIMARY KEY CHECK (id = 1),"
@@ -616,7 +656,8 @@ class SqliteSessionStore:
                 " updated_at REAL NOT NULL)"
             )
 
-    def _atomic(self) -> _Savepoint:
+    def atomic(self) -> _Savepoint:
+        """A SAVEPOINT on the connection: nested in the caller's transaction, if any."""
         return _Savepoint(self._db)
 
     def load_identity(self) -> StoredState | None:
@@ -624,7 +665,7 @@ class SqliteSessionStore:
         return None if row is None else StoredState(row[0], row[1])
 
     def save_identity(self, state: str, expected_version: int | None) -> int:
-        with self._atomic():
+        with self.atomic():
             return self._write_identity(state, expected_version)
 
     def _write_identity(self, state: str, expected_version: int | None) -> int:
@@ -645,9 +686,14 @@ class SqliteSessionStore:
                                (peer,)).fetchone()
         return None if row is None else StoredState(row[0], row[1])
 
+    def session_version(self, peer: str) -> int | None:
+        row = self._db.execute("SELECT version FROM e2e_sessions WHERE peer = ?",
+                               (peer,)).fetchone()
+        return None if row is None else int(row[0])
+
     def save_session(self, peer: str, state: str, expected_version: int | None,
                      identity: tuple[str, int | None] | None = None) -> int:
-        with self._atomic():
+        with self.atomic():
             if expected_version is None:
                 cursor = self._db.execute(
                     "INSERT INTO e2e_sessions (peer, state, version, updated_at)"
@@ -665,7 +711,7 @@ class SqliteSessionStore:
         return (expected_version or 0) + 1
 
     def delete_session(self, peer: str) -> None:
-        with self._atomic():
+        with self.atomic():
             self._db.execute("DELETE FROM e2e_sessions WHERE peer = ?", (peer,))
 
     def peers(self) -> list[str]:
@@ -699,14 +745,17 @@ class _Session:
     peer_identity_key: bytes
     pending: x3dh.Header | None  # initiator: X3DH header to resend until a reply
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ratchet": dict(self.ratchet.json),
+    def to_json(self) -> str:
+        # The library serializes its state to JSON text; splice that text in
+        # rather than parse it back only to serialize it again (hot path: every
+        # message saves its session).
+        fields = _json_dump({
             "ad": _b64(self.ad),
             "ephemeral": _b64(self.origin_ephemeral),
             "peer_identity_key": _b64(self.peer_identity_key),
             "pending": None if self.pending is None else _x3dh_header_to_json(self.pending),
-        }
+        })
+        return f'{fields[:-1]},"ratchet":{self.ratchet.model.model_dump_json()}}}'
 
     @classmethod
     def from_json(cls, data: Any) -> _Session:
@@ -724,16 +773,22 @@ class _Session:
 
 
 @dataclass
+class _CachedRecord:
+    record: _Record
+    version: int | None  # as last read or written; a dirty record is ahead of it
+    dirty: bool = False  # changed by a deferred save, not yet in the store
+
+
+@dataclass
 class _Record:
     sessions: list[_Session] = field(default_factory=list)  # [0] is the current one
     known_ephemerals: list[bytes] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return _json_dump({
-            "v": 1,
-            "sessions": [s.to_json() for s in self.sessions],
-            "known_ephemerals": [_b64(e) for e in self.known_ephemerals],
-        })
+        head = _json_dump({"known_ephemerals": [_b64(e) for e in self.known_ephemerals],
+                           "v": 1})
+        sessions = ",".join(session.to_json() for session in self.sessions)
+        return f'{head[:-1]},"sessions":[{sessions}]}}'
 
     @classmethod
     def from_json(cls, text: str) -> _Record:
@@ -833,16 +888,28 @@ def _parse_envelope(envelope: object) -> _Envelope:
 class E2ESessions:
     """Double Ratchet sessions of one account with its peers, persisted in a :class:`SessionStore`.
 
-    Every :meth:`encrypt` and :meth:`decrypt` loads the peer's record from the
+    Every :meth:`encrypt` and :meth:`decrypt` checks the peer's record in the
     store and saves it before returning, so new objects over the same
     database continue a conversation, and two processes sharing a profile
     never fork a ratchet (a lost race raises :class:`SessionConflictError`
     after a few retries). Calls for one peer are serialized within a process.
+
+    Records stay parsed in memory between calls; a call only reads the stored
+    version, and re-reads the record when another writer changed it.
+
+    ``decrypt(..., persist=False)`` defers the save: the caller decrypts a
+    batch, then calls :meth:`persist` inside its own transaction (with its
+    history writes) and acknowledges the batch only after that commits, or
+    calls :meth:`discard_unsaved` if it fails, so the batch is decrypted again
+    when redelivered. Encryption is always saved before the envelope is
+    returned: a ratchet step that was used must never be forgotten, or its
+    message key would encrypt a second message.
     """
 
     def __init__(self, identity: E2EIdentity, store: SessionStore) -> None:
         self._identity = identity
         self._store = store
+        self._records: dict[str, _CachedRecord] = {}
         self._peer_locks: dict[str, asyncio.Lock] = {}
         self._identity_lock = asyncio.Lock()
         stored = store.load_identity()
@@ -877,10 +944,48 @@ class E2ESessions:
             raise E2EError("cannot open an end-to-end session with oneself")
 
     def _load(self, peer: str) -> tuple[_Record, int | None]:
+        cached = self._records.get(peer)
+        if cached is not None and (cached.dirty
+                                   or cached.version == self._store.session_version(peer)):
+            return cached.record, cached.version
         stored = self._store.load_session(peer)
-        if stored is None:
-            return _Record(), None
-        return _Record.from_json(stored.state), stored.version
+        record, version = ((_Record(), None) if stored is None
+                           else (_Record.from_json(stored.state), stored.version))
+        self._records[peer] = _CachedRecord(record, version)
+        return record, version
+
+    def _save(self, peer: str, record: _Record, version: int | None, *, persist: bool = True,
+              identity: tuple[str, int | None] | None = None) -> None:
+        cached = self._records.get(peer)
+        if cached is None or cached.record is not record:
+            cached = self._records[peer] = _CachedRecord(record, version)
+        if not persist:
+            cached.dirty = True
+            return
+        try:
+            cached.version = self._store.save_session(peer, record.to_json(), version,
+                                                      identity=identity)
+        except BaseException:
+            if not cached.dirty:  # memory may be ahead of the store: re-read next time
+                self._records.pop(peer, None)
+            raise
+        cached.dirty = False
+
+    def persist(self) -> None:
+        """Save every record changed by ``decrypt(..., persist=False)``.
+
+        Inside the caller's open transaction, if any (the caller commits).
+        Raises :class:`SessionConflictError` if another writer changed one.
+        """
+        for peer, cached in self._records.items():
+            if cached.dirty:
+                cached.version = self._store.save_session(peer, cached.record.to_json(),
+                                                          cached.version)
+                cached.dirty = False
+
+    def discard_unsaved(self) -> None:
+        """Forget in-memory state not known to be committed (after a failed transaction)."""
+        self._records.clear()
 
     def _refresh_identity(self) -> None:
         stored = self._store.load_identity()
@@ -913,7 +1018,7 @@ class E2ESessions:
                 return
             record.sessions.clear()
             try:
-                self._store.save_session(peer, record.to_json(), version)
+                self._save(peer, record, version)
             except SessionConflictError:
                 if attempt + 1 == _SAVE_ATTEMPTS:
                     raise
@@ -968,14 +1073,17 @@ class E2ESessions:
     # -- encryption
 
     async def encrypt(self, peer: str, plaintext: bytes,
-                      fetch_bundle: Callable[[str], Awaitable[Mapping[str, Any]]]
+                      fetch_bundle: Callable[[str], Awaitable[Mapping[str, Any]]],
+                      on_saved: Callable[[dict[str, Any]], None] | None = None,
                       ) -> dict[str, Any]:
         """Encrypt ``plaintext`` for ``peer``; returns the JSON-able envelope.
 
         Without a session, ``fetch_bundle(peer)`` supplies the peer's bundle
         (with at most one one-time prekey) and X3DH starts one. Raises
         :class:`BundleError` for a bad bundle, :class:`SessionConflictError`
-        if the store keeps changing underneath.
+        if the store keeps changing underneath. ``on_saved(envelope)`` runs in
+        the same atomic block as the session's save (e.g. to queue the
+        envelope in the same database), and an error it raises undoes both.
         """
         self._check_peer(peer)
         data = bytes(plaintext)
@@ -994,7 +1102,10 @@ class E2ESessions:
                     record.add(session)
                 envelope = _envelope_to_json(session.pending, message)
                 try:
-                    self._store.save_session(peer, record.to_json(), version)
+                    with self._store.atomic():
+                        self._save(peer, record, version)
+                        if on_saved is not None:
+                            on_saved(envelope)
                 except SessionConflictError:
                     if attempt + 1 == _SAVE_ATTEMPTS:
                         raise
@@ -1020,13 +1131,16 @@ class E2ESessions:
 
     # -- decryption
 
-    async def decrypt(self, peer: str, envelope: Mapping[str, Any]) -> bytes:
+    async def decrypt(self, peer: str, envelope: Mapping[str, Any], *,
+                      persist: bool = True) -> bytes:
         """Decrypt an envelope ``peer`` sent (``peer`` as the server authenticated it).
 
         Raises :class:`MalformedEnvelopeError`, :class:`KeyAgreementError`,
         :class:`DuplicateMessageError` (replay), :class:`NoSessionError` or
         :class:`DecryptionError` (tampered, or from an unknown session); the
-        stored state is unchanged by a failure.
+        stored state is unchanged by a failure. With ``persist=False`` the
+        change is saved by the next :meth:`persist` (a first message of a new
+        session, which uses up a one-time prekey, is always saved at once).
         """
         self._check_peer(peer)
         parsed = _parse_envelope(envelope)
@@ -1035,11 +1149,12 @@ class E2ESessions:
                 record, version = self._load(peer)
                 try:
                     if parsed.x3dh is not None:
-                        plaintext = await self._decrypt_initial(peer, record, version, parsed)
+                        plaintext = await self._decrypt_initial(peer, record, version, parsed,
+                                                                persist)
                     else:
                         plaintext = await self._decrypt_existing(peer, record, parsed,
                                                                  record.sessions)
-                        self._store.save_session(peer, record.to_json(), version)
+                        self._save(peer, record, version, persist=persist)
                 except SessionConflictError:
                     if attempt + 1 == _SAVE_ATTEMPTS:
                         raise
@@ -1070,7 +1185,7 @@ class E2ESessions:
         raise DecryptionError("message failed to authenticate")
 
     async def _decrypt_initial(self, peer: str, record: _Record, version: int | None,
-                               parsed: _Envelope) -> bytes:
+                               parsed: _Envelope, persist: bool) -> bytes:
         header = parsed.x3dh
         assert header is not None
         for session in record.sessions:
@@ -1079,7 +1194,7 @@ class E2ESessions:
                     raise DecryptionError("message failed to authenticate")
                 # Another message of a first flight we already agreed on.
                 plaintext = await self._decrypt_existing(peer, record, parsed, [session])
-                self._store.save_session(peer, record.to_json(), version)
+                self._save(peer, record, version, persist=persist)
                 return plaintext
         if header.ephemeral_key in record.known_ephemerals:
             raise DuplicateMessageError("first message of a discarded session (replay)")
@@ -1108,9 +1223,8 @@ class E2ESessions:
             if header.pre_key is not None:
                 self._identity._consume_one_time_prekey(header.pre_key)
             try:
-                self._store.save_session(
-                    peer, record.to_json(), version,
-                    identity=(self._identity.to_json(), self._identity_version))
+                self._save(peer, record, version,
+                           identity=(self._identity.to_json(), self._identity_version))
             except BaseException:
                 self._identity_version = -1  # in-memory identity may be ahead: reload
                 raise

@@ -10,6 +10,8 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,13 @@ CREATE TABLE IF NOT EXISTS history (
     status TEXT NOT NULL,
     PRIMARY KEY (peer, direction, msg_id)
 );
+CREATE INDEX IF NOT EXISTS history_by_id ON history (msg_id);
 CREATE TABLE IF NOT EXISTS outbox (
     msg_id TEXT PRIMARY KEY,
     recipient TEXT NOT NULL,
     envelope TEXT NOT NULL,
     created REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0  -- failed delivery attempts
 );
 """
 
@@ -92,6 +95,21 @@ class Profile:
     def close(self) -> None:
         """Close the database."""
         self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make the writes inside one atomic commit (the block must not ``await``).
+
+        Each statement outside a transaction commits on its own; grouping a
+        message's writes costs one commit instead of several.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # --- settings ------------------------------------------------------
 
@@ -159,13 +177,22 @@ class Profile:
             "SELECT msg_id, recipient, envelope, attempts FROM outbox ORDER BY created").fetchall()
         return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
-    def attempted(self, msg_id: str) -> None:
-        """Count a delivery attempt."""
-        self.db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE msg_id = ?", (msg_id,))
+    def attempted(self, msg_ids: Sequence[str]) -> None:
+        """Count a failed delivery attempt of each of ``msg_ids``."""
+        self.db.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE msg_id = ?",
+                            [(msg_id,) for msg_id in msg_ids])
 
-    def acked(self, msg_id: str) -> None:
-        """The server has the message: drop it from the outbox."""
-        self.db.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,))
+    def acked(self, acks: Sequence[tuple[str, str, str]]) -> None:
+        """The server has these (recipient, msg_id, status) messages: out of the outbox.
+
+        The status ("sent", or "failed" for an unknown recipient) replaces
+        only "queued": a receipt that overtook the ack is not undone.
+        """
+        self.db.executemany("UPDATE history SET status = ? WHERE peer = ? AND msg_id = ? "
+                            "AND direction = 'out' AND status = 'queued'",
+                            [(status, peer, msg_id) for peer, msg_id, status in acks])
+        self.db.executemany("DELETE FROM outbox WHERE msg_id = ?",
+                            [(msg_id,) for _, msg_id, _ in acks])
 
 
 def _entry(row: tuple[Any, ...]) -> HistoryEntry:

@@ -10,6 +10,7 @@ acknowledges a message before it is on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import sqlite3
@@ -58,7 +59,19 @@ CREATE TABLE IF NOT EXISTS accepted (
 """
 
 
-_Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+_Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _settle(results: list[_Result]) -> None:
+    """Resolve the callers' futures (on their event loop, after the group's COMMIT)."""
+    for future, value, failure in results:
+        if future.cancelled():
+            continue
+        if failure is not None:
+            future.set_exception(failure)
+        else:
+            future.set_result(value)
 
 
 class NameTakenError(Exception):
@@ -132,10 +145,10 @@ class ChatStore:
 
     @staticmethod
     def _run_batch(db: sqlite3.Connection, batch: list[_Job]) -> None:
-        results: list[tuple[Future[Any], Any, BaseException | None]] = []
-        # A caller cancelled before its job ran no longer waits: skip the job. A
-        # claimed (running) future cannot be cancelled, so setting it later is safe.
-        batch = [job for job in batch if job[1].set_running_or_notify_cancel()]
+        results: list[_Result] = []
+        # A caller cancelled before its job ran no longer waits: skip the job (a
+        # cancellation racing with this check only means the job runs unawaited).
+        batch = [job for job in batch if not job[1].cancelled()]
         if not batch:
             return
         db.execute("BEGIN IMMEDIATE")
@@ -152,20 +165,20 @@ class ChatStore:
         try:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            for future, _, _ in results:
-                future.set_exception(exc)
-            return
-        # Only now, after COMMIT, does any caller learn its result.
-        for future, value, failure in results:
-            if failure is not None:
-                future.set_exception(failure)
-            else:
-                future.set_result(value)
+            results = [(future, None, exc) for future, _, _ in results]
+        # Only now, after COMMIT, does any caller learn its result: the whole
+        # group in one hop per event loop (one wake-up, not one per job).
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
+        for result in results:
+            by_loop.setdefault(result[0].get_loop(), []).append(result)
+        for loop, group in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, group)
 
     async def _call(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        future: Future[T] = Future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._jobs.put((function, future))
-        return await asyncio.wrap_future(future)
+        return await future
 
     def close(self) -> None:
         """Finish queued work and close the database."""
