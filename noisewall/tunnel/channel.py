@@ -1,26 +1,30 @@
 """The authenticated Noise session inside every transport (asyncio shell over NoiseSocket).
 
 Every tunnel transport ends in a byte stream (TLS, an obfuscated TCP
-stream, plain TCP); over it runs one NoiseSocket session with
+stream, plain TCP); over it runs one NoiseSocket handshake with
 ``Noise_IK``: the client knows the server's static key in advance and
 proves its own in the first message. The server reads that message, checks
 the client's key against its allow-list *before* it answers, and only then
 writes its reply: an unknown client never sees a Noise byte from the server.
+
+After the handshake the mux bytes travel either as Noise transport messages
+(:class:`NoiseChannel`) or, when the transport already encrypts and the
+handshake was bound to it (a TLS channel binding carried in both handshake
+payloads and checked in constant time), straight on the transport
+(:class:`BoundChannel`): one layer of AEAD instead of two.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.errors import NoiseError
-from noisewall.noise.events import MessageReceived, PeerClosed
+from noisewall.noise.events import Event, HandshakePayload, MessageReceived, PeerClosed
 from noisewall.noise.noisesocket import NoiseSocketConnection
 from noisewall.noise.settings import NoiseSettings
 
@@ -59,57 +63,6 @@ class ByteStream(Protocol):
     def close(self) -> None:
         """Close the connection."""
         ...
-
-
-@dataclass
-class SocketStream:
-    """An asyncio reader/writer pair as a :class:`ByteStream` (plain TCP or TLS)."""
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-
-    async def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes; ``b""`` at end of stream."""
-        return await self.reader.read(size)
-
-    def write(self, data: bytes) -> None:
-        """Queue bytes for the peer."""
-        self.writer.write(data)
-
-    async def drain(self) -> None:
-        """Wait for the write buffer to drain."""
-        await self.writer.drain()
-
-    def close(self) -> None:
-        """Close the connection (without waiting)."""
-        self.writer.close()
-
-
-class PrefixedStream:
-    """A :class:`ByteStream` that first returns bytes already read from ``inner``."""
-
-    def __init__(self, inner: ByteStream, prefix: bytes) -> None:
-        self.inner = inner
-        self._prefix = prefix
-
-    async def read(self, size: int) -> bytes:
-        """The pushed-back prefix first, then the inner stream."""
-        if self._prefix:
-            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
-            return chunk
-        return await self.inner.read(size)
-
-    def write(self, data: bytes) -> None:
-        """Queue bytes for the peer."""
-        self.inner.write(data)
-
-    async def drain(self) -> None:
-        """Wait for the write buffer to drain."""
-        await self.inner.drain()
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.inner.close()
 
 
 class ReplayFilter:
@@ -166,6 +119,66 @@ def key_allowed(key: bytes | None, allowed: Iterable[bytes]) -> bool:
     return found
 
 
+class Channel(Protocol):
+    """An established session: ordered, authenticated, confidential bytes both ways."""
+
+    @property
+    def remote_static(self) -> bytes | None:
+        """The peer's authenticated static key."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` at once (synchronous: callers keep call order without a lock)."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        ...
+
+    async def receive(self) -> bytes:
+        """The next bytes; ``b""`` when the peer closed cleanly."""
+        ...
+
+    def close(self) -> None:
+        """Close the underlying stream."""
+        ...
+
+
+class BoundChannel:
+    """Mux bytes straight on a transport that encrypts, after a handshake bound to it.
+
+    Only :func:`initiate` and :func:`respond` create one, and only once both
+    sides proved (inside the authenticated Noise handshake) that they see the
+    same TLS session: the TLS AEAD then protects the data, once.
+    """
+
+    def __init__(self, stream: ByteStream, remote_static: bytes | None) -> None:
+        self.stream = stream
+        self._remote_static = remote_static
+
+    @property
+    def remote_static(self) -> bytes | None:
+        """The peer's authenticated static key."""
+        return self._remote_static
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` on the transport."""
+        self.stream.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        await self.stream.drain()
+
+    async def receive(self) -> bytes:
+        """The next bytes; ``b""`` when the peer closed."""
+        return await self.stream.read(READ_CHUNK)
+
+    def close(self) -> None:
+        """Close the underlying stream."""
+        with contextlib.suppress(OSError, RuntimeError):
+            self.stream.close()
+
+
 class NoiseChannel:
     """An established session: ordered, encrypted, authenticated bytes both ways."""
 
@@ -216,18 +229,49 @@ class NoiseChannel:
             self.stream.close()
 
 
-async def initiate(stream: ByteStream, settings: NoiseSettings) -> NoiseChannel:
-    """Run the client side of the handshake over ``stream`` (the caller bounds the time)."""
+def handshake_frame_size(data: bytes) -> int | None:
+    """Bytes of the first NoiseSocket handshake frame at the start of ``data`` (None: partial)."""
+    if len(data) < 2:
+        return None
+    message_at = 2 + int.from_bytes(data[:2], "big")
+    if len(data) < message_at + 2:
+        return None
+    return message_at + 2 + int.from_bytes(data[message_at : message_at + 2], "big")
+
+
+def _payload(events: list[Event]) -> bytes:
+    return b"".join(e.body for e in events if isinstance(e, HandshakePayload))
+
+
+async def initiate(
+    stream: ByteStream, settings: NoiseSettings, binding: bytes | None = None
+) -> Channel:
+    """Run the client side of the handshake over ``stream`` (the caller bounds the time).
+
+    With a ``binding`` (the transport's channel binding, e.g. TLS
+    ``tls-unique``) the client sends it in its first message, requires the
+    server's reply to carry the same value, and returns a
+    :class:`BoundChannel`; without one, a :class:`NoiseChannel`.
+    """
     connection = NoiseSocketConnection(True, settings)
-    connection.send_handshake()
+    connection.send_handshake(binding or b"")
     stream.write(connection.data_to_send())
     await stream.drain()
+    received = b""
+    events: list[Event] = []
     while not connection.handshake_complete:
         data = await stream.read(READ_CHUNK)
         if not data:
             raise ConnectionError("the server closed the connection during the handshake")
-        connection.receive_data(data)
-    return NoiseChannel(stream, connection)
+        received += data
+        events += connection.receive_data(data)
+    if binding is None:
+        return NoiseChannel(stream, connection)
+    if not hmac.compare_digest(_payload(events), binding):
+        raise ConnectionError("the server's handshake is not bound to this TLS session")
+    if handshake_frame_size(received) != len(received):
+        raise ConnectionError("the server sent data before the handshake ended")
+    return BoundChannel(stream, connection.remote_static)
 
 
 async def respond(
@@ -235,13 +279,16 @@ async def respond(
     settings: NoiseSettings,
     allowed: Iterable[bytes],
     replay: ReplayFilter | None = None,
-) -> NoiseChannel:
+    binding: bytes | None = None,
+) -> Channel:
     """Run the server side: read the client's first message, authorise, then answer.
 
     Raises :class:`TunnelRefused` (having sent nothing) when the first bytes
-    are not our first frame, the client key is not allowed or the message is
-    a replay; :class:`NoiseError` when they do not decrypt. The caller bounds
-    the time and decides how a refusal looks on the wire.
+    are not our first frame, the client key is not allowed, the message is
+    a replay, or (with a ``binding``) it does not carry this TLS session's
+    binding; :class:`NoiseError` when they do not decrypt. The caller bounds
+    the time and decides how a refusal looks on the wire. With a binding the
+    reply carries it back and the result is a :class:`BoundChannel`.
     """
     prefix = initial_prefix(settings)
     seen = b""
@@ -256,13 +303,13 @@ async def respond(
             raise TunnelRefused("not a tunnel client's first frame", seen)
     connection = NoiseSocketConnection(False, settings)
     try:
-        connection.receive_data(seen)
+        events = connection.receive_data(seen)
         while not connection.needs_write:
             data = await stream.read(READ_CHUNK)
             if not data:
                 raise TunnelRefused("closed inside the first frame", seen)
             seen += data
-            connection.receive_data(data)
+            events += connection.receive_data(data)
     except NoiseError as exc:
         raise TunnelRefused(f"first message invalid: {type(exc).__name__}", seen) from None
     if not key_allowed(connection.remote_static, allowed):
@@ -271,7 +318,16 @@ async def respond(
     ephemeral = seen[ephemeral_at : ephemeral_at + EPHEMERAL_SIZE]
     if replay is not None and not replay.first_use(ephemeral):
         raise TunnelRefused("replayed first message", seen)
-    connection.send_handshake()
+    if binding is not None:
+        # A first message made for another TLS session (relayed by a man in
+        # the middle, or replayed) is refused like a stranger's.
+        if not hmac.compare_digest(_payload(events), binding):
+            raise TunnelRefused("first message not bound to this TLS session", seen)
+        if handshake_frame_size(seen) != len(seen):
+            raise TunnelRefused("data after the first message", seen)
+    connection.send_handshake(binding or b"")
     stream.write(connection.data_to_send())
     await stream.drain()
-    return NoiseChannel(stream, connection)
+    if binding is None:
+        return NoiseChannel(stream, connection)
+    return BoundChannel(stream, connection.remote_static)

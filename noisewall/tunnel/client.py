@@ -16,13 +16,8 @@ from noisewall import socks5
 from noisewall.noise.errors import NoiseError
 from noisewall.tunnel.channel import initiate
 from noisewall.tunnel.config import TunnelClientConfig, build_transport
-from noisewall.tunnel.session import (
-    STREAM_LIMIT,
-    MuxSession,
-    StreamRefused,
-    TunnelStream,
-    splice,
-)
+from noisewall.tunnel.session import MuxSession, StreamRefused, TunnelStream, splice
+from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport
 
 log = logging.getLogger("noisewall.tunnel")
@@ -44,19 +39,17 @@ async def open_session(config: TunnelClientConfig, transport: Transport | None =
     """
     transport = transport or build_transport(config.transport, config.sni, config.alpn)
     source = source_host or config.source_host
-    writer = None
+    connection = None
     try:
         async with asyncio.timeout(config.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                config.server_host, config.server_port,
-                local_addr=(source, 0) if source else None, limit=STREAM_LIMIT,
-            )
-            stream = await transport.wrap_client(reader, writer, config.server_key)
-            channel = await initiate(stream, transport.client_settings(config.static,
-                                                                       config.server_key))
+            connection = await TcpStream.connect(config.server_host, config.server_port,
+                                                 local_addr=(source, 0) if source else None)
+            stream = await transport.wrap_client(connection, config.server_key)
+            settings = transport.client_settings(config.static, config.server_key)
+            channel = await initiate(stream, settings, transport.channel_binding(stream))
     except (OSError, TimeoutError, NoiseError, ConnectionError) as exc:
-        if writer is not None:
-            writer.close()
+        if connection is not None:
+            connection.close()
         reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
         raise TunnelUnavailable(f"tunnel to {config.server_host}:{config.server_port} "
                                 f"failed: {reason}") from None
@@ -85,10 +78,8 @@ class TunnelClient:
 
     async def start(self) -> TunnelClient:
         """Open the SOCKS5 entry (the tunnel itself is opened on first use)."""
-        self._server = await asyncio.start_server(
-            self._serve_socks, self.config.socks_host, self.config.socks_port,
-            limit=STREAM_LIMIT,
-        )
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: TcpStream(self._accepted), self.config.socks_host, self.config.socks_port)
         return self
 
     async def close(self) -> None:
@@ -123,30 +114,30 @@ class TunnelClient:
         session = await self.session()
         return await session.open(host, port, self.config.connect_timeout)
 
-    async def _serve_socks(self, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accepted(self, connection: TcpStream) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve_socks(connection))
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_socks(self, connection: TcpStream) -> None:
         try:
             async with asyncio.timeout(SOCKS_TIMEOUT):
-                request = await _read_socks_request(reader, writer)
+                request = await _read_socks_request(connection)
             if request is None:
                 return
-            stream = await self._open_for(request, writer)
+            stream = await self._open_for(request, connection)
             if stream is not None:
-                await splice(stream, reader, writer)
+                await splice(stream, connection)
         except (socks5.Socks5Error, TimeoutError, ConnectionError, OSError,
                 asyncio.IncompleteReadError) as exc:
             log.info("socks: connection ended: %s", type(exc).__name__)
         except asyncio.CancelledError:
             pass  # the client is closing
         finally:
-            self._tasks.discard(task)
-            writer.close()
+            connection.close()
 
     async def _open_for(self, request: socks5.ConnectRequest,
-                        writer: asyncio.StreamWriter) -> TunnelStream | None:
+                        connection: TcpStream) -> TunnelStream | None:
         try:
             stream = await self.open_stream(request.host, request.port)
         except StreamRefused as exc:
@@ -154,28 +145,26 @@ class TunnelClient:
                 code = socks5.Reply(exc.reply)
             except ValueError:
                 code = socks5.Reply.GENERAL_FAILURE
-            writer.write(socks5.reply(code))
-            await writer.drain()
+            connection.write(socks5.reply(code))
+            await connection.drain()
             return None
         except (ConnectionError, OSError, TimeoutError):
-            writer.write(socks5.reply(socks5.Reply.NETWORK_UNREACHABLE))
-            await writer.drain()
+            connection.write(socks5.reply(socks5.Reply.NETWORK_UNREACHABLE))
+            await connection.drain()
             return None
-        writer.write(socks5.reply(socks5.Reply.SUCCEEDED))
-        await writer.drain()
+        connection.write(socks5.reply(socks5.Reply.SUCCEEDED))
+        await connection.drain()
         return stream
 
 
-async def _read_socks_request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> socks5.ConnectRequest | None:
+async def _read_socks_request(connection: TcpStream) -> socks5.ConnectRequest | None:
     """The client's CONNECT request, or None after refusing it (reply already sent)."""
     buffer = b""
     while (greeting := socks5.parse_greeting(buffer)) is None:
-        buffer += await _read_some(reader)
+        buffer += await _read_some(connection)
     methods, used = greeting
-    writer.write(socks5.method_reply(methods))
-    await writer.drain()
+    connection.write(socks5.method_reply(methods))
+    await connection.drain()
     if socks5.METHOD_NO_AUTH not in methods:
         return None
     buffer = buffer[used:]
@@ -183,16 +172,16 @@ async def _read_socks_request(
         try:
             parsed = socks5.parse_request(buffer)
         except socks5.Socks5Error as exc:
-            writer.write(socks5.reply(exc.reply))
-            await writer.drain()
+            connection.write(socks5.reply(exc.reply))
+            await connection.drain()
             return None
         if parsed is not None:
             return parsed[0]
-        buffer += await _read_some(reader)
+        buffer += await _read_some(connection)
 
 
-async def _read_some(reader: asyncio.StreamReader) -> bytes:
-    data = await reader.read(512)
+async def _read_some(connection: TcpStream) -> bytes:
+    data = await connection.read(512)
     if not data:
         raise asyncio.IncompleteReadError(b"", None)
     return data

@@ -249,7 +249,7 @@ class MuxConnection:
             return 0
         return state.send_credit
 
-    def send_data(self, stream: int, data: bytes) -> int:
+    def send_data(self, stream: int, data: bytes | memoryview) -> int:
         """Frame as much of ``data`` as the credit allows; returns how many bytes were taken."""
         state = self._require(stream)
         if state.local_eof:
@@ -258,7 +258,7 @@ class MuxConnection:
         view = memoryview(data)
         while taken < len(data) and state.send_credit > 0:
             size = min(len(data) - taken, state.send_credit, MAX_DATA)
-            self._emit(FrameType.DATA, stream, bytes(view[taken : taken + size]))
+            self._emit(FrameType.DATA, stream, view[taken : taken + size])
             state.send_credit -= size
             taken += size
         return taken
@@ -390,6 +390,6 @@ class MuxConnection:
         if state.local_eof and state.remote_eof:
             self._streams.pop(stream, None)
 
-    def _emit(self, kind: FrameType, stream: int, payload: bytes = b"") -> None:
+    def _emit(self, kind: FrameType, stream: int, payload: bytes | memoryview = b"") -> None:
         self._outbox += HEADER.pack(kind, stream, len(payload))
         self._outbox += payload

@@ -22,7 +22,8 @@ from noisewall.noise.errors import NoiseError
 from noisewall.tunnel.channel import ReplayFilter, TunnelRefused, respond
 from noisewall.tunnel.config import TunnelServerConfig, build_transport
 from noisewall.tunnel.mux import OpenRequested
-from noisewall.tunnel.session import STREAM_LIMIT, MuxSession, TunnelStream, splice
+from noisewall.tunnel.session import MuxSession, TunnelStream, splice
+from noisewall.tunnel.tcp_stream import TcpStream
 
 log = logging.getLogger("noisewall.tunnel")
 
@@ -50,9 +51,8 @@ class TunnelServer:
 
     async def start(self) -> TunnelServer:
         """Listen."""
-        self._server = await asyncio.start_server(
-            self._accept, self.config.listen_host, self.config.listen_port, limit=STREAM_LIMIT
-        )
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: TcpStream(self._accepted), self.config.listen_host, self.config.listen_port)
         return self
 
     async def close(self) -> None:
@@ -78,29 +78,32 @@ class TunnelServer:
 
     # --- connections ---------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accepted(self, connection: TcpStream) -> None:
+        # A task per connection, started before the loop reads from it (start_tls needs that).
+        task = asyncio.get_running_loop().create_task(self._accept(connection))
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, connection: TcpStream) -> None:
         try:
-            await self._serve(reader, writer)
+            await self._serve(connection)
         except asyncio.CancelledError:
             pass  # the server is closing
         except Exception:
             log.exception("tunnel connection failed unexpectedly")
         finally:
-            self._tasks.discard(task)
-            writer.close()
+            connection.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, connection: TcpStream) -> None:
         config = self.config
         key = self.public_key
         stream = None
         try:
             async with asyncio.timeout(config.handshake_timeout):
-                stream = await self.transport.wrap_server(reader, writer, key)
+                stream = await self.transport.wrap_server(connection, key)
                 channel = await respond(stream, self.transport.server_settings(config.static),
-                                        config.clients, self._replay)
+                                        config.clients, self._replay,
+                                        self.transport.channel_binding(stream))
         except TunnelRefused as exc:
             self.refused += 1
             log.info("refused a connection: %s", exc)
@@ -126,19 +129,18 @@ class TunnelServer:
             session.forget(request.stream)
             session.flush_soon()
             return
-        reader, writer = reply
         session.mux.accept(request.stream)
         try:
             await session.flush()
-            await splice(stream, reader, writer)
+            await splice(stream, reply)
         except (ConnectionError, OSError):
             stream.reset()
         finally:
-            writer.close()
+            reply.close()
 
     async def _connect_onward(
         self, request: OpenRequested
-    ) -> socks5.Reply | tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ) -> socks5.Reply | TcpStream:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.config.connect_timeout):
@@ -155,7 +157,6 @@ class TunnelServer:
             return socks5.Reply.NOT_ALLOWED
         try:
             async with asyncio.timeout(self.config.connect_timeout):
-                return await asyncio.open_connection(str(address), request.port,
-                                                     limit=STREAM_LIMIT)
+                return await TcpStream.connect(str(address), request.port)
         except (OSError, TimeoutError):
             return socks5.Reply.CONNECTION_REFUSED

@@ -1,6 +1,6 @@
 """The asyncio shell around the mux: one reader task per session, streams as objects.
 
-A :class:`MuxSession` owns one :class:`NoiseChannel` and one
+A :class:`MuxSession` owns one :class:`~noisewall.tunnel.channel.Channel` and one
 :class:`MuxConnection`. Its reader task turns incoming bytes into mux
 events and hands them to :class:`TunnelStream` objects; writers frame their
 bytes and write them at once (so frames keep their order without a lock),
@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from noisewall.noise.errors import NoiseError
-from noisewall.tunnel.channel import NoiseChannel
+from noisewall.tunnel.channel import Channel
 from noisewall.tunnel.mux import (
     DEFAULT_WINDOW,
     CreditReceived,
@@ -34,12 +34,11 @@ from noisewall.tunnel.mux import (
     Refused,
     ResetReceived,
 )
+from noisewall.tunnel.tcp_stream import TcpStream
 
 log = logging.getLogger("noisewall.tunnel")
 
 CHUNK = 256 * 1024
-#: asyncio stream buffer limit for the tunnel's sockets: bulk data moves in large reads.
-STREAM_LIMIT = 1 << 20
 
 
 class StreamRefused(ConnectionError):
@@ -75,7 +74,10 @@ class TunnelStream:
                 return b""
             self._readable.clear()
             await self._readable.wait()
-        data = self._chunks.popleft()
+        # Everything queued at once: one large write onward instead of one per frame.
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
         # Consumed as soon as handed on: the caller's own drain bounds what it buffers.
         self.session.mux.consumed(self.id, len(data))
         self.session.flush_soon()
@@ -88,7 +90,7 @@ class TunnelStream:
             if self.reset_by_peer or self.session.closed:
                 raise ConnectionResetError(f"tunnel stream {self.id} was reset")
             self._credit.clear()
-            taken = self.session.mux.send_data(self.id, bytes(view))
+            taken = self.session.mux.send_data(self.id, view)
             view = view[taken:]
             await self.session.flush()
             if view and self.session.mux.send_credit(self.id) == 0:
@@ -116,7 +118,7 @@ class MuxSession:
 
     def __init__(
         self,
-        channel: NoiseChannel,
+        channel: Channel,
         client: bool,
         *,
         window: int = DEFAULT_WINDOW,
@@ -277,22 +279,20 @@ class MuxSession:
             target._wake()
 
 
-async def splice(
-    stream: TunnelStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
+async def splice(stream: TunnelStream, connection: TcpStream) -> None:
     """Copy both ways between a tunnel stream and a local TCP connection until both end."""
 
     async def outward() -> None:
-        while data := await reader.read(CHUNK):
+        while data := await connection.read(CHUNK):
             await stream.write(data)
         await stream.write_eof()
 
     async def inward() -> None:
         while data := await stream.read():
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
+            connection.write(data)
+            await connection.drain()
+        if connection.can_write_eof():
+            connection.write_eof()
 
     tasks = [asyncio.ensure_future(outward()), asyncio.ensure_future(inward())]
     try:
@@ -308,4 +308,4 @@ async def splice(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         stream.session.forget(stream.id)
-        writer.close()
+        connection.close()

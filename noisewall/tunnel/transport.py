@@ -2,8 +2,9 @@
 
 A transport turns a fresh TCP connection into the :class:`ByteStream` the
 Noise session runs over (TLS, obfuscation, or nothing), chooses the Noise
-settings that shape the first bytes on the wire, and decides what a refused
-peer sees. Everything else (authentication, the mux) is common.
+settings that shape the first bytes on the wire, says whether its own
+encryption can carry the data (a channel binding), and decides what a
+refused peer sees. Everything else (authentication, the mux) is common.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from abc import ABC, abstractmethod
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.settings import NoiseSettings
 from noisewall.tunnel.channel import READ_CHUNK, ByteStream
+from noisewall.tunnel.tcp_stream import TcpStream
 
 #: A refused peer's bytes are read up to a random amount in this range, then the connection closes.
 REFUSE_READ_MIN = 1024
@@ -36,16 +38,21 @@ class Transport(ABC):
         """The server's Noise settings."""
 
     @abstractmethod
-    async def wrap_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
-    ) -> ByteStream:
+    async def wrap_client(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """Client side: the byte stream over a fresh TCP connection to the server."""
 
     @abstractmethod
-    async def wrap_server(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
-    ) -> ByteStream:
+    async def wrap_server(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """Server side: the byte stream over an accepted TCP connection."""
+
+    def channel_binding(self, stream: ByteStream) -> bytes | None:
+        """A value unique to this connection's encryption layer, or None if it has none.
+
+        With a binding the Noise handshake carries it both ways and the mux
+        then runs on the transport without a second AEAD (see
+        :class:`~noisewall.tunnel.channel.BoundChannel`).
+        """
+        return None
 
     @abstractmethod
     async def refuse(self, stream: ByteStream, first_bytes: bytes, linger: float) -> None:

@@ -21,7 +21,6 @@ NoiseSocket by structure (as China's did in 2017) still sees it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 
@@ -29,13 +28,8 @@ from noisewall.noise.ciphers import TAGLEN
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.noisesocket import BODY_LEN_SIZE
 from noisewall.noise.settings import NoiseSettings
-from noisewall.tunnel.channel import (
-    NOISE_PROTOCOL,
-    ByteStream,
-    SocketStream,
-    client_settings,
-    server_settings,
-)
+from noisewall.tunnel.channel import NOISE_PROTOCOL, ByteStream, client_settings, server_settings
+from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport, refuse_quietly
 
 PADDING = 128
@@ -71,17 +65,13 @@ class PaddedNoiseSocketTransport(Transport):
         """The same negotiation data, derived from our own public key."""
         return server_settings(static, negotiation_data(static.public), PADDING)
 
-    async def wrap_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
-    ) -> ByteStream:
+    async def wrap_client(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """Plain TCP."""
-        return SocketStream(reader, writer)
+        return connection
 
-    async def wrap_server(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
-    ) -> ByteStream:
+    async def wrap_server(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """Plain TCP."""
-        return SocketStream(reader, writer)
+        return connection
 
     async def refuse(self, stream: ByteStream, first_bytes: bytes, linger: float) -> None:
         """Read a bounded random amount, then close (no NoiseSocket reject frame)."""

@@ -18,7 +18,6 @@ this transport is expected to be blocked at the inspected fraction.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 from cryptography.hazmat.primitives import hashes
@@ -27,13 +26,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.settings import NoiseSettings
-from noisewall.tunnel.channel import (
-    ByteStream,
-    SocketStream,
-    TunnelRefused,
-    client_settings,
-    server_settings,
-)
+from noisewall.tunnel.channel import ByteStream, TunnelRefused, client_settings, server_settings
+from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport, refuse_quietly
 
 NONCE_SIZE = 16
@@ -120,17 +114,13 @@ class RandomTransport(Transport):
         """IK, matching :meth:`client_settings`."""
         return server_settings(static)
 
-    async def wrap_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
-    ) -> ByteStream:
+    async def wrap_client(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """Mask the client's stream with keys derived from the server's public key."""
-        return ObfuscatedStream(SocketStream(reader, writer), server_key, initiator=True)
+        return ObfuscatedStream(connection, server_key, initiator=True)
 
-    async def wrap_server(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
-    ) -> ByteStream:
+    async def wrap_server(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """The matching unmasking on the server."""
-        return ObfuscatedStream(SocketStream(reader, writer), server_key, initiator=False)
+        return ObfuscatedStream(connection, server_key, initiator=False)
 
     async def refuse(self, stream: ByteStream, first_bytes: bytes, linger: float) -> None:
         """Read a bounded random amount, then close (never an answer)."""

@@ -4,7 +4,10 @@ The client's ClientHello is the one Python's default ``ssl`` context sends
 for any HTTPS request (same cipher suites, extensions, groups: the same
 JA3/JA4 as an ordinary Python HTTPS client), with the SNI of a cover site and
 the ALPN list of a browser (``h2``, ``http/1.1``). It does not verify the
-certificate: the server is authenticated by its Noise key inside. The
+certificate: the server is authenticated by its Noise key inside, and
+the Noise handshake is bound to this TLS session (``tls-unique`` in both
+handshake payloads), so after it the mux runs on TLS alone, without a
+second AEAD. The
 server presents a self-signed certificate for the cover name, picks
 ``http/1.1`` and to anyone who is not a tunnel client (``curl -k``, a
 browser, an active prober) it is a small web server: an HTTP request gets
@@ -27,7 +30,8 @@ from cryptography.x509.oid import NameOID
 
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.settings import NoiseSettings
-from noisewall.tunnel.channel import ByteStream, SocketStream, client_settings, server_settings
+from noisewall.tunnel.channel import ByteStream, client_settings, server_settings
+from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport
 
 DEFAULT_SNI = "www.example.com"
@@ -106,21 +110,33 @@ class TlsTransport(Transport):
         """IK, matching :meth:`client_settings`."""
         return server_settings(static)
 
-    async def wrap_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
-    ) -> ByteStream:
+    async def wrap_client(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """TLS handshake with the cover SNI and ALPN."""
-        await writer.start_tls(self._client_context, server_hostname=self.sni)
-        return SocketStream(reader, writer)
+        await connection.start_tls(self._client_context, server_hostname=self.sni)
+        return connection
 
-    async def wrap_server(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_key: bytes
-    ) -> ByteStream:
+    async def wrap_server(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """TLS handshake with the cover certificate (created on first use)."""
         if self._server_context is None:
             self._server_context = self_signed_context(self.sni)
-        await writer.start_tls(self._server_context)
-        return SocketStream(reader, writer)
+        await connection.start_tls(self._server_context, server_side=True)
+        return connection
+
+    def channel_binding(self, stream: ByteStream) -> bytes:
+        """The TLS session's ``tls-unique`` value (the client's Finished message).
+
+        The Finished MAC covers the whole TLS 1.3 handshake (both key shares,
+        the certificate): a man in the middle holds two sessions with two
+        different values, and a recorded handshake replayed on a new session
+        carries the old one. Python's ``ssl`` offers no ``tls-exporter``.
+        """
+        binding = None
+        if isinstance(stream, TcpStream):
+            ssl_object = stream.get_extra_info("ssl_object")
+            binding = ssl_object.get_channel_binding("tls-unique") if ssl_object else None
+        if not binding:
+            raise ConnectionError("the TLS session has no channel binding")
+        return bytes(binding)
 
     async def refuse(self, stream: ByteStream, first_bytes: bytes, linger: float) -> None:
         """A web server's answer: the cover page for HTTP, ``400`` for anything else."""

@@ -1,0 +1,174 @@
+"""A TCP (or TLS over TCP) connection as a :class:`~noisewall.tunnel.channel.ByteStream`.
+
+An ``asyncio.BufferedProtocol`` instead of asyncio's streams, because the
+tunnel's bulk path is bound by copies and allocations: the kernel (or, under
+TLS, the decryption) writes into one reused receive buffer
+(``recv_into``), and each read hands out that data with a single copy. A
+``StreamReader`` copies twice more and grows fresh buffers, which costs page
+faults at tunnel rates. Reading pauses while more than ``limit`` bytes wait
+unread; writing follows the transport's high-water mark through
+:meth:`drain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+#: Bytes one receive may fill (asyncio's own read size for sockets).
+RECEIVE_BUFFER = 256 * 1024
+#: Unread bytes beyond which the socket is no longer read.
+DEFAULT_LIMIT = 1 << 20
+#: The transport's write buffer high-water mark: large, so bulk writers wake rarely.
+WRITE_HIGH_WATER = 1 << 20
+
+
+class TcpStream(asyncio.BufferedProtocol):
+    """One connection: ``read``/``write``/``drain``/``close``, and ``start_tls``."""
+
+    def __init__(self, on_connected: Callable[[TcpStream], None] | None = None,
+                 limit: int = DEFAULT_LIMIT) -> None:
+        self._on_connected = on_connected
+        self._limit = limit
+        self._buffer = bytearray(RECEIVE_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._reading_paused = False
+        self._readable: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._tls = False
+
+    @classmethod
+    async def connect(cls, host: str, port: int,
+                      local_addr: tuple[str, int] | None = None) -> TcpStream:
+        """Open a TCP connection."""
+        loop = asyncio.get_running_loop()
+        _, stream = await loop.create_connection(cls, host, port, local_addr=local_addr)
+        return stream
+
+    # --- protocol callbacks --------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; tell the owner (a server's handler) about the connection."""
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        if self._on_connected is not None:
+            self._on_connected(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The reused receive buffer."""
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Keep what arrived (one copy out of the reused buffer)."""
+        self._chunks.append(bytes(self._view[:nbytes]))
+        self._buffered += nbytes
+        if self._buffered > self._limit and not self._reading_paused and self._transport:
+            self._reading_paused = True
+            self._transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        """The peer half-closed: reads return ``b""`` once the buffer is empty."""
+        self._eof = True
+        self._wake_reader()
+        # Keep a TCP connection open for our writes (half-close); TLS closes by itself.
+        return not self._tls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Wake everyone waiting; later reads see EOF (or the error), writes fail."""
+        self._eof = True
+        if exc is not None:
+            self._error = exc
+        self._wake_reader()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(exc or ConnectionResetError("connection lost"))
+            self._writable.exception()  # retrieved: nobody may be waiting
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is over its high-water mark: :meth:`drain` waits."""
+        if self._writable is None or self._writable.done():
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        """Below the low-water mark again."""
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def _wake_reader(self) -> None:
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(None)
+
+    # --- the byte stream -----------------------------------------------
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at end of stream (or after the connection failed)."""
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._readable = asyncio.get_running_loop().create_future()
+            await self._readable
+        chunk = self._chunks.popleft()
+        if len(chunk) > size:
+            self._chunks.appendleft(chunk[size:])
+            chunk = chunk[:size]
+        self._buffered -= len(chunk)
+        if self._reading_paused and self._buffered <= self._limit // 2 and self._transport:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the peer."""
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its high-water mark."""
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        if self._writable is not None and not self._writable.done():
+            await asyncio.shield(self._writable)
+
+    def can_write_eof(self) -> bool:
+        """True if the transport can half-close (plain TCP; not TLS)."""
+        return self._transport is not None and self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        """Half-close our direction."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write_eof()
+
+    def close(self) -> None:
+        """Close the connection (without waiting)."""
+        if self._transport is not None:
+            self._transport.close()
+
+    def get_extra_info(self, name: str) -> Any:
+        """The transport's extra information (``peername``, ``ssl_object``, ...)."""
+        return self._transport.get_extra_info(name) if self._transport else None
+
+    async def start_tls(self, context: ssl.SSLContext, *, server_side: bool = False,
+                        server_hostname: str | None = None) -> None:
+        """Run a TLS handshake on this connection; afterwards reads and writes go through TLS."""
+        if self._chunks or self._transport is None:
+            raise ConnectionError("bytes arrived before the TLS handshake")
+        loop = asyncio.get_running_loop()
+        transport = await loop.start_tls(self._transport, self, context,
+                                         server_side=server_side,
+                                         server_hostname=server_hostname)
+        if transport is None:
+            raise ConnectionError("the connection closed during the TLS handshake")
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._tls = True
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
