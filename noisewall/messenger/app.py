@@ -211,7 +211,9 @@ class MessengerClient:
 
         The waiting messages go out pipelined (at most ``FLUSH_WINDOW`` at a
         time) in outbox order; one flush runs at a time, so concurrent senders'
-        messages join the next one instead of being sent twice.
+        messages join the next one instead of being sent twice. The server's
+        acks (status "sent", removal from the outbox) are written with the
+        client's next transaction or at :meth:`close`.
         """
         async with self._flush_lock:
             for attempt in range(attempts):

@@ -678,3 +678,70 @@ async def _run_interleaving(ops: list[tuple[str, int, int]]) -> None:
     for to in (0, 1):
         while in_flight[to]:
             await deliver(to, len(in_flight[to]) - 1)
+
+
+async def _established(alice: Party, bob: Party) -> None:
+    """A session both sides have used, so later messages carry no X3DH header."""
+    await bob.receive(alice, await alice.send(bob, b"hello"))
+    await alice.receive(bob, await bob.send(alice, b"hi"))
+
+
+async def test_deferred_decrypts_are_saved_by_persist_and_redone_after_discard(
+    alice: Party, bob: Party
+) -> None:
+    await _established(alice, bob)
+    first, second, third = [await alice.send(bob, b"m%d" % n) for n in range(3)]
+    assert await bob.sessions.decrypt("alice", first, persist=False) == b"m0"
+    bob.restart()  # never persisted: the new objects decrypt it again
+    assert await bob.sessions.decrypt("alice", first, persist=False) == b"m0"
+    assert await bob.sessions.decrypt("alice", second, persist=False) == b"m1"
+    bob.sessions.persist()
+    bob.db.commit()
+    bob.restart()
+    with pytest.raises(DuplicateMessageError):
+        await bob.receive(alice, first)
+    assert await bob.sessions.decrypt("alice", third, persist=False) == b"m2"
+    bob.sessions.discard_unsaved()  # e.g. the caller's transaction failed
+    assert await bob.receive(alice, third) == b"m2"
+
+
+async def test_encrypt_undoes_the_ratchet_step_when_on_saved_fails(
+    alice: Party, bob: Party
+) -> None:
+    await _established(alice, bob)
+    seen: list[dict[str, Any]] = []
+
+    def fail(envelope: dict[str, Any]) -> None:
+        seen.append(envelope)
+        raise RuntimeError("the caller's write failed")
+
+    with pytest.raises(RuntimeError):
+        await alice.sessions.encrypt("bob", b"lost", alice.directory.fetch, on_saved=fail)
+    alice.restart()  # what is on disk: the step before the failed one
+    kept = await alice.sessions.encrypt("bob", b"kept", alice.directory.fetch)
+    assert kept["ratchet"]["n"] == seen[0]["ratchet"]["n"]  # the rolled-back step again
+    assert await bob.receive(alice, kept) == b"kept"
+
+
+async def test_ratchet_state_copies_are_deep_and_refuse_unknown_state(
+    alice: Party, bob: Party
+) -> None:
+    from noisewall.messenger.e2e import _clone_state
+
+    await _established(alice, bob)
+    record, _ = alice.sessions._load("bob")
+    ratchet = record.sessions[0].ratchet
+    dh = ratchet._DoubleRatchet__diffie_hellman_ratchet  # type: ignore[attr-defined]
+    before = dh.model.model_dump_json()
+    clone = copy.deepcopy(dh)
+    assert clone.model.model_dump_json() == before
+    await clone.next_encryption_key()  # advancing the copy...
+    assert dh.model.model_dump_json() == before  # ...leaves the original alone
+    assert clone.model.model_dump_json() != before
+
+    class Holder:
+        def __init__(self) -> None:
+            self.keys = [b"mutable"]
+
+    with pytest.raises(TypeError, match="list"):
+        _clone_state(Holder())

@@ -189,3 +189,29 @@ async def test_wa_framing_and_a_media_url_override(tmp_path: Path) -> None:
         assert flow["protocol"] == "tls"
     finally:
         await server.stop()
+
+
+async def test_an_ack_lost_in_a_crash_means_a_resend_never_a_duplicate(
+    tmp_path: Path, server: Server
+) -> None:
+    async with MessengerClient.open(tmp_path / "bob") as bob:
+        await bob.register("bob", server.address)
+    alice = MessengerClient.open(tmp_path / "alice")
+    await alice.register("alice", server.address)
+    msg_id = await alice.send_text("bob", "acked just before the crash")
+    assert not alice.queued(msg_id)  # the server acked it...
+    # ...and the process dies before that ack reaches the profile: no close().
+    assert alice._connection is not None
+    await alice._connection.close()
+    alice.profile.db.close()
+    async with MessengerClient.open(tmp_path / "alice") as alice:
+        assert alice.queued(msg_id)  # on disk it still waits in the outbox
+        assert await alice.flush() == 0  # sent again; the server remembers the id
+        assert not alice.queued(msg_id)
+    async with MessengerClient.open(tmp_path / "alice") as alice:  # written at close
+        assert not alice.queued(msg_id)
+        statuses = {entry.msg_id: entry.status for entry in alice.profile.history()}
+    assert statuses[msg_id] == "sent"
+    async with MessengerClient.open(tmp_path / "bob") as bob:
+        texts = [item.entry.body["text"] for item in await bob.receive(wait=1.5)]
+    assert texts == ["acked just before the crash"]
