@@ -45,6 +45,10 @@ class TunnelRefused(ConnectionError):
         self.first_bytes = first_bytes
 
 
+#: What the write methods take: bulk data is passed on without copying it to ``bytes``.
+Buffer = bytes | bytearray | memoryview
+
+
 class ByteStream(Protocol):
     """The byte pipe a transport provides (a TCP, TLS or obfuscated connection)."""
 
@@ -52,7 +56,7 @@ class ByteStream(Protocol):
         """Up to ``size`` bytes; ``b""`` at end of stream."""
         ...
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         """Queue bytes for the peer."""
         ...
 
@@ -127,7 +131,7 @@ class Channel(Protocol):
         """The peer's authenticated static key."""
         ...
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         """Queue ``data`` at once (synchronous: callers keep call order without a lock)."""
         ...
 
@@ -161,7 +165,7 @@ class BoundChannel:
         """The peer's authenticated static key."""
         return self._remote_static
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         """Queue ``data`` on the transport."""
         self.stream.write(data)
 
@@ -192,7 +196,7 @@ class NoiseChannel:
         """The peer's authenticated static key."""
         return self.connection.remote_static
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         """Encrypt ``data`` (in as many Noise messages as it needs) and queue it, at once.
 
         Synchronous on purpose: callers that write from several tasks keep

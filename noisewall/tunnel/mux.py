@@ -36,7 +36,7 @@ MAX_PAYLOAD = 0xFFFF
 #: (65517-byte NoiseSocket body) exactly, with no tiny second message.
 MAX_DATA = 65517 - HEADER.size
 #: Bytes each side may have unconsumed per stream before it must wait for credit.
-DEFAULT_WINDOW = 1 << 20
+DEFAULT_WINDOW = 1 << 22
 #: Streams one session may hold open at once.
 DEFAULT_MAX_STREAMS = 1024
 _MAX_ID = 0xFFFFFFFF
@@ -60,13 +60,17 @@ class MuxError(Exception):
     """The peer broke the mux protocol; the whole session must be closed."""
 
 
+#: A frame's payload: DATA parsed from ``bytes`` is a view into them (no copy).
+Payload = bytes | memoryview
+
+
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame."""
 
     kind: FrameType
     stream: int
-    payload: bytes = b""
+    payload: Payload = b""
 
 
 def encode_frame(kind: FrameType, stream: int, payload: bytes = b"") -> bytes:
@@ -82,25 +86,58 @@ class FrameParser:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | bytearray) -> list[Frame]:
         """Add bytes; return every frame now complete."""
-        self._buffer += data
+        # Frames are parsed straight from ``data``; only a frame cut by the end
+        # of a read is buffered (and completed first next time), so each
+        # payload is copied once.
         frames: list[Frame] = []
-        offset = 0
+        view = memoryview(data)
         buffer = self._buffer
-        while len(buffer) - offset >= HEADER.size:
-            kind, stream, length = HEADER.unpack_from(buffer, offset)
-            end = offset + HEADER.size + length
-            if len(buffer) < end:
-                break
-            try:
-                frame_type = FrameType(kind)
-            except ValueError:
-                raise MuxError(f"unknown frame type {kind}") from None
-            frames.append(Frame(frame_type, stream, bytes(buffer[offset + HEADER.size : end])))
-            offset = end
-        del buffer[:offset]
-        return frames
+        while buffer and view:
+            take = _wanted(buffer) - len(buffer)
+            buffer += view[:take]
+            view = view[take:]
+            if len(buffer) == _wanted(buffer):
+                with memoryview(buffer) as whole:
+                    frames += _parse(whole, copy=True)[0]
+                buffer.clear()
+        parsed, used = _parse(view, copy=not isinstance(data, bytes))
+        buffer += view[used:]
+        return frames + parsed
+
+
+def _wanted(buffer: bytearray) -> int:
+    """Bytes of the frame that starts ``buffer`` as far as known (its header, then all)."""
+    if len(buffer) < HEADER.size:
+        return HEADER.size
+    return HEADER.size + int(HEADER.unpack_from(buffer)[2])
+
+
+def _parse(view: memoryview, copy: bool) -> tuple[list[Frame], int]:
+    """The complete frames at the start of ``view``, and how many bytes they took.
+
+    DATA payloads stay views into ``view`` unless ``copy`` is set (the
+    memory is mutable and will change): immutable bulk data is not copied.
+    """
+    frames: list[Frame] = []
+    offset = 0
+    size = len(view)
+    while size - offset >= HEADER.size:
+        kind, stream, length = HEADER.unpack_from(view, offset)
+        end = offset + HEADER.size + length
+        if size < end:
+            break
+        try:
+            frame_type = FrameType(kind)
+        except ValueError:
+            raise MuxError(f"unknown frame type {kind}") from None
+        payload: Payload = view[offset + HEADER.size : end]
+        if copy or frame_type is not FrameType.DATA:
+            payload = bytes(payload)
+        frames.append(Frame(frame_type, stream, payload))
+        offset = end
+    return frames, offset
 
 
 # --- events -----------------------------------------------------------------
@@ -135,7 +172,7 @@ class DataReceived:
     """Bytes for a stream; report them with :meth:`MuxConnection.consumed` once written on."""
 
     stream: int
-    data: bytes
+    data: Payload
 
 
 @dataclass(frozen=True)
@@ -209,10 +246,10 @@ class MuxConnection:
         """Streams currently open."""
         return len(self._streams)
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self) -> bytearray:
         """Take the bytes waiting to go to the peer."""
-        data = bytes(self._outbox)
-        self._outbox.clear()
+        # Hand the buffer itself over (no copy of the bulk data) and start a new one.
+        data, self._outbox = self._outbox, bytearray()
         return data
 
     def open_stream(self, host: str, port: int) -> int:
@@ -295,7 +332,7 @@ class MuxConnection:
 
     # --- incoming ------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[MuxEvent]:
+    def receive_data(self, data: bytes | bytearray) -> list[MuxEvent]:
         """Process bytes from the peer; raises :class:`MuxError` on a violation."""
         events: list[MuxEvent] = []
         for frame in self._parser.feed(data):
@@ -345,7 +382,7 @@ class MuxConnection:
             return CreditReceived(stream)
         raise MuxError(f"malformed {kind.name} frame on stream {stream}")
 
-    def _on_open(self, stream: int, payload: bytes) -> OpenRequested:
+    def _on_open(self, stream: int, payload: Payload) -> OpenRequested:
         if self.client:
             raise MuxError("the server may not open streams")
         if stream % 2 == 0 or stream <= self._highest_remote:
@@ -356,7 +393,7 @@ class MuxConnection:
             raise MuxError("OPEN without a destination")
         port = int.from_bytes(payload[:2], "big")
         try:
-            host = payload[2:].decode("ascii")
+            host = bytes(payload[2:]).decode("ascii")
         except UnicodeDecodeError:
             raise MuxError("OPEN host is not ASCII") from None
         if port == 0 or not host.isprintable():
@@ -365,7 +402,7 @@ class MuxConnection:
         self._streams[stream] = _Stream(self.window, self.window)
         return OpenRequested(stream, host, port)
 
-    def _on_data(self, stream: int, state: _Stream, payload: bytes) -> DataReceived:
+    def _on_data(self, stream: int, state: _Stream, payload: Payload) -> DataReceived:
         if not payload:
             raise MuxError(f"empty DATA on stream {stream}")
         if state.remote_eof:

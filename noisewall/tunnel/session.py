@@ -30,6 +30,7 @@ from noisewall.tunnel.mux import (
     MuxError,
     Opened,
     OpenRequested,
+    Payload,
     PongReceived,
     Refused,
     ResetReceived,
@@ -55,7 +56,7 @@ class TunnelStream:
     def __init__(self, session: MuxSession, stream_id: int) -> None:
         self.session = session
         self.id = stream_id
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[Payload] = deque()
         self._readable = asyncio.Event()
         self._credit = asyncio.Event()
         self.eof = False
@@ -65,8 +66,8 @@ class TunnelStream:
         self._readable.set()
         self._credit.set()
 
-    async def read(self) -> bytes:
-        """The next bytes from the peer; ``b""`` at its EOF; ConnectionResetError if reset."""
+    async def read(self) -> Payload:
+        """The next bytes from the peer; empty at its EOF; ConnectionResetError if reset."""
         while not self._chunks:
             if self.reset_by_peer or self.session.closed:
                 raise ConnectionResetError(f"tunnel stream {self.id} was reset")

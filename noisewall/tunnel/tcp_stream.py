@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from noisewall.tunnel.channel import Buffer
+
 #: Bytes one receive may fill (asyncio's own read size for sockets).
 RECEIVE_BUFFER = 256 * 1024
 #: Unread bytes beyond which the socket is no longer read.
@@ -126,7 +128,7 @@ class TcpStream(asyncio.BufferedProtocol):
             self._transport.resume_reading()
         return chunk
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         """Queue bytes for the peer."""
         if self._transport is None or self._transport.is_closing():
             raise ConnectionResetError("the connection is closed")

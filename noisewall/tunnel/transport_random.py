@@ -26,7 +26,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.settings import NoiseSettings
-from noisewall.tunnel.channel import ByteStream, TunnelRefused, client_settings, server_settings
+from noisewall.tunnel.channel import (
+    Buffer,
+    ByteStream,
+    TunnelRefused,
+    client_settings,
+    server_settings,
+)
 from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport, refuse_quietly
 
@@ -55,7 +61,7 @@ class ObfuscatedStream:
         self._in: CipherContext | None = None
         self._buffer = b""
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         """Mask and queue ``data``; the first write also carries the nonce and padding."""
         if self._out is None:
             nonce = secrets.token_bytes(NONCE_SIZE)
