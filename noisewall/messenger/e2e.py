@@ -744,18 +744,22 @@ class _Session:
     origin_ephemeral: bytes  # the X3DH ephemeral key that started this session
     peer_identity_key: bytes
     pending: x3dh.Header | None  # initiator: X3DH header to resend until a reply
+    _fixed_json: str = field(default="", repr=False, compare=False)
 
     def to_json(self) -> str:
-        # The library serializes its state to JSON text; splice that text in
-        # rather than parse it back only to serialize it again (hot path: every
-        # message saves its session).
-        fields = _json_dump({
-            "ad": _b64(self.ad),
-            "ephemeral": _b64(self.origin_ephemeral),
-            "peer_identity_key": _b64(self.peer_identity_key),
-            "pending": None if self.pending is None else _x3dh_header_to_json(self.pending),
-        })
-        return f'{fields[:-1]},"ratchet":{self.ratchet.model.model_dump_json()}}}'
+        # Hot path: every message saves its session. The fields fixed at the
+        # session's start are serialized once, and the library's own JSON text
+        # of the ratchet is spliced in rather than parsed and dumped again.
+        if not self._fixed_json:
+            self._fixed_json = _json_dump({
+                "ad": _b64(self.ad),
+                "ephemeral": _b64(self.origin_ephemeral),
+                "peer_identity_key": _b64(self.peer_identity_key),
+            })[:-1]
+        pending = "null" if self.pending is None else _json_dump(
+            _x3dh_header_to_json(self.pending))
+        return (f'{self._fixed_json},"pending":{pending},'
+                f'"ratchet":{self.ratchet.model.model_dump_json()}}}')
 
     @classmethod
     def from_json(cls, data: Any) -> _Session:

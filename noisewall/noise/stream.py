@@ -72,6 +72,7 @@ class NoiseStream:
         self._fragments: list[bytes] = []
         self._fragment_bytes = 0
         self._eof = False
+        self._write_scheduled = False
 
     @property
     def remote_static(self) -> bytes | None:
@@ -98,6 +99,12 @@ class NoiseStream:
         if data:
             self._writer.write(data)
             await self._writer.drain()
+
+    def _write_out(self) -> None:
+        self._write_scheduled = False
+        data = self.connection.data_to_send()
+        if data and not self._writer.is_closing():
+            self._writer.write(data)
 
     async def _feed(self, timeout: float | None) -> None:
         async with asyncio.timeout(timeout):
@@ -143,7 +150,12 @@ class NoiseStream:
             self.connection.send_message(bytes((flag,)) + piece)
             if flag == FLAG_LAST:
                 break
-        await self._flush()
+        # Messages sent in the same event-loop turn (pipelined requests, a
+        # group of replies) leave in one write: one system call, not one each.
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_out)
+        await self._writer.drain()  # backpressure, and an error if the peer is gone
 
     async def receive(self, timeout: float | None = None) -> bytes:
         """The next whole application message; raises :class:`ConnectionClosedError` at EOF."""
@@ -193,12 +205,14 @@ class NoiseStream:
 
     async def write_eof(self) -> None:
         """Half-close: tell the peer we send nothing more, keep receiving."""
+        self._write_out()
         if self._writer.can_write_eof():
             self._writer.write_eof()
         await self._writer.drain()
 
     async def close(self) -> None:
         """Close the connection and wait until the socket is closed."""
+        self._write_out()
         self._writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await self._writer.wait_closed()
@@ -324,6 +338,7 @@ async def serve(
             log.exception("handler failed for connection from %s", peer)
         finally:
             server._tasks.discard(task)
+            stream._write_out()  # what the handler sent last still goes out
             writer.close()
 
     server._server = await asyncio.start_server(on_connection, host, port)
