@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -24,6 +25,7 @@ from noisewall.noise.errors import NoiseError
 from noisewall.observatory.bench import run_observe_benchmarks
 from noisewall.observatory.commands import observe
 from noisewall.probe.commands import probe
+from noisewall.tunnel.bench import run_tunnel_benchmarks
 from noisewall.tunnel.commands import tunnel
 
 
@@ -62,38 +64,28 @@ def _print_results(results: list[BenchResult], as_json: bool) -> None:
                    f"{r.baseline:12.1f}  ratio {r.ratio:.2f}")
 
 
-@bench.command(name="noise")
-@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
-@json_option
-def bench_noise(quick: bool, as_json: bool) -> None:
-    """Noise handshakes per second and transport throughput vs the raw AEAD."""
-    _print_results(run_noise_benchmarks(quick=quick), as_json)
+def _bench_command(name: str, run: Callable[..., list[BenchResult]], summary: str) -> None:
+    @click.option("--quick", is_flag=True,
+                  help="A short smoke run (figures are not meaningful).")
+    @json_option
+    def command(quick: bool, as_json: bool) -> None:
+        _print_results(run(quick=quick), as_json)
+
+    command.__doc__ = summary
+    bench.command(name=name)(command)
 
 
-@bench.command(name="censor")
-@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
-@json_option
-def bench_censor(quick: bool, as_json: bool) -> None:
-    """Relay throughput vs direct loopback, new flows/s, capture packets/s."""
-    _print_results(run_censor_benchmarks(quick=quick), as_json)
-
-
-@bench.command(name="tunnel")
-@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
-@json_option
-def bench_tunnel(quick: bool, as_json: bool) -> None:
-    """Throughput and round trip of each tunnel transport vs direct loopback."""
-    from noisewall.tunnel.bench import run_tunnel_benchmarks  # noqa: PLC0415 - one-edit rule
-
-    _print_results(run_tunnel_benchmarks(quick=quick), as_json)
-
-
-@bench.command(name="observe")
-@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
-@json_option
-def bench_observe(quick: bool, as_json: bool) -> None:
-    """Ingest rate and analysis time of 1,000,000 synthetic measurements vs raw baselines."""
-    _print_results(run_observe_benchmarks(quick=quick), as_json)
+_bench_command("noise", run_noise_benchmarks,
+               "Noise handshakes per second and transport throughput vs the raw AEAD.")
+_bench_command("censor", run_censor_benchmarks,
+               "Relay throughput vs direct loopback, new flows/s, capture packets/s.")
+_bench_command("tunnel", run_tunnel_benchmarks,
+               "Throughput and round trip of each tunnel transport vs direct loopback.")
+_bench_command("observe", run_observe_benchmarks,
+               "Ingest rate and analysis time of 1,000,000 synthetic measurements vs raw "
+               "baselines.")
+_bench_command("lab", run_lab_benchmarks,
+               "Full runs of every shipped scenario: replay speed, wall time, detection score.")
 
 
 @bench.command(name="messenger")
@@ -104,14 +96,6 @@ def bench_observe(quick: bool, as_json: bool) -> None:
 def bench_messenger(clients: int, quick: bool, as_json: bool) -> None:
     """Relayed and E2E messages/s through a durable server, latency, idle-connection memory."""
     _print_results(run_messenger_benchmarks(clients, quick), as_json)
-
-
-@bench.command(name="lab")
-@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
-@json_option
-def bench_lab(quick: bool, as_json: bool) -> None:
-    """Full runs of every shipped scenario: replay speed, wall time, detection score."""
-    _print_results(run_lab_benchmarks(quick=quick), as_json)
 
 
 def main() -> None:
