@@ -6,6 +6,11 @@ client`` per transport; this process is the application, pushing bytes
 through the client's SOCKS5 entry or straight to the sink. Direct and
 tunnelled runs alternate, best round of each kept. Round trips are 64-byte
 echoes through a fresh connection's stream, median of many.
+
+A second reference shows what the two extra hops cost without any tunnel
+work: two plain TCP relays in child processes (the same ``TcpStream`` copy
+loop the tunnel uses, no crypto, no mux) between the application and the
+sink, measured in the same alternating rounds. A tunnel cannot beat it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from noisewall import socks5
 from noisewall.noise.bench import BenchResult
 from noisewall.tunnel.config import TRANSPORT_NAMES
 from noisewall.tunnel.keyfile import load_or_create_key
+from noisewall.tunnel.tcp_stream import TcpStream
 
 BULK = 256 * 1024 * 1024
 CHUNK = 256 * 1024
@@ -129,6 +135,58 @@ async def _tunnel(transport: str, workdir: Path, allow: list[str]) -> tuple[_Chi
     return server, client
 
 
+async def _pipe(source: TcpStream, target: TcpStream) -> None:
+    while data := await source.read(CHUNK):
+        target.write(data)
+        await target.drain()
+    target.write_eof()
+
+
+async def _relay_connection(connection: TcpStream, port: int) -> None:
+    onward = await TcpStream.connect("127.0.0.1", port)
+    try:
+        await asyncio.gather(_pipe(connection, onward), _pipe(onward, connection))
+    finally:
+        onward.close()
+        connection.close()
+
+
+async def _serve_relay(port: int) -> None:
+    """Relay every connection to ``127.0.0.1:port`` (the reference for two extra hops)."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def accepted(connection: TcpStream) -> None:
+        task = loop.create_task(_relay_connection(connection, port))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    server = await loop.create_server(lambda: TcpStream(accepted), "127.0.0.1", 0)
+    print(f"relay on 127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+async def _relays(size: int, rounds: int, sink_port: int) -> BenchResult:
+    """Best-round throughput through two plain relays next to direct loopback."""
+    second = await _Child.start(["-m", "noisewall.tunnel.bench", "relay", str(sink_port)],
+                                r"on 127\.0\.0\.1:(\d+)", stdout=True)
+    try:
+        first = await _Child.start(["-m", "noisewall.tunnel.bench", "relay", str(second.port)],
+                                   r"on 127\.0\.0\.1:(\d+)", stdout=True)
+        try:
+            direct = relayed = float("inf")
+            for _ in range(rounds):
+                direct = min(direct, await _bulk(_direct, sink_port, size))
+                relayed = min(relayed, await _bulk(_direct, first.port, size))
+        finally:
+            await first.stop()
+    finally:
+        await second.stop()
+    return BenchResult("tunnel reference: two plain TCP relays (no crypto, no mux)", "MB/s",
+                       size / relayed / 1e6, "direct loopback", size / direct / 1e6)
+
+
 async def _run(quick: bool, workdir: Path) -> list[BenchResult]:
     size = BULK // 16 if quick else BULK
     rounds = 2 if quick else 3
@@ -139,6 +197,7 @@ async def _run(quick: bool, workdir: Path) -> list[BenchResult]:
     echo_port = int(echo.sockets[0].getsockname()[1])
     results: list[BenchResult] = []
     try:
+        results.append(await _relays(size, rounds, sink.port))
         for transport in TRANSPORT_NAMES:
             server, client = await _tunnel(transport, workdir,
                                            [f"127.0.0.1:{sink.port}", f"127.0.0.1:{echo_port}"])
@@ -168,3 +227,7 @@ def run_tunnel_benchmarks(quick: bool = False) -> list[BenchResult]:
     """Throughput and round-trip time of every transport, each next to direct loopback."""
     with tempfile.TemporaryDirectory() as tmp:
         return asyncio.run(_run(quick, Path(tmp)))
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "relay":
+    asyncio.run(_serve_relay(int(sys.argv[2])))
