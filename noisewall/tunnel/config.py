@@ -107,11 +107,11 @@ class TunnelServerConfig(BaseModel):
     clients: list[PublicKey] = Field(default_factory=list)
     allow: list[Destination] = Field(default_factory=list)
     cover_sni: str = DEFAULT_SNI
-    handshake_timeout: float = Field(10.0, gt=0)
-    connect_timeout: float = Field(10.0, gt=0)
+    handshake_timeout: float = Field(default=10.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
     #: How long a refused peer is read from at most before the server hangs up.
-    refuse_linger: float = Field(30.0, gt=0)
-    window: int = Field(DEFAULT_WINDOW, gt=0, lt=2**32)
+    refuse_linger: float = Field(default=30.0, gt=0)
+    window: int = Field(default=DEFAULT_WINDOW, gt=0, lt=2**32)
 
     def destination_rules(self) -> list[DestinationRule]:
         """The parsed ``allow`` list."""
@@ -134,8 +134,8 @@ class TunnelClientConfig(BaseModel):
     alpn: tuple[str, ...] = DEFAULT_ALPN
     #: Local address to connect from (the lab spreads clients over 127.0.0.0/8).
     source_host: str | None = None
-    connect_timeout: float = Field(10.0, gt=0)
-    window: int = Field(DEFAULT_WINDOW, gt=0, lt=2**32)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    window: int = Field(default=DEFAULT_WINDOW, gt=0, lt=2**32)
 
 
 def build_transport(name: TransportName, sni: str = DEFAULT_SNI,

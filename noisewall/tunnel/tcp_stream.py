@@ -112,8 +112,14 @@ class TcpStream(asyncio.BufferedProtocol):
     # --- the byte stream -----------------------------------------------
 
     async def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes; ``b""`` at end of stream (or after the connection failed)."""
+        """Up to ``size`` bytes; ``b""`` at end of stream.
+
+        Raises ConnectionResetError once the bytes that arrived are read if
+        the connection was lost to an error (a reset is not an end of stream).
+        """
         while not self._chunks:
+            if self._error is not None:
+                raise ConnectionResetError(f"the connection was lost: {self._error}")
             if self._eof:
                 return b""
             self._readable = asyncio.get_running_loop().create_future()
