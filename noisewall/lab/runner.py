@@ -154,7 +154,7 @@ async def _replay(scenario: Scenario, schedule: Schedule, options: LabOptions, s
             for vantage in scenario.vantages:
                 if vantage.transport is not None:
                     tunnels[vantage.name] = await start_tunnel(
-                        services, vantage.transport, options.phase_timeout * 2)
+                        services, vantage.transport, options.phase_timeout)
             settings = _probe_settings(scenario, services, tunnels, options)
             async with Prober(settings, state / "probe", clock) as prober:
                 for round_ in schedule.run(clock):
@@ -219,7 +219,7 @@ async def run_lab(scenario: Scenario, options: LabOptions,
 
 
 def _bands(truth: list[TruthEvent]) -> list[GroundTruthBand]:
-    return [GroundTruthBand(f"truth: {e.kind} ({e.rule}, {e.source})", e.onset, e.end,
+    return [GroundTruthBand(f"truth: {e.kind}", e.onset, e.end,
                             vantage=e.vantage, feature=e.feature) for e in truth]
 
 
