@@ -5,7 +5,9 @@ censor benchmark's), a ``noisewall tunnel server`` and a ``noisewall tunnel
 client`` per transport; this process is the application, pushing bytes
 through the client's SOCKS5 entry or straight to the sink. Direct and
 tunnelled runs alternate; each row keeps its best round and is compared with
-the best direct round of the whole run. Round trips are 64-byte
+the best direct round of the whole run. Every child runs with the same glibc
+malloc settings (:data:`MALLOC_TUNING`), which keep the sink out of a
+page-faulting slow mode that otherwise made the baseline bimodal. Round trips are 64-byte
 echoes through a fresh connection's stream, median of many.
 
 A second reference shows what the two extra hops cost without any tunnel
@@ -35,6 +37,16 @@ from noisewall.tunnel.tcp_stream import TcpStream
 BULK = 256 * 1024 * 1024
 CHUNK = 256 * 1024
 DIRECT = "direct loopback, best of run"
+#: glibc malloc settings for every child (the sink included): with the
+#: defaults, a process that allocates a 256 KiB buffer per read can fall into
+#: growing and trimming its heap on every read, page-faulting each buffer, and
+#: runs up to 6x slower (the sink then made "direct loopback" 0.4 GB/s in one
+#: run and 2.9 GB/s in the next). Values already in the environment win.
+MALLOC_TUNING = {
+    "MALLOC_MMAP_THRESHOLD_": str(16 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
+    "MALLOC_TOP_PAD_": str(16 << 20),
+}
 Opener = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
@@ -49,7 +61,7 @@ class _Child:
     async def start(cls, args: list[str], pattern: str, stdout: bool = False) -> _Child:
         process = await asyncio.create_subprocess_exec(
             sys.executable, *args, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={**MALLOC_TUNING, **os.environ},
         )
         stream = process.stdout if stdout else process.stderr
         assert stream is not None
