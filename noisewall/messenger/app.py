@@ -21,7 +21,7 @@ import mimetypes
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ MEDIA_KINDS = {"photo": MediaKind.IMAGE, "video": MediaKind.VIDEO, "voice": Medi
 ONE_TIME_PREKEYS = 50
 REPLENISH_BELOW = 20
 RECEIPT_STATUSES = ("delivered", "read", "played")
+RECEIPT_LINGER = 0.05  # seconds of quiet after pushes before receipts go out
 DELIVERED_BATCH = 256  # queue ids per ``delivered`` notice at most
 FLUSH_WINDOW = 32  # outbox messages in flight at once on one connection
 
@@ -55,6 +56,26 @@ class Received:
         if self.media_path is not None:
             view["file"] = str(self.media_path)
         return view
+
+
+@dataclass
+class _PendingAcks:
+    """Pushes committed locally whose server notice and senders' receipts are still due."""
+
+    queue_ids: list[Any] = field(default_factory=list)
+    delivered: dict[str, list[str]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.queue_ids)
+
+    def add(self, pushes: list[dict[str, Any]], results: list[Received]) -> None:
+        self.queue_ids.extend(push["queue_id"] for push in pushes)
+        for result in results:
+            self.delivered.setdefault(result.entry.peer, []).append(result.entry.msg_id)
+
+    def clear(self) -> None:
+        self.queue_ids = []
+        self.delivered = {}
 
 
 class MessengerClient:
@@ -302,40 +323,47 @@ class MessengerClient:
 
         Pushes that arrived together are handled as one batch: decrypted, then
         the sessions and the history are committed in one transaction. Only
-        after that commit is the server told they were delivered (once per
-        call, or per ``DELIVERED_BATCH`` messages): a crash in between means
-        redelivery, which the committed ratchet refuses as a replay, never loss.
+        after that commit is the server told they were delivered, and the
+        senders get their delivered receipts: once the pushes pause for
+        ``RECEIPT_LINGER`` seconds (or at the end, or every
+        ``DELIVERED_BATCH`` messages), so a burst costs one notice, not one per
+        message. A crash before the notice means redelivery, which the
+        committed ratchet refuses as a replay: never loss, never a duplicate.
         """
         await self.flush()
         connection = await self._connect()
         received: list[Received] = []
-        delivered: dict[str, list[str]] = {}
-        queue_ids: list[Any] = []
+        acks = _PendingAcks()
         deadline = time.monotonic() + wait
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                pushes = [await asyncio.wait_for(connection.pushes.get(), remaining)]
+                pushes = [await asyncio.wait_for(
+                    connection.pushes.get(),
+                    min(remaining, RECEIPT_LINGER) if acks else remaining)]
             except TimeoutError:
-                break
+                await self._acknowledge(connection, acks)
+                continue
             while not connection.pushes.empty():
                 pushes.append(connection.pushes.get_nowait())
             messages = [push for push in pushes if push.get("type") == "message"]
             results = await self._accept_batch(messages)
-            queue_ids.extend(push["queue_id"] for push in messages)
-            if len(queue_ids) >= DELIVERED_BATCH:
-                await connection.notify({"type": "delivered", "queue_ids": queue_ids})
-                queue_ids = []
-            for result in results:
-                received.append(result)
-                delivered.setdefault(result.entry.peer, []).append(result.entry.msg_id)
+            received.extend(results)
+            acks.add(messages, results)
+            if len(acks.queue_ids) >= DELIVERED_BATCH:
+                await self._acknowledge(connection, acks)
             if len(messages) < len(pushes):
                 break
-        if queue_ids:
-            await connection.notify({"type": "delivered", "queue_ids": queue_ids})
-        for peer, ids in delivered.items():
-            await self.send_receipt(peer, "delivered", ids)
+        await self._acknowledge(connection, acks)
         await self._replenish()
         return received
+
+    async def _acknowledge(self, connection: ChatConnection, acks: _PendingAcks) -> None:
+        """Tell the server which pushes are stored, and the senders what was delivered."""
+        if acks.queue_ids:
+            await connection.notify({"type": "delivered", "queue_ids": acks.queue_ids})
+        for peer, ids in acks.delivered.items():
+            await self.send_receipt(peer, "delivered", ids)
+        acks.clear()
 
     async def _accept_batch(self, pushes: list[dict[str, Any]]) -> list[Received]:
         """Decrypt ``pushes``, commit sessions and history together, then fetch media."""

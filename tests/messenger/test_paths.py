@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -215,3 +216,23 @@ async def test_an_ack_lost_in_a_crash_means_a_resend_never_a_duplicate(
     async with MessengerClient.open(tmp_path / "bob") as bob:
         texts = [item.entry.body["text"] for item in await bob.receive(wait=1.5)]
     assert texts == ["acked just before the crash"]
+
+
+async def test_delivered_receipts_go_out_while_receive_still_waits(
+    tmp_path: Path, server: Server
+) -> None:
+    async with MessengerClient.open(tmp_path / "bob") as bob, \
+            MessengerClient.open(tmp_path / "alice") as alice:
+        await bob.register("bob", server.address)
+        await alice.register("alice", server.address)
+        listening = asyncio.create_task(bob.receive(wait=30))
+        msg_id = await alice.send_text("bob", "are you there?")
+        status = ""
+        async with asyncio.timeout(10):
+            while status != "delivered":
+                await alice.receive(wait=0.2)
+                status = {e.msg_id: e.status for e in alice.profile.history()}[msg_id]
+        assert not listening.done()  # bob is still listening: the receipt did not wait for it
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
