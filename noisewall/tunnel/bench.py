@@ -5,10 +5,11 @@ censor benchmark's), a ``noisewall tunnel server`` and a ``noisewall tunnel
 client`` per transport; this process is the application, pushing bytes
 through the client's SOCKS5 entry or straight to the sink. Direct and
 tunnelled runs alternate; each row keeps its best round and is compared with
-the best direct round of the whole run. Every child runs with the same glibc
-malloc settings (:data:`MALLOC_TUNING`), which keep the sink out of a
-page-faulting slow mode that otherwise made the baseline bimodal. Round trips are 64-byte
-echoes through a fresh connection's stream, median of many.
+the best direct round of the whole run. The sink runs with glibc malloc
+settings (:data:`MALLOC_TUNING`) that keep it out of a page-faulting slow
+mode which otherwise made the baseline bimodal; the tunnel processes apply
+the same settings themselves (``noisewall.tunnel.allocator``). Round trips
+are 64-byte echoes through a fresh connection's stream, median of many.
 
 A second reference shows what the two extra hops cost without any tunnel
 work: two plain TCP relays in child processes (the same ``TcpStream`` copy
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from noisewall import socks5
 from noisewall.noise.bench import BenchResult
+from noisewall.tunnel.allocator import TUNING, tune_allocator
 from noisewall.tunnel.config import TRANSPORT_NAMES
 from noisewall.tunnel.keyfile import load_or_create_key
 from noisewall.tunnel.tcp_stream import TcpStream
@@ -37,15 +39,16 @@ from noisewall.tunnel.tcp_stream import TcpStream
 BULK = 256 * 1024 * 1024
 CHUNK = 256 * 1024
 DIRECT = "direct loopback, best of run"
-#: glibc malloc settings for every child (the sink included): with the
-#: defaults, a process that allocates a 256 KiB buffer per read can fall into
-#: growing and trimming its heap on every read, page-faulting each buffer, and
-#: runs up to 6x slower (the sink then made "direct loopback" 0.4 GB/s in one
-#: run and 2.9 GB/s in the next). Values already in the environment win.
+#: glibc malloc settings for the sink (the censor benchmark's, which does not
+#: tune itself; see :mod:`noisewall.tunnel.allocator`): with the defaults it
+#: can fall into page-faulting every read buffer and run 6x slower, which made
+#: "direct loopback" 0.4 GB/s in one run and 2.9 GB/s in the next. The tunnel
+#: processes and the relays tune themselves, as in real use. Values already in
+#: the environment win.
 MALLOC_TUNING = {
-    "MALLOC_MMAP_THRESHOLD_": str(16 << 20),
-    "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
-    "MALLOC_TOP_PAD_": str(16 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(TUNING[-1]),
+    "MALLOC_TOP_PAD_": str(TUNING[-2]),
+    "MALLOC_MMAP_THRESHOLD_": str(TUNING[-3]),
 }
 Opener = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
@@ -58,10 +61,11 @@ class _Child:
         self.port = port
 
     @classmethod
-    async def start(cls, args: list[str], pattern: str, stdout: bool = False) -> _Child:
+    async def start(cls, args: list[str], pattern: str, stdout: bool = False,
+                    env: dict[str, str] | None = None) -> _Child:
         process = await asyncio.create_subprocess_exec(
             sys.executable, *args, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**MALLOC_TUNING, **os.environ},
+            stderr=asyncio.subprocess.PIPE, env={**(env or {}), **os.environ},
         )
         stream = process.stdout if stdout else process.stderr
         assert stream is not None
@@ -205,7 +209,7 @@ async def _run(quick: bool, workdir: Path) -> list[BenchResult]:
     rounds = 2 if quick else 3
     trips = 50 if quick else 500
     sink = await _Child.start(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)",
-                              stdout=True)
+                              stdout=True, env=MALLOC_TUNING)
     echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
     echo_port = int(echo.sockets[0].getsockname()[1])
     directs: list[float] = []
@@ -255,4 +259,5 @@ def run_tunnel_benchmarks(quick: bool = False) -> list[BenchResult]:
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "relay":
+    tune_allocator()
     asyncio.run(_serve_relay(int(sys.argv[2])))

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from noisewall.cli_options import json_option, parse_endpoint
 from noisewall.noise.keys import parse_hex_key
+from noisewall.tunnel.allocator import tune_allocator
 from noisewall.tunnel.armsrace import loopback_sources, measure_blocking
 from noisewall.tunnel.client import TunnelClient
 from noisewall.tunnel.config import (
@@ -103,6 +104,7 @@ def server(listen: tuple[str, int], key_file: Path, transport: str,
                   f"key {running.public_key.hex()}", file=sys.stderr, flush=True)
             await running.serve_forever()
 
+    tune_allocator()
     asyncio.run(run())
 
 
@@ -140,6 +142,7 @@ def client(server_address: tuple[str, int], server_key: str, key_file: Path, tra
                   f"key {config.static.public.hex()}", file=sys.stderr, flush=True)
             await asyncio.Event().wait()
 
+    tune_allocator()
     asyncio.run(run())
 
 

@@ -1,9 +1,10 @@
-"""``TcpStream``: the protocol-based byte stream under the tunnel, on real loopback sockets."""
+"""``TcpStream`` (the byte stream under the tunnel, on real loopback sockets) and the allocator."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import socket
 import ssl
 import struct
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from noisewall.tunnel.allocator import tune_allocator
 from noisewall.tunnel.tcp_stream import TcpStream
 
 TIMEOUT = 10
@@ -104,3 +106,7 @@ async def test_bytes_before_the_tls_handshake_are_refused(
         await server_side.start_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), server_side=True)
     writer.close()
     server_side.close()
+
+
+def test_the_allocator_is_tuned_where_glibc_offers_mallopt() -> None:
+    assert tune_allocator() is (platform.libc_ver()[0] == "glibc")
