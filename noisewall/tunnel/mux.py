@@ -36,7 +36,7 @@ MAX_PAYLOAD = 0xFFFF
 #: (65517-byte NoiseSocket body) exactly, with no tiny second message.
 MAX_DATA = 65517 - HEADER.size
 #: Bytes each side may have unconsumed per stream before it must wait for credit.
-DEFAULT_WINDOW = 1 << 22
+DEFAULT_WINDOW = 1 << 20
 #: Streams one session may hold open at once.
 DEFAULT_MAX_STREAMS = 1024
 _MAX_ID = 0xFFFFFFFF
