@@ -127,7 +127,7 @@ class MessengerClient:
             self._acks.clear()
 
     def _unacked(self) -> list[OutboxItem]:
-        return [item for item in self.profile.outbox() if item.msg_id not in self._acks]
+        return self.profile.outbox(skip=self._acks)
 
     # --- identity and connection --------------------------------------
 

@@ -10,7 +10,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,11 +171,11 @@ class Profile:
         self.db.execute("INSERT INTO outbox VALUES (?, ?, ?, ?, 0)",
                         (msg_id, recipient, json.dumps(envelope), time.time()))
 
-    def outbox(self) -> list[OutboxItem]:
-        """Messages not yet acknowledged, oldest first."""
+    def outbox(self, skip: Container[str] = ()) -> list[OutboxItem]:
+        """Messages not yet acknowledged, oldest first, except the ids in ``skip``."""
         rows = self.db.execute(
             "SELECT msg_id, recipient, envelope, attempts FROM outbox ORDER BY created").fetchall()
-        return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+        return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows if r[0] not in skip]
 
     def attempted(self, msg_ids: Sequence[str]) -> None:
         """Count a failed delivery attempt of each of ``msg_ids``."""
