@@ -298,7 +298,7 @@ class MessengerClient:
             connector = ProxyConnector.from_url(f"socks5://{host}:{port}")
         url = self.profile.get("media_url") or media["url"]
         return MediaClient(url, media["token"], bytes.fromhex(media["fingerprint"]),
-                           connector=connector)
+                           connector=connector, own_connector=True)
 
     async def send_media(self, to: str, kind: str, path: Path) -> str:
         """Encrypt ``path``, upload it over HTTPS, send its key end to end."""

@@ -89,7 +89,7 @@ class MediaClient:
     Create it inside a running event loop. ``url`` is the server's base URL
     (``https://host:port``), ``fingerprint`` the SHA-256 of its certificate's
     DER form, ``connector`` an optional aiohttp connector (e.g. SOCKS5) that
-    the client does not close.
+    the client closes only if ``own_connector``.
     """
 
     def __init__(
@@ -99,6 +99,7 @@ class MediaClient:
         fingerprint: bytes,
         *,
         connector: aiohttp.BaseConnector | None = None,
+        own_connector: bool = False,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     ) -> None:
         if len(fingerprint) != HASH_SIZE:
@@ -112,7 +113,7 @@ class MediaClient:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session = aiohttp.ClientSession(
             connector=connector,
-            connector_owner=connector is None,
+            connector_owner=connector is None or own_connector,
             timeout=timeout,
         )
 
@@ -128,7 +129,7 @@ class MediaClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the session (an injected connector stays open)."""
+        """Close the session (an injected connector stays open unless handed over)."""
         await self._session.close()
 
     async def upload(self, source: UploadSource) -> UploadResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import os
@@ -67,7 +68,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 
 
 async def test_chat_and_media_through_the_censors_socks5_gateway(
-    tmp_path: Path, server: Server
+    tmp_path: Path, server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
     policy = parse_policy("rules: [{action: allow}]", "allow.yaml")
     log = io.StringIO()
@@ -91,6 +92,8 @@ async def test_chat_and_media_through_the_censors_socks5_gateway(
     protocols = {(flow["protocol"], flow["server"]) for flow in flows}
     assert ("noisesocket", server.address) in protocols
     assert ("tls", f"127.0.0.1:{server.media_port}") in protocols
+    gc.collect()  # aiohttp reports a leaked (never closed) SOCKS5 connector when it is collected
+    assert not [r.getMessage() for r in caplog.records if "Unclosed" in r.getMessage()]
 
 
 async def test_a_message_sent_offline_is_delivered_after_reconnect(
