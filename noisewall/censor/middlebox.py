@@ -28,7 +28,7 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -107,6 +107,8 @@ class Middlebox:
         self._flows: dict[int, Flow] = {}
         self._next_id = 0
         self._janitor: asyncio.Task[None] | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     # --- lifecycle -----------------------------------------------------
 
@@ -114,7 +116,7 @@ class Middlebox:
         """Listen for a route; returns the bound endpoint (port 0 picks one)."""
 
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve_flow(reader, writer, route.target)
+            await self._connection(self._serve_flow(reader, writer, route.target))
 
         server = await asyncio.start_server(accept, route.listen.host, route.listen.port)
         self._servers.append(server)
@@ -124,7 +126,11 @@ class Middlebox:
 
     async def add_socks(self, listen: Endpoint) -> Endpoint:
         """Listen as a SOCKS5 gateway; returns the bound endpoint."""
-        server = await asyncio.start_server(self._serve_socks, listen.host, listen.port)
+        server = await asyncio.start_server(
+            lambda reader, writer: self._connection(self._serve_socks(reader, writer)),
+            listen.host,
+            listen.port,
+        )
         self._servers.append(server)
         self._start_janitor()
         host, port = server.sockets[0].getsockname()[:2]
@@ -136,13 +142,21 @@ class Middlebox:
         return len(self._flows)
 
     async def close(self) -> None:
-        """Stop listening and close every flow."""
+        """Stop listening, close every flow, and return once all of their tasks have ended."""
+        self._closing = True
         for server in self._servers:
             server.close()
+        tasks: set[asyncio.Task[Any]] = set(self._connections)
         if self._janitor is not None:
             self._janitor.cancel()
+            tasks.add(self._janitor)
         for flow in list(self._flows.values()):
+            tasks.update(flow.tasks)
             self._close_flow(flow)
+        for task in self._connections:
+            task.cancel()  # a throttled or delayed flow may be asleep for a while
+        if tasks:
+            await asyncio.wait(tasks)
         for server in self._servers:
             await server.wait_closed()
 
@@ -163,6 +177,24 @@ class Middlebox:
             limit = time.monotonic() - self.config.idle_timeout
             for flow in [f for f in self._flows.values() if f.last_active < limit]:
                 self._close_flow(flow)
+
+    async def _connection(self, serve: Awaitable[None]) -> None:
+        """Run one accepted connection's handler, cancellable by :meth:`close`.
+
+        A handler cancelled by ``close`` ends normally: Python 3.11's
+        ``start_server`` reports a cancelled handler task as "Exception in
+        callback".
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await serve
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        finally:
+            self._connections.discard(task)
 
     # --- SOCKS5 --------------------------------------------------------
 
@@ -300,7 +332,11 @@ class Middlebox:
         if held:
             await self._forward(flow, up_writer, held, upstream=True)
         await self._pump(flow, reader, up_writer, upstream=True, classifier=None)
-        await downstream
+        # Not "await downstream": closing the flow cancels it, and that is no
+        # reason to cancel this handler.
+        await asyncio.wait({downstream})
+        if not downstream.cancelled():
+            downstream.result()
 
     async def _classify(
         self, flow: Flow, reader: asyncio.StreamReader, classifier: FlowClassifier

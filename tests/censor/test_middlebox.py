@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
+import logging
 import os
 import random
 import sys
@@ -359,3 +361,73 @@ async def test_ten_thousand_concurrent_flows_stay_bounded(echo_backend: asyncio.
     assert 0 < peak_flows <= max_flows
     assert decisions >= 3000  # thousands of flows were classified and decided
     assert grown < 200 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB"
+
+
+def _middlebox_tasks() -> list[asyncio.Task[object]]:
+    """Tasks running middlebox code that have not finished."""
+    return [task for task in asyncio.all_tasks()
+            if not task.done() and "Middlebox." in getattr(task.get_coro(), "__qualname__", "")]
+
+
+async def test_close_with_live_flows_logs_nothing_and_leaves_no_task(
+    echo_backend: asyncio.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    censor = await start_censor(
+        "rules: [{match: {host: slow.example}, action: {kind: throttle, rate_kbps: 8}},"
+        " {action: allow}]", echo_backend)
+    slow_request = HTTP_REQUEST.replace(b"media.example", b"slow.example")
+    caplog.set_level(logging.ERROR)
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    writers = []
+    try:
+        async with censor.middlebox:
+            allowed, allowed_writer = await censor.open()
+            allowed_writer.write(HTTP_REQUEST)
+            assert await asyncio.wait_for(allowed.readexactly(len(HTTP_REQUEST)), 5) == HTTP_REQUEST
+            throttled, throttled_writer = await censor.open()
+            # More than the bucket's burst comes back, so the flow is mid-throttle at close.
+            throttled_writer.write(slow_request + bytes(20_000))
+            await asyncio.wait_for(throttled.readexactly(1000), 5)
+            writers = [allowed_writer, throttled_writer]
+            assert censor.middlebox.flow_count == 2
+        assert _middlebox_tasks() == []
+        for _ in range(5):  # done callbacks of the cancelled tasks run on later iterations
+            await asyncio.sleep(0)
+        gc.collect()  # "exception was never retrieved" is reported when a task is collected
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        for writer in writers:
+            writer.close()
+    assert [d["effect"] for d in censor.decisions()] == ["allow", "throttle"]
+    assert errors == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_idle_eviction_of_a_relayed_flow_logs_nothing(
+    echo_backend: asyncio.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    censor = await start_censor("rules: [{action: allow}]", echo_backend,
+                                config=MiddleboxConfig(idle_timeout=0.2))
+    caplog.set_level(logging.ERROR)
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        async with censor.middlebox:
+            reader, writer = await censor.open()
+            writer.write(HTTP_REQUEST)
+            assert await asyncio.wait_for(reader.readexactly(len(HTTP_REQUEST)), 5) == HTTP_REQUEST
+            assert await asyncio.wait_for(reader.read(100), 5) == b""  # evicted: closed
+            writer.close()
+            async with asyncio.timeout(5):
+                while _middlebox_tasks() != [censor.middlebox._janitor]:
+                    await asyncio.sleep(0.01)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
