@@ -13,7 +13,6 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from noisewall.lab.commands import skip_system_ca_store
 from noisewall.lab.runner import LabOptions, LabResult, run_lab
 from noisewall.lab.scenario import parse_scenario, shipped_scenarios
 from noisewall.noise.bench import BenchResult
@@ -45,12 +44,7 @@ def _figures(result: LabResult) -> list[BenchResult]:
 
 
 def run_lab_benchmarks(quick: bool = False, seed: int = 2017) -> list[BenchResult]:
-    """Every shipped scenario, full length (``quick``: 4x coarser rounds, no arms race).
-
-    Like ``noisewall lab``, skips the system CA store for this process
-    (:func:`~noisewall.lab.commands.skip_system_ca_store`).
-    """
-    skip_system_ca_store()
+    """Every shipped scenario, full length (``quick``: 4x coarser rounds, no arms race)."""
     results: list[BenchResult] = []
     for name, text in sorted(shipped_scenarios().items()):
         scenario = parse_scenario(text, f"{name}.yaml")

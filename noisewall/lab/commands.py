@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -37,21 +36,6 @@ def _duration(text: str | None) -> float | None:
     return seconds
 
 
-def skip_system_ca_store() -> None:
-    """Point OpenSSL's default CA paths at nothing, for this process only.
-
-    Every TLS client in the lab pins its server (media: certificate
-    fingerprint; tunnel: Noise key) and none verifies against system CAs, yet
-    the probe's media client and the TLS tunnel build each connection's
-    context with ``ssl.create_default_context()``, which parses the whole CA
-    store each time: ~50 ms of CPU per connection, 40% of a round on two
-    cores. Until those contexts are built once, the lab's process skips the
-    store.
-    """
-    os.environ["SSL_CERT_FILE"] = os.devnull
-    os.environ["SSL_CERT_DIR"] = os.devnull
-
-
 def score_table(result: LabResult) -> Table:
     """Ground truth against detection, one row per true event, then the false alarms."""
     table = Table(title=f"{result.scenario.name}: ground truth vs detected "
@@ -82,7 +66,6 @@ def lab(scenario: str, out: Path, seed: int, interval: str | None, no_arms_race:
     YAML file (docs/lab.md). Exit status 3 when detection fails the scoring.
     """
     loaded = resolve_scenario(scenario)
-    skip_system_ca_store()
     options = LabOptions(out=out, seed=seed, interval=_duration(interval),
                          arms_race=not no_arms_race)
     console = Console(stderr=True)

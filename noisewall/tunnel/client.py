@@ -16,6 +16,7 @@ from noisewall import socks5
 from noisewall.noise.errors import NoiseError
 from noisewall.tunnel.channel import initiate
 from noisewall.tunnel.config import TunnelClientConfig, build_transport
+from noisewall.tunnel.listener import Listener
 from noisewall.tunnel.session import MuxSession, StreamRefused, TunnelStream, splice
 from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport
@@ -58,47 +59,30 @@ async def open_session(config: TunnelClientConfig, transport: Transport | None =
     return session
 
 
-class TunnelClient:
-    """A running tunnel client; use ``async with TunnelClient(config) as client``."""
+class TunnelClient(Listener):
+    """A running tunnel client; use ``async with TunnelClient(config) as client``.
+
+    It listens (``socks_address``) once started; the tunnel itself is opened
+    on first use.
+    """
 
     def __init__(self, config: TunnelClientConfig) -> None:
+        super().__init__(config.socks_host, config.socks_port)
         self.config = config
         self.transport = build_transport(config.transport, config.sni, config.alpn)
         self._session: MuxSession | None = None
         self._connecting = asyncio.Lock()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def socks_address(self) -> tuple[str, int]:
         """Where the SOCKS5 entry listens (once started)."""
-        assert self._server is not None, "start the client first"
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return str(host), int(port)
-
-    async def start(self) -> TunnelClient:
-        """Open the SOCKS5 entry (the tunnel itself is opened on first use)."""
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: TcpStream(self._accepted), self.config.socks_host, self.config.socks_port)
-        return self
+        return self.address
 
     async def close(self) -> None:
         """Close the entry, every proxied connection and the tunnel session."""
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await super().close()
         if self._session is not None:
             await self._session.close()
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def __aenter__(self) -> TunnelClient:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def session(self) -> MuxSession:
         """The live tunnel session, opened (or reopened) if needed."""
@@ -114,12 +98,8 @@ class TunnelClient:
         session = await self.session()
         return await session.open(host, port, self.config.connect_timeout)
 
-    def _accepted(self, connection: TcpStream) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve_socks(connection))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _serve_socks(self, connection: TcpStream) -> None:
+    async def handle(self, connection: TcpStream) -> None:
+        """Serve one SOCKS5 connection: its CONNECT becomes a tunnel stream."""
         try:
             async with asyncio.timeout(SOCKS_TIMEOUT):
                 request = await _read_socks_request(connection)

@@ -46,6 +46,22 @@ def _key_option(func: F) -> F:
                         help="This end's static key (hex), created if missing.")(func)
 
 
+def _client_options(func: F) -> F:
+    """The options of a client end: the server, its key, this end's key, transport and SNI."""
+    for option in (
+        click.option("--sni", default=DEFAULT_SNI, show_default=True, help="tls: the cover SNI."),
+        _transport_option,
+        _key_option,
+        click.option("--server-key", required=True, metavar="HEX",
+                     help="The server's public key."),
+        click.option("--server", "server_address", required=True, callback=_endpoint,
+                     metavar="HOST:PORT",
+                     help="The tunnel server as the client sees it (or the censor route to it)."),
+    ):
+        func = option(func)
+    return func
+
+
 def _config(model: type[TunnelServerConfig] | type[TunnelClientConfig],
             **values: Any) -> Any:
     try:
@@ -120,14 +136,9 @@ def _client_config(server_address: tuple[str, int], server_key: str, key_file: P
 
 
 @tunnel.command()
-@click.option("--server", "server_address", required=True, callback=_endpoint,
-              metavar="HOST:PORT", help="The tunnel server (or the route to it).")
-@click.option("--server-key", required=True, metavar="HEX", help="The server's public key.")
-@_key_option
-@_transport_option
+@_client_options
 @click.option("--socks", default="127.0.0.1:1081", show_default=True, callback=_endpoint,
               metavar="HOST:PORT", help="Where the local SOCKS5 entry listens.")
-@click.option("--sni", default=DEFAULT_SNI, show_default=True, help="tls: the cover SNI.")
 def client(server_address: tuple[str, int], server_key: str, key_file: Path, transport: str,
            socks: tuple[str, int], sni: str) -> None:
     """Run the tunnel client: a local SOCKS5 entry whose streams go through the tunnel."""
@@ -147,12 +158,7 @@ def client(server_address: tuple[str, int], server_key: str, key_file: Path, tra
 
 
 @tunnel.command()
-@click.option("--server", "server_address", required=True, callback=_endpoint,
-              metavar="HOST:PORT", help="The tunnel server as the client sees it (a censor route).")
-@click.option("--server-key", required=True, metavar="HEX", help="The server's public key.")
-@_key_option
-@_transport_option
-@click.option("--sni", default=DEFAULT_SNI, show_default=True, help="tls: the cover SNI.")
+@_client_options
 @click.option("--connections", default=200, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds an attempt may take before it counts as blocked.")

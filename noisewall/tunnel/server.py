@@ -21,6 +21,7 @@ from noisewall import socks5
 from noisewall.noise.errors import NoiseError
 from noisewall.tunnel.channel import ReplayFilter, TunnelRefused, respond
 from noisewall.tunnel.config import TunnelServerConfig, build_transport
+from noisewall.tunnel.listener import Listener
 from noisewall.tunnel.mux import OpenRequested
 from noisewall.tunnel.session import MuxSession, TunnelStream, splice
 from noisewall.tunnel.tcp_stream import TcpStream
@@ -28,63 +29,21 @@ from noisewall.tunnel.tcp_stream import TcpStream
 log = logging.getLogger("noisewall.tunnel")
 
 
-class TunnelServer:
+class TunnelServer(Listener):
     """A running tunnel server; use ``async with TunnelServer(config) as server``."""
 
     def __init__(self, config: TunnelServerConfig) -> None:
+        super().__init__(config.listen_host, config.listen_port)
         self.config = config
         self.transport = build_transport(config.transport, config.cover_sni)
         self.public_key = config.static.public
         self._rules = config.destination_rules()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._replay = ReplayFilter()
         self.sessions = 0
         self.refused = 0
 
-    @property
-    def address(self) -> tuple[str, int]:
-        """The host and port it listens on."""
-        assert self._server is not None, "start the server first"
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return str(host), int(port)
-
-    async def start(self) -> TunnelServer:
-        """Listen."""
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: TcpStream(self._accepted), self.config.listen_host, self.config.listen_port)
-        return self
-
-    async def close(self) -> None:
-        """Stop listening and end every connection."""
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def serve_forever(self) -> None:
-        """Serve until cancelled."""
-        assert self._server is not None, "start the server first"
-        await self._server.serve_forever()
-
-    async def __aenter__(self) -> TunnelServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    # --- connections ---------------------------------------------------
-
-    def _accepted(self, connection: TcpStream) -> None:
-        # A task per connection, started before the loop reads from it (start_tls needs that).
-        task = asyncio.get_running_loop().create_task(self._accept(connection))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _accept(self, connection: TcpStream) -> None:
+    async def handle(self, connection: TcpStream) -> None:
+        """Serve one connection: handshake, then its tunnel session (or the refusal)."""
         try:
             await self._serve(connection)
         except asyncio.CancelledError:

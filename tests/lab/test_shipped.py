@@ -25,13 +25,6 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_system_ca_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As `noisewall lab` does: every TLS client in the lab pins its server.
-    monkeypatch.setenv("SSL_CERT_FILE", "/dev/null")
-    monkeypatch.setenv("SSL_CERT_DIR", "/dev/null")
-
-
 def variant(name: str) -> str:
     text = shipped_scenarios()[name]
     for old, new in VARIANTS[name].items():

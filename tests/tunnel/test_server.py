@@ -6,6 +6,8 @@ import asyncio
 import os
 import shutil
 import ssl
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
 
@@ -27,6 +29,18 @@ from tests.tunnel.conftest import Keys, client_config, server_config, tunnel_pai
 TIMEOUT = 10
 
 
+@pytest.fixture(params=TRANSPORT_NAMES)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each transport in turn."""
+    return str(request.param)
+
+
+def _echo_pair(keys: Keys, transport: str, echo_port: int,
+               **server_extra: Any) -> AbstractAsyncContextManager[tuple[TunnelServer,
+                                                                         TunnelClient]]:
+    """A tunnel pair whose server lets clients reach only the echo destination."""
+    return tunnel_pair(keys, transport, [f"127.0.0.1:{echo_port}"], **server_extra)
+
 async def _echo_through(socks: tuple[str, int], port: int, payload: bytes) -> bytes:
     reader, writer = await asyncio.wait_for(socks5.open_connection(socks, "127.0.0.1", port),
                                             TIMEOUT)
@@ -47,9 +61,8 @@ async def _read_until_closed(reader: asyncio.StreamReader) -> bytes:
     return received
 
 
-@pytest.mark.parametrize("transport", TRANSPORT_NAMES)
 async def test_streams_carry_data_both_ways(keys: Keys, echo_port: int, transport: str) -> None:
-    async with tunnel_pair(keys, transport, [f"127.0.0.1:{echo_port}"]) as (server, client):
+    async with _echo_pair(keys, transport, echo_port) as (server, client):
         payloads = [os.urandom(size) for size in (1, 70_000, 3_000_000)]
         echoed = await asyncio.gather(*(_echo_through(client.socks_address, echo_port, p)
                                         for p in payloads))
@@ -57,12 +70,10 @@ async def test_streams_carry_data_both_ways(keys: Keys, echo_port: int, transpor
         assert server.sessions == 1  # all streams shared one tunnel connection
 
 
-@pytest.mark.parametrize("transport", TRANSPORT_NAMES)
 async def test_an_unknown_client_is_refused_and_the_server_keeps_serving(
     keys: Keys, echo_port: int, transport: str
 ) -> None:
-    async with tunnel_pair(keys, transport, [f"127.0.0.1:{echo_port}"],
-                           refuse_linger=0.5) as (server, client):
+    async with _echo_pair(keys, transport, echo_port, refuse_linger=0.5) as (server, client):
         stranger = client_config(keys, transport, server.address, static=keys.stranger)
         with pytest.raises(TunnelUnavailable):
             await open_session(stranger)
@@ -70,12 +81,10 @@ async def test_an_unknown_client_is_refused_and_the_server_keeps_serving(
         assert await _echo_through(client.socks_address, echo_port, b"still here") == b"still here"
 
 
-@pytest.mark.parametrize("transport", TRANSPORT_NAMES)
 async def test_garbage_is_closed_without_an_answer(
     keys: Keys, echo_port: int, transport: str
 ) -> None:
-    async with tunnel_pair(keys, transport, [f"127.0.0.1:{echo_port}"],
-                           refuse_linger=5) as (server, client):
+    async with _echo_pair(keys, transport, echo_port, refuse_linger=5) as (server, client):
         host, port = server.address
         reader, writer = await asyncio.open_connection(host, port)
         sent = 0
@@ -148,7 +157,7 @@ async def test_a_replayed_first_message_gets_no_answer(keys: Keys) -> None:
 async def test_destinations_outside_the_allow_list_are_refused(
     keys: Keys, echo_port: int
 ) -> None:
-    async with tunnel_pair(keys, "tls", [f"127.0.0.1:{echo_port}"]) as (_, client):
+    async with _echo_pair(keys, "tls", echo_port) as (_, client):
         for host, port in (("127.0.0.1", echo_port + 1), ("127.0.0.2", echo_port),
                            ("localhost", 22), ("no-such-host.invalid", 80)):
             with pytest.raises(socks5.Socks5Error) as refused:
@@ -237,7 +246,7 @@ async def test_random_first_packets_look_like_random_bytes(keys: Keys) -> None:
 
 
 async def test_the_client_reconnects_after_the_tunnel_breaks(keys: Keys, echo_port: int) -> None:
-    async with tunnel_pair(keys, "random", [f"127.0.0.1:{echo_port}"]) as (server, client):
+    async with _echo_pair(keys, "random", echo_port) as (server, client):
         assert await _echo_through(client.socks_address, echo_port, b"one") == b"one"
         session = await client.session()
         await session.close()
