@@ -111,10 +111,12 @@ def _svg(rows: SeriesRows, events: Sequence[Event], truth: Sequence[GroundTruthB
              f'height="{plot_height}" fill="#fafafa" stroke="#ccc"/>']
     for band in truth:
         x0, x1 = axis.x(band.start), axis.x(stop if band.end is None else band.end)
-        parts.append(f'<rect x="{x0:.1f}" y="4" width="{max(x1 - x0, 1):.1f}" height="14" '
-                     f'fill="#2ca02c" opacity="0.6"><title>truth: {_esc(band.label)}</title>'
-                     f'</rect><text x="{x0 + 2:.1f}" y="15" font-size="10">'
-                     f'{_esc(band.label)}</text>')
+        # The label sits in a nested <svg>, which clips it to its band: adjacent
+        # short bands would otherwise print their labels over each other.
+        parts.append(f'<svg x="{x0:.1f}" y="4" width="{max(x1 - x0, 1):.1f}" height="14">'
+                     f'<rect width="100%" height="100%" fill="#2ca02c" opacity="0.6">'
+                     f'<title>truth: {_esc(band.label)}</title></rect>'
+                     f'<text x="2" y="11" font-size="10">{_esc(band.label)}</text></svg>')
     for event in events:
         x0, x1 = axis.x(event.onset), axis.x(stop if event.end is None else event.end)
         detail = event.failure or (f"{event.rate_kbps} kbit/s" if event.rate_kbps else "")
