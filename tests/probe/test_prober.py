@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import ssl
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from noisewall.censor.policy import parse_policy
 from noisewall.clock import ManualClock
 from noisewall.observatory.measurement import parse_measurement
 from noisewall.probe.measurement import ooni_time
+from noisewall.probe.media import pinned_client_context
 from noisewall.probe.prober import Prober
 from noisewall.probe.settings import FEATURES, ProbeSettings, SampleSizes, Vantage
 from tests.probe.conftest import Messenger
@@ -155,3 +157,12 @@ def test_vantage_labels_are_checked() -> None:
     with pytest.raises(ValidationError):
         Vantage(label="no spaces")
     assert ProbeSettings(server=("h", 1), features=("text", "text")).features == ("text",)
+
+
+def test_the_media_handshake_context_is_made_once_and_skips_the_ca_store() -> None:
+    # The media certificate is pinned by fingerprint; a CA store would cost
+    # ~50 ms of CPU per handshake and check nothing.
+    context = pinned_client_context()
+    assert context is pinned_client_context()
+    assert context.cert_store_stats()["x509_ca"] == 0
+    assert context.verify_mode == ssl.CERT_NONE and not context.check_hostname
