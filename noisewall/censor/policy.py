@@ -99,7 +99,7 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
@@ -114,9 +114,21 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from noisewall.censor.detection import FlowRecord
-from noisewall.errors import InputError
+from noisewall.yamlspec import (
+    Describe,
+    LineTracker,
+    SpecError,
+    SpecPath,
+    When,
+    compose_spec,
+    field_name,
+    line_of,
+    read_spec_text,
+    validation_error,
+)
 
 __all__ = [
     "ALLOW",
@@ -146,28 +158,12 @@ DEFAULT_STALL_AFTER_BYTES = 16384
 #: Default bound on live residual entries.
 DEFAULT_RESIDUAL_ENTRIES = 65536
 
-_MAX_DEPTH = 64
-_MAX_NODES = 200_000
-
 
 # --------------------------------------------------------------------------- errors
 
 
-class PolicyError(InputError):
+class PolicyError(SpecError):
     """An invalid policy: which file, which line (1-based), which field, and what is wrong."""
-
-    def __init__(self, file: str, line: int | None, field: str | None, message: str) -> None:
-        self.file = file
-        self.line = line
-        self.field = field
-        self.message = message
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        if self.field:
-            return f"{where}: {self.field}: {self.message}"
-        return f"{where}: {self.message}"
 
 
 # --------------------------------------------------------------------------- runtime model
@@ -867,20 +863,6 @@ def _port_entry(value: Any) -> tuple[int, int]:
     raise ValueError(f"invalid port {value!r}: a number or a range like '5222-5223'")
 
 
-def _when(value: Any) -> Any:
-    """ISO 8601 date / datetime (YAML timestamp or string) -> aware datetime (UTC if naive)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"{value!r} is not an ISO 8601 date or datetime") from None
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return datetime.combine(value, time(0), UTC)
-    raise ValueError(f"{value!r} is not an ISO 8601 date or datetime")
-
-
 _Str = Annotated[str, Field(min_length=1)]
 _Labels = Annotated[
     tuple[Annotated[str, AfterValidator(_label)], ...], BeforeValidator(_one_or_many)
@@ -895,7 +877,6 @@ _Ports = Annotated[
     tuple[Annotated[tuple[int, int], PlainValidator(_port_entry)], ...],
     BeforeValidator(_one_or_many),
 ]
-_When = Annotated[datetime, BeforeValidator(_when)]
 _Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 _Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -970,8 +951,8 @@ _ACTION_SPECS: dict[str, type[_Spec]] = {
 
 
 class _WindowSpec(_Spec):
-    start: _When | None = Field(default=None, alias="from")
-    until: _When | None = None
+    start: When | None = Field(default=None, alias="from")
+    until: When | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> _WindowSpec:
@@ -1008,112 +989,12 @@ def _keys(model: type[BaseModel]) -> str:
 
 # --------------------------------------------------------------------------- loading
 
-_Path: TypeAlias = tuple[str | int, ...]
-_MAP_TAG = "tag:yaml.org,2002:map"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
-
-
-def _display(path: _Path) -> str | None:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out or None
-
-
-class _Converter:
-    """YAML node tree -> plain data, remembering the line of every field."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.constructor = yaml.constructor.SafeConstructor()
-        self.lines: dict[_Path, int] = {}
-        self.budget = _MAX_NODES
-        self.open: set[int] = set()
-
-    def error(self, node: yaml.Node, path: _Path, message: str) -> PolicyError:
-        return PolicyError(self.source, node.start_mark.line + 1, _display(path), message)
-
-    def convert(self, node: yaml.Node, path: _Path, depth: int = 0) -> Any:
-        self.budget -= 1
-        if self.budget < 0:
-            raise self.error(node, path, "policy too large")
-        if depth > _MAX_DEPTH:
-            raise self.error(node, path, "nested too deeply")
-        if isinstance(node, yaml.ScalarNode):
-            try:
-                return self.constructor.construct_object(node, deep=True)
-            except Exception as exc:  # a bad scalar: any constructor failure
-                problem = getattr(exc, "problem", None) or str(exc)
-                raise self.error(node, path, f"invalid value {node.value!r}: {problem}") from None
-        if id(node) in self.open:
-            raise self.error(node, path, "recursive alias")
-        self.open.add(id(node))
-        try:
-            if isinstance(node, yaml.SequenceNode):
-                return self._sequence(node, path, depth)
-            if isinstance(node, yaml.MappingNode):
-                return self._mapping(node, path, depth)
-            raise self.error(node, path, "unsupported YAML node")
-        finally:
-            self.open.discard(id(node))
-
-    def _sequence(self, node: yaml.SequenceNode, path: _Path, depth: int) -> list[Any]:
-        if node.tag != _SEQ_TAG:
-            raise self.error(node, path, f"unsupported YAML tag {node.tag}")
-        out = []
-        for index, item in enumerate(node.value):
-            here = (*path, index)
-            self.lines[here] = item.start_mark.line + 1
-            out.append(self.convert(item, here, depth + 1))
-        return out
-
-    def _mapping(self, node: yaml.MappingNode, path: _Path, depth: int) -> dict[str, Any]:
-        if node.tag != _MAP_TAG:
-            raise self.error(node, path, f"unsupported YAML tag {node.tag}")
-        try:
-            self.constructor.flatten_mapping(node)
-        except yaml.YAMLError as exc:
-            raise self.error(node, path, f"invalid merge: {getattr(exc, 'problem', exc)}") from None
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = None
-            if isinstance(key_node, yaml.ScalarNode):
-                key = self.convert(key_node, path, depth + 1)
-            if not isinstance(key, str):
-                raise self.error(key_node, path, "keys must be strings")
-            here = (*path, key)
-            if key in out:
-                raise self.error(key_node, here, "duplicate key")
-            self.lines[here] = key_node.start_mark.line + 1
-            out[key] = self.convert(value_node, here, depth + 1)
-        return out
-
-
-def _yaml_error(exc: yaml.YAMLError, text: str, source: str) -> PolicyError:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        message = exc.problem or "syntax error"
-        if exc.context:
-            message = f"{exc.context}: {message}"
-        return PolicyError(source, line, None, f"invalid YAML: {message}")
-    position = getattr(exc, "position", None)
-    line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
-    reason = getattr(exc, "reason", None) or str(exc)
-    return PolicyError(source, line, None, f"invalid YAML: {reason}")
-
-
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse and validate policy YAML; ``source`` names it in errors.
 
     Raises :class:`PolicyError` (and nothing else) on any invalid input.
     """
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(exc, text, source) from None
-    except RecursionError:
-        raise PolicyError(source, 1, None, "invalid YAML: nested too deeply") from None
+    node = compose_spec(text, source, PolicyError)
     if node is None:
         raise PolicyError(source, 1, None, "empty policy: expected a mapping with a 'rules' list")
     return policy_from_node(node, source)
@@ -1121,14 +1002,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 
 def load_policy(path: Path | str) -> Policy:
     """Read and parse the policy file at ``path``; errors name the file as given."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyError(source, None, None, f"not UTF-8 text: {exc.reason}") from None
-    except OSError as exc:
-        raise PolicyError(source, None, None, f"cannot read: {exc.strerror or exc}") from None
-    return parse_policy(text, source)
+    return parse_policy(read_spec_text(path, PolicyError), str(path))
 
 
 def policy_from_node(node: yaml.Node, source: str) -> Policy:
@@ -1136,16 +1010,15 @@ def policy_from_node(node: yaml.Node, source: str) -> Policy:
 
     Line numbers in errors are those of the node's document.
     """
-    converter = _Converter(source)
-    data = converter.convert(node, ())
-    lines = converter.lines
-    lines[()] = node.start_mark.line + 1
+    tracker = LineTracker(source, PolicyError, "policy")
+    data = tracker.convert(node)
+    lines = tracker.lines
     if not isinstance(data, dict):
         raise PolicyError(source, lines[()], None, "a policy is a mapping with a 'rules' list")
     try:
         spec = _PolicySpec.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(exc, data, lines, source) from None
+        raise validation_error(exc, lines, source, PolicyError, _describer(data)) from None
     return _compile(spec, lines, source)
 
 
@@ -1158,7 +1031,7 @@ def _child(cur: Any, part: str | int) -> tuple[bool, Any]:
     return False, None
 
 
-def _locate(loc: tuple[str | int, ...], data: Any) -> tuple[_Path, _Path]:
+def _locate(loc: tuple[str | int, ...], data: Any) -> tuple[SpecPath, SpecPath]:
     """Map a pydantic error location onto the data: (display path, deepest existing path)."""
     display: list[str | int] = []
     found: list[str | int] = []
@@ -1184,7 +1057,7 @@ def _locate(loc: tuple[str | int, ...], data: Any) -> tuple[_Path, _Path]:
     return tuple(display), tuple(found)
 
 
-def _message(error: Mapping[str, Any], display: _Path, data: Any) -> tuple[_Path, str]:
+def _message(error: Mapping[str, Any], display: SpecPath, data: Any) -> tuple[SpecPath, str]:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "value_error":
@@ -1239,7 +1112,7 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _value_at(path: _Path, data: Any) -> Any:
+def _value_at(path: SpecPath, data: Any) -> Any:
     cur = data
     for part in path:
         ok, cur = _child(cur, part)
@@ -1248,7 +1121,7 @@ def _value_at(path: _Path, data: Any) -> Any:
     return cur
 
 
-def _model_at(path: _Path, data: Any) -> type[BaseModel] | None:
+def _model_at(path: SpecPath, data: Any) -> type[BaseModel] | None:
     names = tuple(p for p in path if isinstance(p, str))
     if names == ("rules", "action"):
         node = _value_at(path, data)
@@ -1263,23 +1136,17 @@ def _model_at(path: _Path, data: Any) -> type[BaseModel] | None:
     return models.get(names)
 
 
-def _line(lines: Mapping[_Path, int], path: _Path) -> int:
-    while path not in lines:
-        path = path[:-1]
-    return lines[path]
+def _describer(data: Any) -> Describe:
+    """How :func:`validation_error` words a schema error of the policy ``data``."""
 
-
-def _validation_error(
-    exc: ValidationError, data: Any, lines: Mapping[_Path, int], source: str
-) -> PolicyError:
-    found: list[PolicyError] = []
-    for error in exc.errors():
+    def describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
         display, data_path = _locate(tuple(error["loc"]), data)
         display, message = _message(error, display, data)
         if display[len(data_path) :] == ("kind",):
             data_path = (*data_path, "kind")  # the line of 'kind' itself, when written
-        found.append(PolicyError(source, _line(lines, data_path), _display(display), message))
-    return min(found, key=lambda e: e.line or 0)
+        return data_path, display, message
+
+    return describe
 
 
 def _timestamp(when: datetime | None) -> float | None:
@@ -1300,30 +1167,30 @@ def _action(spec: Any) -> Action:
     return Action(kind)
 
 
-def _compile(spec: _PolicySpec, lines: Mapping[_Path, int], source: str) -> Policy:
+def _compile(spec: _PolicySpec, lines: Mapping[SpecPath, int], source: str) -> Policy:
     rules: list[Rule] = []
     seen: dict[str, int] = {}
     for index, rule in enumerate(spec.rules):
-        here: _Path = ("rules", index)
+        here: SpecPath = ("rules", index)
         name = rule.name if rule.name is not None else f"rule-{index + 1}"
         if name in seen:
             raise PolicyError(
                 source,
-                _line(lines, (*here, "name")),
-                _display((*here, "name")),
+                line_of(lines, (*here, "name")),
+                field_name((*here, "name")),
                 f"duplicate rule name {name!r} (also rules[{seen[name]}])",
             )
         seen[name] = index
         action = rule.action
         stall_bytes = action.stall_after_bytes if isinstance(action, _FlakySpec) else None
         if isinstance(action, _FlakySpec) and stall_bytes is not None and action.mode != "stall":
-            at: _Path = (*here, "action", "stall_after_bytes")
-            raise PolicyError(source, _line(lines, at), _display(at), "only with mode: stall")
+            at: SpecPath = (*here, "action", "stall_after_bytes")
+            raise PolicyError(source, line_of(lines, at), field_name(at), "only with mode: stall")
         if rule.residual > 0 and rule.action.kind == "allow":
             raise PolicyError(
                 source,
-                _line(lines, (*here, "residual")),
-                _display((*here, "residual")),
+                line_of(lines, (*here, "residual")),
+                field_name((*here, "residual")),
                 "residual needs a blocking action, not allow",
             )
         windows = tuple(Window(_timestamp(w.start), _timestamp(w.until)) for w in rule.active or ())
@@ -1335,7 +1202,7 @@ def _compile(spec: _PolicySpec, lines: Mapping[_Path, int], source: str) -> Poli
                 probability=rule.probability,
                 residual=rule.residual,
                 active=windows,
-                line=_line(lines, here),
+                line=line_of(lines, here),
             )
         )
     return Policy(rules, source=source, description=spec.description)

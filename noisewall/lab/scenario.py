@@ -19,25 +19,26 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
-from noisewall.censor.policy import (
-    Policy,
-    PolicyError,
-    _Converter,
-    _display,
-    _line,
-    _when,
-    _yaml_error,
-    policy_from_node,
+from noisewall.censor.policy import Policy, PolicyError, policy_from_node
+from noisewall.yamlspec import (
+    LineTracker,
+    SpecError,
+    SpecPath,
+    When,
+    compose_spec,
+    field_name,
+    line_of,
+    read_spec_text,
+    validation_error,
 )
-from noisewall.errors import InputError
 
 __all__ = [
     "FEATURES",
@@ -68,21 +69,8 @@ _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
-class ScenarioError(InputError):
+class ScenarioError(SpecError):
     """An invalid scenario: which file, which line (1-based), which field, and what is wrong."""
-
-    def __init__(self, file: str, line: int | None, field: str | None, message: str) -> None:
-        self.file = file
-        self.line = line
-        self.field = field
-        self.message = message
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        if self.field:
-            return f"{where}: {self.field}: {self.message}"
-        return f"{where}: {self.message}"
 
 
 # --------------------------------------------------------------------------- model
@@ -186,7 +174,6 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_When = Annotated[datetime, BeforeValidator(_when)]
 _Label = Annotated[str, BeforeValidator(lambda v: _label(v) if isinstance(v, str) else v)]
 
 
@@ -226,8 +213,8 @@ class _ArmsRaceSpec(_Spec):
 class _ScenarioSpec(_Spec):
     name: _Label | None = None
     description: str | None = None
-    start: _When
-    end: _When
+    start: When
+    end: When
     interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, allow_inf_nan=False)]
     network: _NetworkSpec = _NetworkSpec()
     features: Annotated[tuple[Feature, ...], Field(min_length=1)]
@@ -247,10 +234,13 @@ _MODELS: dict[tuple[str, ...], type[BaseModel]] = {
 
 # --------------------------------------------------------------------------- loading
 
-_DataPath: TypeAlias = tuple[str | int, ...]
+def _describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
+    """How :func:`validation_error` words a schema error of a scenario."""
+    path = tuple(error["loc"])
+    return path, path, _message(error, path)
 
 
-def _message(error: Mapping[str, Any], path: _DataPath) -> str:
+def _message(error: ErrorDetails, path: SpecPath) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "missing":
@@ -268,17 +258,6 @@ def _message(error: Mapping[str, Any], path: _DataPath) -> str:
     if kind in ("tuple_type", "list_type"):
         return "must be a list"
     return str(error["msg"]).removeprefix("Input ").lower()
-
-
-def _validation_error(
-    exc: ValidationError, lines: Mapping[_DataPath, int], source: str
-) -> ScenarioError:
-    found = []
-    for error in exc.errors():
-        path = tuple(p for p in error["loc"] if p not in ("function-before[_when(), datetime]",))
-        found.append(ScenarioError(source, _line(lines, path), _display(path),
-                                   _message(error, path)))
-    return min(found, key=lambda e: e.line or 0)
 
 
 def _from_policy_error(exc: PolicyError, source: str) -> ScenarioError:
@@ -325,10 +304,10 @@ def _implied_kind(policy: Policy, index: int) -> Kind | None:
     return "blocked"
 
 
-def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[_DataPath, int],
+def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[SpecPath, int],
            source: str) -> list[TimelineEntry]:
-    def fail(path: _DataPath, message: str) -> ScenarioError:
-        return ScenarioError(source, _line(lines, path), _display(path), message)
+    def fail(path: SpecPath, message: str) -> ScenarioError:
+        return ScenarioError(source, line_of(lines, path), field_name(path), message)
 
     if spec.end <= spec.start:
         raise fail(("end",), "must be after start")
@@ -352,10 +331,10 @@ def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[_DataPath, int],
     start, end = spec.start.timestamp(), spec.end.timestamp()
     for index, entry in enumerate(spec.timeline):
         rule = policy.rules[index]
-        here: _DataPath = ("timeline", index)
+        here: SpecPath = ("timeline", index)
         expectation = None
         if entry.expect is not None:
-            at: _DataPath = (*here, "expect")
+            at: SpecPath = (*here, "expect")
             implied = _implied_kind(policy, index)
             if implied is None:
                 raise fail((*at,), f"action {rule.action.kind} has no effect the lab can expect")
@@ -377,7 +356,7 @@ def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[_DataPath, int],
             expectation = Expectation(entry.expect.kind or implied, tuple(entry.expect.features),
                                       tuple(entry.expect.vantages))
         entries.append(TimelineEntry(entry.name, entry.source, entry.note, expectation,
-                                     _line(lines, here)))
+                                     line_of(lines, here)))
     return entries
 
 
@@ -386,25 +365,16 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
 
     Raises :class:`ScenarioError` (and nothing else) on any invalid input.
     """
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise _from_policy_error(_yaml_error(exc, text, source), source) from None
-    except RecursionError:
-        raise ScenarioError(source, 1, None, "invalid YAML: nested too deeply") from None
+    node = compose_spec(text, source, ScenarioError)
     if not isinstance(node, yaml.MappingNode):
         raise ScenarioError(source, 1, None, "a scenario is a mapping (see docs/lab.md)")
-    converter = _Converter(source)
-    try:
-        data = converter.convert(node, ())
-    except PolicyError as exc:
-        raise _from_policy_error(exc, source) from None
-    lines = converter.lines
-    lines[()] = node.start_mark.line + 1
+    tracker = LineTracker(source, ScenarioError, "scenario")
+    data = tracker.convert(node)
+    lines = tracker.lines
     try:
         spec = _ScenarioSpec.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(exc, lines, source) from None
+        raise validation_error(exc, lines, source, ScenarioError, _describe) from None
     policy = _policy(node, source, spec.description)
     entries = _check(spec, policy, lines, source)
     race = spec.arms_race
@@ -430,14 +400,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
 
 def load_scenario(path: Path | str) -> Scenario:
     """Read and parse the scenario file at ``path``; errors name the file as given."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(source, None, None, f"not UTF-8 text: {exc.reason}") from None
-    except OSError as exc:
-        raise ScenarioError(source, None, None, f"cannot read: {exc.strerror or exc}") from None
-    return parse_scenario(text, source)
+    return parse_scenario(read_spec_text(path, ScenarioError), str(path))
 
 
 def shipped_scenarios() -> dict[str, str]:
