@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -105,6 +106,35 @@ def reply(code: Reply, host: str = "0.0.0.0", port: int = 0) -> bytes:  # noqa: 
     address = ipaddress.ip_address(host)
     atyp = ATYP_IPV4 if address.version == 4 else ATYP_IPV6
     return bytes((VERSION, code, 0, atyp)) + address.packed + port.to_bytes(2, "big")
+
+
+async def accept_connect_request(
+    read: Callable[[], Awaitable[bytes]], write: Callable[[bytes], Awaitable[None]]
+) -> ConnectRequest:
+    """The server side of the handshake over any transport: greet, agree on no
+    authentication, and return the client's CONNECT request.
+
+    ``read`` returns the next bytes (and raises at end of stream), ``write``
+    sends and drains. A client that offers no acceptable method, or sends a
+    bad request, gets its RFC 1928 answer and :class:`Socks5Error` is raised.
+    """
+    buffer = b""
+    while (greeting := parse_greeting(buffer)) is None:
+        buffer += await read()
+    methods, used = greeting
+    await write(method_reply(methods))
+    if METHOD_NO_AUTH not in methods:
+        raise Socks5Error("client offers no acceptable method")
+    buffer = buffer[used:]
+    while True:
+        try:
+            parsed = parse_request(buffer)
+        except Socks5Error as exc:
+            await write(reply(exc.reply))
+            raise
+        if parsed is not None:
+            return parsed[0]
+        buffer += await read()
 
 
 def connect_request(host: str, port: int) -> bytes:

@@ -215,26 +215,11 @@ class Middlebox:
     async def _socks_handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> Endpoint | None:
-        buffer = b""
-        while (greeting := socks5.parse_greeting(buffer)) is None:
-            buffer += await self._read_some(reader)
-        methods, used = greeting
-        writer.write(socks5.method_reply(methods))
-        if socks5.METHOD_NO_AUTH not in methods:
+        async def write(data: bytes) -> None:
+            writer.write(data)
             await writer.drain()
-            raise socks5.Socks5Error("client offers no acceptable method")
-        buffer = buffer[used:]
-        while True:
-            try:
-                parsed = socks5.parse_request(buffer)
-            except socks5.Socks5Error as exc:
-                writer.write(socks5.reply(exc.reply))
-                await writer.drain()
-                raise
-            if parsed is not None:
-                break
-            buffer += await self._read_some(reader)
-        request, _ = parsed
+
+        request = await socks5.accept_connect_request(lambda: self._read_some(reader), write)
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 request.host, request.port, type=socket.SOCK_STREAM

@@ -139,25 +139,15 @@ class TunnelClient(Listener):
 
 async def _read_socks_request(connection: TcpStream) -> socks5.ConnectRequest | None:
     """The client's CONNECT request, or None after refusing it (reply already sent)."""
-    buffer = b""
-    while (greeting := socks5.parse_greeting(buffer)) is None:
-        buffer += await _read_some(connection)
-    methods, used = greeting
-    connection.write(socks5.method_reply(methods))
-    await connection.drain()
-    if socks5.METHOD_NO_AUTH not in methods:
+
+    async def write(data: bytes) -> None:
+        connection.write(data)
+        await connection.drain()
+
+    try:
+        return await socks5.accept_connect_request(lambda: _read_some(connection), write)
+    except socks5.Socks5Error:
         return None
-    buffer = buffer[used:]
-    while True:
-        try:
-            parsed = socks5.parse_request(buffer)
-        except socks5.Socks5Error as exc:
-            connection.write(socks5.reply(exc.reply))
-            await connection.drain()
-            return None
-        if parsed is not None:
-            return parsed[0]
-        buffer += await _read_some(connection)
 
 
 async def _read_some(connection: TcpStream) -> bytes:
