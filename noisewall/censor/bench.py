@@ -30,7 +30,7 @@ import dpkt
 
 from noisewall.censor.flowclassifier import classify_flow
 from noisewall.censor.pcap import read_flows
-from noisewall.noise.bench import BenchResult
+from noisewall.noise.bench import BenchResult, time_bulk_send
 
 
 def client_hello(server_name: str = "example.org") -> bytes:
@@ -71,16 +71,7 @@ async def _echo_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
 async def _bulk(port: int, size: int) -> float:
     """Seconds to push ``size`` bytes to the sink behind ``port`` and hear it finished."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    block = os.urandom(CHUNK)
-    start = time.perf_counter()
-    for _ in range(size // CHUNK):
-        writer.write(block)
-        await writer.drain()
-    writer.write_eof()
-    await reader.read(1)
-    elapsed = time.perf_counter() - start
-    writer.close()
-    return elapsed
+    return await time_bulk_send(reader, writer, size, CHUNK)
 
 
 async def _flows(port: int, count: int, concurrency: int = 50) -> float:

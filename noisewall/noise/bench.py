@@ -15,6 +15,7 @@ both sides alike and the ratio stays meaningful.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import time
@@ -184,3 +185,22 @@ def machine_description() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+async def time_bulk_send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         size: int, chunk: int) -> float:
+    """Seconds to push ``size`` bytes down a connection to a byte sink and hear it has them.
+
+    The sink answers one byte after our end of stream: the time covers every
+    byte's arrival, not just our writes. Closes the connection.
+    """
+    block = os.urandom(chunk)
+    start = time.perf_counter()
+    for _ in range(size // chunk):
+        writer.write(block)
+        await writer.drain()
+    writer.write_eof()
+    await reader.read(1)
+    elapsed = time.perf_counter() - start
+    writer.close()
+    return elapsed

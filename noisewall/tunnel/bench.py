@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from noisewall import socks5
-from noisewall.noise.bench import BenchResult
+from noisewall.noise.bench import BenchResult, time_bulk_send
 from noisewall.tunnel.allocator import TUNING, tune_allocator
 from noisewall.tunnel.config import TRANSPORT_NAMES
 from noisewall.tunnel.keyfile import load_or_create_key
@@ -100,16 +100,7 @@ def _via(socks_port: int) -> Opener:
 async def _bulk(opener: Opener, port: int, size: int) -> float:
     """Seconds to push ``size`` bytes to the sink and hear that it has them all."""
     reader, writer = await opener(port)
-    block = os.urandom(CHUNK)
-    start = time.perf_counter()
-    for _ in range(size // CHUNK):
-        writer.write(block)
-        await writer.drain()
-    writer.write_eof()
-    await reader.read(1)
-    elapsed = time.perf_counter() - start
-    writer.close()
-    return elapsed
+    return await time_bulk_send(reader, writer, size, CHUNK)
 
 
 async def _round_trips(opener: Opener, port: int, count: int) -> float:
