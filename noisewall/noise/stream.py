@@ -29,6 +29,7 @@ from noisewall.noise.events import Event, HandshakePayload, MessageReceived, Pee
 from noisewall.noise.noisesocket import NoiseSocketConnection
 from noisewall.noise.settings import NoiseSettings
 from noisewall.noise.wa import WAConnection
+from noisewall.serving import ConnectionServer
 
 log = logging.getLogger("noisewall.noise")
 
@@ -255,41 +256,13 @@ async def connect(
 Handler = Callable[[NoiseStream], Awaitable[None]]
 
 
-class NoiseServer:
-    """A listening Noise endpoint; closing it also ends its live connections.
-
-    (``asyncio.Server.close`` alone leaves accepted connections running.)
-    """
-
-    def __init__(self) -> None:
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+class NoiseServer(ConnectionServer):
+    """A listening Noise endpoint; closing it also ends its live connections."""
 
     @property
     def port(self) -> int:
         """The TCP port of the first listening socket."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    @property
-    def connections(self) -> int:
-        """How many connections are open right now."""
-        return len(self._tasks)
-
-    async def close(self) -> None:
-        """Stop listening and close every open connection."""
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def serve_forever(self) -> None:
-        """Serve until cancelled."""
-        assert self._server is not None
-        await self._server.serve_forever()
+        return int(self._listening().sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> NoiseServer:
         return self
@@ -318,7 +291,7 @@ async def serve(
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        server._tasks.add(task)
+        server._track(task)
         stream = NoiseStream(
             reader, writer, make_connection(framing, False, settings), max_message_size
         )
@@ -337,7 +310,6 @@ async def serve(
         except Exception:
             log.exception("handler failed for connection from %s", peer)
         finally:
-            server._tasks.discard(task)
             stream._write_out()  # what the handler sent last still goes out
             writer.close()
 
