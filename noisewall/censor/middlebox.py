@@ -42,7 +42,10 @@ from noisewall.clock import Clock, SystemClock
 
 log = logging.getLogger("noisewall.censor")
 
-CHUNK = 65536
+CHUNK = 1 << 20
+# Each stream buffers up to this much before pausing the socket: big reads and
+# writes keep the per-byte Python overhead of a bulk relay low.
+STREAM_LIMIT = 1 << 20
 #: Loopback only, unless the operator widens it: an open relay is a bug.
 DEFAULT_SOCKS_ALLOW = ("127.0.0.0/8", "::1/128")
 
@@ -118,7 +121,8 @@ class Middlebox:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._connection(self._serve_flow(reader, writer, route.target))
 
-        server = await asyncio.start_server(accept, route.listen.host, route.listen.port)
+        server = await asyncio.start_server(accept, route.listen.host, route.listen.port,
+                                            limit=STREAM_LIMIT)
         self._servers.append(server)
         self._start_janitor()
         host, port = server.sockets[0].getsockname()[:2]
@@ -130,6 +134,7 @@ class Middlebox:
             lambda reader, writer: self._connection(self._serve_socks(reader, writer)),
             listen.host,
             listen.port,
+            limit=STREAM_LIMIT,
         )
         self._servers.append(server)
         self._start_janitor()
@@ -280,7 +285,8 @@ class Middlebox:
     ) -> None:
         try:
             async with asyncio.timeout(self.config.connect_timeout):
-                up_reader, up_writer = await asyncio.open_connection(target.host, target.port)
+                up_reader, up_writer = await asyncio.open_connection(target.host, target.port,
+                                                                     limit=STREAM_LIMIT)
         except (OSError, TimeoutError):
             if socks:
                 writer.write(socks5.reply(socks5.Reply.CONNECTION_REFUSED))
