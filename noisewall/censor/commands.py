@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import click
 
+from noisewall.allocator import tune_allocator
 from noisewall.censor.detection import Endpoint
 from noisewall.censor.flowclassifier import classify_flow
 from noisewall.censor.middlebox import DEFAULT_SOCKS_ALLOW, MiddleboxConfig, Route
@@ -89,6 +90,7 @@ def censor(
         ),
     )
     try:
+        tune_allocator()  # a bulk relay: keep glibc out of its page-faulting trim mode
         asyncio.run(run_censor(options))
     except KeyboardInterrupt:
         sys.exit(130)

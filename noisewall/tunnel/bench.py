@@ -6,9 +6,9 @@ client`` per transport; this process is the application, pushing bytes
 through the client's SOCKS5 entry or straight to the sink. Direct and
 tunnelled runs alternate; each row keeps its best round and is compared with
 the best direct round of the whole run. The sink runs with glibc malloc
-settings (:data:`MALLOC_TUNING`) that keep it out of a page-faulting slow
+settings (:data:`noisewall.allocator.MALLOC_ENV`) that keep it out of a page-faulting slow
 mode which otherwise made the baseline bimodal; the tunnel processes apply
-the same settings themselves (``noisewall.tunnel.allocator``). Round trips
+the same settings themselves (``noisewall.allocator``). Round trips
 are 64-byte echoes through a fresh connection's stream, median of many.
 
 A second reference shows what the two extra hops cost without any tunnel
@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from noisewall import socks5
+from noisewall.allocator import MALLOC_ENV, tune_allocator
 from noisewall.noise.bench import BenchResult, time_bulk_send
-from noisewall.tunnel.allocator import TUNING, tune_allocator
 from noisewall.tunnel.config import TRANSPORT_NAMES
 from noisewall.tunnel.keyfile import load_or_create_key
 from noisewall.tunnel.tcp_stream import TcpStream
@@ -39,17 +39,6 @@ from noisewall.tunnel.tcp_stream import TcpStream
 BULK = 256 * 1024 * 1024
 CHUNK = 256 * 1024
 DIRECT = "direct loopback, best of run"
-#: glibc malloc settings for the sink (the censor benchmark's, which does not
-#: tune itself; see :mod:`noisewall.tunnel.allocator`): with the defaults it
-#: can fall into page-faulting every read buffer and run 6x slower, which made
-#: "direct loopback" 0.4 GB/s in one run and 2.9 GB/s in the next. The tunnel
-#: processes and the relays tune themselves, as in real use. Values already in
-#: the environment win.
-MALLOC_TUNING = {
-    "MALLOC_TRIM_THRESHOLD_": str(TUNING[-1]),
-    "MALLOC_TOP_PAD_": str(TUNING[-2]),
-    "MALLOC_MMAP_THRESHOLD_": str(TUNING[-3]),
-}
 Opener = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
@@ -200,7 +189,7 @@ async def _run(quick: bool, workdir: Path) -> list[BenchResult]:
     rounds = 2 if quick else 3
     trips = 50 if quick else 500
     sink = await _Child.start(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)",
-                              stdout=True, env=MALLOC_TUNING)
+                              stdout=True, env=MALLOC_ENV)
     echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
     echo_port = int(echo.sockets[0].getsockname()[1])
     directs: list[float] = []

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from noisewall.allocator import tune_allocator
 from noisewall.cli_options import json_option, parse_endpoint
 from noisewall.noise.keys import parse_hex_key
-from noisewall.tunnel.allocator import tune_allocator
 from noisewall.tunnel.armsrace import loopback_sources, measure_blocking
 from noisewall.tunnel.client import TunnelClient
 from noisewall.tunnel.config import (

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from noisewall.tunnel.allocator import tune_allocator
+from noisewall.allocator import tune_allocator
 from noisewall.tunnel.tcp_stream import TcpStream
 
 TIMEOUT = 10
