@@ -377,7 +377,9 @@ class MessengerClient:
                 kind = str(payload["kind"])
                 entry = HistoryEntry(sender, str(payload["id"]), "in", kind, payload,
                                      float(payload.get("ts") or time.time()), "received")
-            except (E2EError, ValueError, KeyError, TypeError):
+                if kind in MEDIA_KINDS:  # a bad descriptor is dropped here, not after the commit
+                    MediaDescriptor.from_dict(payload["media"])
+            except (E2EError, ValueError, KeyError, TypeError):  # MediaDescriptorError too
                 continue  # undecryptable or malformed: dropped, never shown
             opened.append(entry)
         new: list[HistoryEntry] = []

@@ -239,3 +239,20 @@ async def test_delivered_receipts_go_out_while_receive_still_waits(
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
+
+
+async def test_a_media_message_with_a_bad_descriptor_is_dropped_alone(
+    tmp_path: Path, server: Server
+) -> None:
+    async with MessengerClient.open(tmp_path / "bob") as bob:
+        await bob.register("bob", server.address)
+    async with MessengerClient.open(tmp_path / "alice") as alice:
+        await alice.register("alice", server.address)
+        # A peer's client sends a photo whose descriptor is garbage, then a text.
+        await alice._send_payload("bob", {"kind": "photo", "media": {"blob_id": "../x"},
+                                          "name": "evil.jpg"})
+        await alice.send_text("bob", "still here")
+    async with MessengerClient.open(tmp_path / "bob") as bob:
+        received = await bob.receive(wait=1.5)
+        assert [item.entry.body.get("text") for item in received] == ["still here"]
+        assert await bob.receive(wait=0.5) == []  # acknowledged: nothing comes back
