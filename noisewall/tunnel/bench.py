@@ -32,9 +32,9 @@ from pathlib import Path
 from noisewall import socks5
 from noisewall.allocator import MALLOC_ENV, tune_allocator
 from noisewall.noise.bench import BenchResult, time_bulk_send
+from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.config import TRANSPORT_NAMES
 from noisewall.tunnel.keyfile import load_or_create_key
-from noisewall.tunnel.tcp_stream import TcpStream
 
 BULK = 256 * 1024 * 1024
 CHUNK = 256 * 1024

@@ -27,6 +27,7 @@ from noisewall.noise.errors import NoiseError
 from noisewall.noise.events import Event, HandshakePayload, MessageReceived, PeerClosed
 from noisewall.noise.noisesocket import NoiseSocketConnection
 from noisewall.noise.settings import NoiseSettings
+from noisewall.tcp_stream import Buffer
 
 NOISE_PROTOCOL = "Noise_IK_25519_AESGCM_SHA256"
 EPHEMERAL_SIZE = 32
@@ -43,10 +44,6 @@ class TunnelRefused(ConnectionError):
     def __init__(self, reason: str, first_bytes: bytes = b"") -> None:
         super().__init__(reason)
         self.first_bytes = first_bytes
-
-
-#: What the write methods take: bulk data is passed on without copying it to ``bytes``.
-Buffer = bytes | bytearray | memoryview
 
 
 class ByteStream(Protocol):

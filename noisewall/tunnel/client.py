@@ -14,11 +14,11 @@ import logging
 
 from noisewall import socks5
 from noisewall.noise.errors import NoiseError
+from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import initiate
 from noisewall.tunnel.config import TunnelClientConfig, build_transport
 from noisewall.tunnel.listener import Listener
 from noisewall.tunnel.session import MuxSession, StreamRefused, TunnelStream, splice
-from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport
 
 log = logging.getLogger("noisewall.tunnel")

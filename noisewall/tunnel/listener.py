@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from typing import Self
 
 from noisewall.serving import ConnectionServer
-from noisewall.tunnel.tcp_stream import TcpStream
+from noisewall.tcp_stream import TcpStream
 
 
 class Listener(ConnectionServer, ABC):

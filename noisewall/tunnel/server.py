@@ -19,12 +19,12 @@ import ssl
 
 from noisewall import socks5
 from noisewall.noise.errors import NoiseError
+from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import ReplayFilter, TunnelRefused, respond
 from noisewall.tunnel.config import TunnelServerConfig, build_transport
 from noisewall.tunnel.listener import Listener
 from noisewall.tunnel.mux import OpenRequested
 from noisewall.tunnel.session import MuxSession, TunnelStream, splice
-from noisewall.tunnel.tcp_stream import TcpStream
 
 log = logging.getLogger("noisewall.tunnel")
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from noisewall.noise.errors import NoiseError
+from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import Channel
 from noisewall.tunnel.mux import (
     DEFAULT_WINDOW,
@@ -35,7 +36,6 @@ from noisewall.tunnel.mux import (
     Refused,
     ResetReceived,
 )
-from noisewall.tunnel.tcp_stream import TcpStream
 
 log = logging.getLogger("noisewall.tunnel")
 

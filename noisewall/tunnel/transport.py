@@ -16,8 +16,8 @@ from abc import ABC, abstractmethod
 
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.settings import NoiseSettings
+from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import READ_CHUNK, ByteStream
-from noisewall.tunnel.tcp_stream import TcpStream
 
 #: A refused peer's bytes are read up to a random amount in this range, then the connection closes.
 REFUSE_READ_MIN = 1024

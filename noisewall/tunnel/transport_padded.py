@@ -28,8 +28,8 @@ from noisewall.noise.ciphers import TAGLEN
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.noisesocket import BODY_LEN_SIZE
 from noisewall.noise.settings import NoiseSettings
+from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import NOISE_PROTOCOL, ByteStream, client_settings, server_settings
-from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport, refuse_quietly
 
 PADDING = 128

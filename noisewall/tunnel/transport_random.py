@@ -26,14 +26,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.settings import NoiseSettings
+from noisewall.tcp_stream import Buffer, TcpStream
 from noisewall.tunnel.channel import (
-    Buffer,
     ByteStream,
     TunnelRefused,
     client_settings,
     server_settings,
 )
-from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport, refuse_quietly
 
 NONCE_SIZE = 16

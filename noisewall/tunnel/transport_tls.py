@@ -30,8 +30,8 @@ from cryptography.x509.oid import NameOID
 
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.settings import NoiseSettings
+from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import ByteStream, client_settings, server_settings
-from noisewall.tunnel.tcp_stream import TcpStream
 from noisewall.tunnel.transport import Transport
 
 DEFAULT_SNI = "www.example.com"

@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from noisewall.censor.classify import tls
-from noisewall.tunnel.tcp_stream import TcpStream
+from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.transport_tls import DEFAULT_ALPN, DEFAULT_SNI, TlsTransport
 
 TIMEOUT = 10

@@ -1,7 +1,7 @@
-"""A TCP (or TLS over TCP) connection as a :class:`~noisewall.tunnel.channel.ByteStream`.
+"""A TCP (or TLS over TCP) connection as a byte stream for the tunnel and the censor.
 
 An ``asyncio.BufferedProtocol`` instead of asyncio's streams, because the
-tunnel's bulk path is bound by copies and allocations: the kernel (or, under
+tunnel's and the censor's bulk paths is bound by copies and allocations: the kernel (or, under
 TLS, the decryption) writes into one reused receive buffer
 (``recv_into``), and each read hands out that data with a single copy. A
 ``StreamReader`` copies twice more and grows fresh buffers, which costs page
@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from noisewall.tunnel.channel import Buffer
-
+#: What the write methods take: bulk data is passed on without copying it to ``bytes``.
+Buffer = bytes | bytearray | memoryview
 #: Bytes one receive may fill (asyncio's own read size for sockets).
 RECEIVE_BUFFER = 256 * 1024
 #: Unread bytes beyond which the socket is no longer read.

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from noisewall.allocator import tune_allocator
-from noisewall.tunnel.tcp_stream import TcpStream
+from noisewall.tcp_stream import TcpStream
 
 TIMEOUT = 10
 
