@@ -17,7 +17,13 @@ from noisewall.observatory.config import DetectorConfig, load_config
 from noisewall.observatory.detect import Event, analyze, detect_series
 from noisewall.observatory.measurement import MeasurementError, parse_line, parse_measurement
 from noisewall.observatory.report_html import GroundTruthBand, ReportTable, write_html_report
-from noisewall.observatory.store import IngestReport, LineError, MeasurementStore, SeriesKey
+from noisewall.observatory.store import (
+    FileError,
+    IngestReport,
+    LineError,
+    MeasurementStore,
+    SeriesKey,
+)
 
 
 def ingest_measurements(store: MeasurementStore,
@@ -30,6 +36,7 @@ def ingest_measurements(store: MeasurementStore,
 __all__ = [
     "DetectorConfig",
     "Event",
+    "FileError",
     "GroundTruthBand",
     "IngestReport",
     "LineError",

@@ -55,19 +55,24 @@ def ingest(files: tuple[str, ...], db_path: str, as_json: bool) -> None:
     """Store measurement files (JSON lines; noisewall_messaging or OONI whatsapp).
 
     Idempotent: a measurement already stored is skipped. A bad line is
-    reported on stderr with its file and line number and the rest goes on;
-    the exit status is 1 when any line was rejected.
+    reported on stderr with its file and line number, a file that cannot be
+    read as an error naming the file, and the rest goes on; the exit status
+    is 1 when any line or file was rejected.
     """
     with MeasurementStore(db_path) as store:
         report = store.ingest_files(files)
+    for file_error in report.file_errors:
+        click.echo(f"noisewall: error: {file_error}", err=True)
     for error in report.errors:
         click.echo(f"noisewall: {error}", err=True)
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
+        unread = len(report.file_errors)
+        not_read = f", {unread} file{'s' if unread > 1 else ''} not read" if unread else ""
         click.echo(f"{report.stored} stored, {report.already_stored} already stored, "
-                   f"{len(report.errors)} rejected ({report.lines} lines)")
-    if report.errors:
+                   f"{len(report.errors)} rejected ({report.lines} lines){not_read}")
+    if report.errors or report.file_errors:
         raise SystemExit(1)
 
 

@@ -9,7 +9,8 @@ Two tables matter:
   detector reads.
 
 Ingest streams its input and commits in batches; a bad line becomes a
-:class:`LineError` (source, line number, reason) and the rest goes on.
+:class:`LineError` (source, line number, reason), a file that cannot be read a
+:class:`FileError`, and the rest goes on.
 """
 
 from __future__ import annotations
@@ -83,21 +84,39 @@ class LineError:
         return f"{self.source}:{self.line}: {self.message}"
 
 
+@dataclass(frozen=True, slots=True)
+class FileError:
+    """A file that could not be opened or read: which one and the system's reason."""
+
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: cannot read: {self.message}"
+
+
 @dataclass
 class IngestReport:
-    """What one ingest did: lines read, measurements stored, re-ingested ones, errors."""
+    """What one ingest did: lines read, measurements stored, re-ingested ones, errors.
+
+    ``errors`` holds the rejected lines, ``file_errors`` the files that could not be read
+    (a file that fails part-way keeps the batches committed before the failure).
+    """
 
     lines: int = 0
     stored: int = 0
     already_stored: int = 0
     errors: list[LineError] = field(default_factory=list)
+    file_errors: list[FileError] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         """The ``--json`` shape."""
         return {"lines": self.lines, "stored": self.stored,
                 "already_stored": self.already_stored,
                 "errors": [{"source": e.source, "line": e.line, "message": e.message}
-                           for e in self.errors]}
+                           for e in self.errors],
+                "file_errors": [{"source": e.source, "message": e.message}
+                                for e in self.file_errors]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +185,11 @@ class MeasurementStore:
     # ingest ---------------------------------------------------------------------------------
 
     def ingest_files(self, paths: Iterable[str | Path]) -> IngestReport:
-        """Ingest JSON-lines files, streaming; an unreadable file is one error, not the end."""
+        """Ingest JSON-lines files, streaming; an unreadable file is a :class:`FileError`.
+
+        The other files are still ingested: ingest is idempotent, so the caller can
+        fix the path and run it again.
+        """
         report = IngestReport()
         for path in paths:
             try:
@@ -174,7 +197,7 @@ class MeasurementStore:
                     self._ingest(((str(path), n, line) for n, line in enumerate(handle, 1)),
                                  report)
             except OSError as exc:
-                report.errors.append(LineError(str(path), 0, exc.strerror or str(exc)))
+                report.file_errors.append(FileError(str(path), exc.strerror or str(exc)))
         return report
 
     def ingest_lines(self, lines: Iterable[bytes | str], source: str = "<lines>") -> IngestReport:

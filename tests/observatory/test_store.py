@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.observatory.store import MeasurementStore, SeriesKey, StoreError
+from noisewall.observatory.store import FileError, MeasurementStore, SeriesKey, StoreError
 from noisewall.observatory.synthetic import SyntheticNetwork, synthetic_measurements
 
 
@@ -45,17 +45,30 @@ def test_bad_lines_are_reported_and_nothing_else_is_lost(store: MeasurementStore
              json.dumps(clash), good[3], good[4], good[5][:-1]]
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines))  # the last line is also cut short, with no newline
-    report = store.ingest_files([path, tmp_path / "missing.jsonl"])
-    messages = {(e.line, e.message.split(":")[0]) for e in report.errors if e.line}
-    assert {line for line, _ in messages} == {2, 3, 6, 7, 9}
+    report = store.ingest_files([path])
+    assert {e.line for e in report.errors} == {2, 3, 6, 7, 9}
     by_line = {e.line: e for e in report.errors}
     assert "bad JSON" in by_line[2].message
     assert "features.voice.bytes" in by_line[3].message
     assert "different content" in by_line[6].message and f"{path}:1" in by_line[6].message
     assert "same measurement as" in by_line[7].message and f"{path}:5" in by_line[7].message
     assert str(by_line[2]).startswith(f"{path}:2: ")
-    assert any(e.source.endswith("missing.jsonl") for e in report.errors)
+    assert report.file_errors == []
     assert report.stored == 3 and store.count() == 3  # lines 1, 5 and 8
+
+
+def test_unreadable_files_are_file_errors_and_the_others_are_ingested(
+        store: MeasurementStore, tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(_lines(rounds=2)) + "\n")
+    missing = tmp_path / "missing.jsonl"
+    under_a_file = good / "m.jsonl"
+    report = store.ingest_files([missing, good, under_a_file])
+    assert report.errors == []
+    assert report.file_errors == [FileError(str(missing), "No such file or directory"),
+                                  FileError(str(under_a_file), "Not a directory")]
+    assert str(report.file_errors[0]) == f"{missing}: cannot read: No such file or directory"
+    assert (report.lines, report.stored) == (4, 4)
 
 
 def test_not_a_store(tmp_path: Path) -> None:
@@ -94,3 +107,25 @@ def test_cli_ingest_reports_each_bad_line(tmp_path: Path) -> None:
                            check=False)
     report = json.loads(again.stdout)
     assert (report["stored"], report["already_stored"], len(report["errors"])) == (0, 3, 1)
+
+
+def test_cli_ingest_reports_a_missing_file_as_a_file_error(tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(_lines(rounds=1)) + "\n")
+    missing = tmp_path / "missing.jsonl"
+    db = tmp_path / "cli.db"
+    command = [sys.executable, "-m", "noisewall", "observe", "ingest", str(missing), str(good),
+               "--db", str(db)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"noisewall: error: {missing}: cannot read: "
+                                     "No such file or directory")
+    assert result.stdout.strip() == ("2 stored, 0 already stored, 0 rejected (2 lines), "
+                                     "1 file not read")
+    again = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert again.returncode == 1
+    report = json.loads(again.stdout)
+    assert (report["already_stored"], report["errors"]) == (2, [])
+    assert report["file_errors"] == [{"source": str(missing),
+                                      "message": "No such file or directory"}]
