@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+
+#: A client under test: an async function that connects to ``(host, port)`` and talks.
+Client = Callable[[str, int], Coroutine[object, object, object]]
 
 
-async def first_bytes(
-    client: Callable[[str, int], Awaitable[object]], settle: float = 0.3, limit: int = 16384
-) -> bytes:
+async def first_bytes(client: Client, settle: float = 0.3, limit: int = 16384) -> bytes:
     """Run ``client(host, port)`` against a server that records what arrives, then closes.
 
     The server reads until ``settle`` seconds pass without new bytes (or
@@ -44,7 +45,7 @@ async def first_bytes(
     return bytes(received)
 
 
-def in_thread(function: Callable[[str, int], object]) -> Callable[[str, int], Awaitable[object]]:
+def in_thread(function: Callable[[str, int], object]) -> Client:
     """Adapt a blocking client (sockets, third-party libraries) to :func:`first_bytes`."""
 
     async def run(host: str, port: int) -> object:

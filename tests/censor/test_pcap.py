@@ -840,7 +840,7 @@ def test_non_tcp_and_garbage_packets_are_counted_and_skipped(tmp_path: Path) -> 
         ethernet(bytes([0x45, 0, 0, 10]) + b"\x00" * 16),  # total length below the header
         ethernet(ip_packet("10.0.0.1", 1, "10.0.0.2", 2, 0)[:30]),  # TCP header cut short
         ethernet(b"\x60" + b"\x00" * 20),  # IPv6 header cut short
-        ethernet(bad_data_offset),  # a TCP header claiming 16 bytes
+        ethernet(bytes(bad_data_offset)),  # a TCP header claiming 16 bytes
     ]
     rng = random.Random(3)
     mixed = list(frames)

@@ -24,12 +24,12 @@ def _spec_patterns() -> dict[str, HandshakePattern]:
             continue
         for column, raw_cell in enumerate(line.strip().strip("|").split("|")):
             cell = raw_cell.strip()
-            name = re.fullmatch(r"([A-Z][A-Z0-9]*[a-z0-9+]*):", cell)
-            if name:
-                fresh = name.group(1) not in bodies
-                current[column] = name.group(1) if fresh else ""
+            heading = re.fullmatch(r"([A-Z][A-Z0-9]*[a-z0-9+]*):", cell)
+            if heading:
+                fresh = heading.group(1) not in bodies
+                current[column] = heading.group(1) if fresh else ""
                 if fresh:
-                    bodies[name.group(1)] = []
+                    bodies[heading.group(1)] = []
             elif current.get(column) and (cell[:2] in ("->", "<-") or cell == "..."):
                 bodies[current[column]].append(cell)
     patterns = {}
