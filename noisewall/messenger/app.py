@@ -11,28 +11,56 @@ inner, encrypted payload is a JSON object:
 * ``{"kind": "receipt", "status": "delivered"|"read"|"played", "ids": [...]}``
 
 each with ``"id"`` (the message id) and ``"ts"`` (sender's clock).
+
+A media message's blob is downloaded after the message is committed; where
+each download stands (pending, downloaded, failed) is kept in the profile
+(:mod:`~noisewall.messenger.mediaclient_downloads`), so a download that fails
+for a passing reason is retried by later :meth:`MessengerClient.receive` calls
+(with backoff) or by :meth:`MessengerClient.retry_downloads`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import mimetypes
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp_socks import ProxyConnector
 
+from noisewall.clock import Clock, SystemClock
 from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.e2e import E2EError, E2EIdentity, E2ESessions, SqliteSessionStore
-from noisewall.messenger.mediaclient import MediaClient
-from noisewall.messenger.mediacrypto import MediaDescriptor, MediaKind
+from noisewall.messenger.mediaclient import (
+    MediaAuthError,
+    MediaClient,
+    MediaClientError,
+    MediaPinError,
+    MediaUnavailableError,
+)
+from noisewall.messenger.mediaclient_downloads import (
+    FailureReason,
+    MediaDownload,
+    MediaDownloads,
+    RetryPolicy,
+)
+from noisewall.messenger.mediacrypto import (
+    MediaDescriptor,
+    MediaDescriptorError,
+    MediaIntegrityError,
+    MediaKind,
+)
 from noisewall.messenger.profile import HistoryEntry, OutboxItem, Profile, ProfileError
 from noisewall.noise import KeyPair, dh_function
+
+log = logging.getLogger(__name__)
 
 MEDIA_KINDS = {"photo": MediaKind.IMAGE, "video": MediaKind.VIDEO, "voice": MediaKind.AUDIO}
 ONE_TIME_PREKEYS = 50
@@ -41,20 +69,36 @@ RECEIPT_STATUSES = ("delivered", "read", "played")
 RECEIPT_LINGER = 0.05  # seconds of quiet after pushes before receipts go out
 DELIVERED_BATCH = 256  # queue ids per ``delivered`` notice at most
 FLUSH_WINDOW = 32  # outbox messages in flight at once on one connection
+MEDIA_WINDOW = 4  # media downloads at once: a stalled one does not hold up the others
+MEDIA_RETRIES_PER_RECEIVE = 32  # due downloads retried by one receive call at most
 
 
 @dataclass(frozen=True)
 class Received:
-    """A message received and decrypted by :meth:`MessengerClient.receive`."""
+    """A message received and decrypted by :meth:`MessengerClient.receive`.
+
+    ``media`` is a media message's download state after this call; ``retried``
+    marks an earlier message whose pending download this call tried again.
+    """
 
     entry: HistoryEntry
-    media_path: Path | None
+    media: MediaDownload | None = None
+    retried: bool = False
+
+    @property
+    def media_path(self) -> Path | None:
+        """The downloaded media file, if there is one (yet)."""
+        return None if self.media is None or self.media.state != "downloaded" else self.media.path
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready view."""
         view = self.entry.as_json()
+        if self.media is not None:
+            view["media"] = self.media.as_json()
         if self.media_path is not None:
             view["file"] = str(self.media_path)
+        if self.retried:
+            view["retried"] = True
         return view
 
 
@@ -79,12 +123,18 @@ class _PendingAcks:
 
 
 class MessengerClient:
-    """One profile's client; open it with :meth:`open` and use it as a context manager."""
+    """One profile's client; open it with :meth:`open` and use it as a context manager.
 
-    def __init__(self, profile: Profile, socks5: tuple[str, int] | None = None) -> None:
+    ``clock`` schedules media download retries, following ``media_retry``.
+    """
+
+    def __init__(self, profile: Profile, socks5: tuple[str, int] | None = None, *,
+                 clock: Clock | None = None, media_retry: RetryPolicy | None = None) -> None:
         self.profile = profile
         self.socks5 = socks5
+        self.clock = clock or SystemClock()
         self._store = SqliteSessionStore(profile.db)
+        self._downloads = MediaDownloads(profile.db, media_retry)
         self._connection: ChatConnection | None = None
         self._welcome: dict[str, Any] = {}
         self._sessions: E2ESessions | None = None
@@ -93,10 +143,12 @@ class MessengerClient:
         self._acks: dict[str, tuple[str, str, str]] = {}
 
     @classmethod
-    def open(cls, folder: Path, socks5: tuple[str, int] | None = None) -> MessengerClient:
+    def open(cls, folder: Path, socks5: tuple[str, int] | None = None, *,
+             clock: Clock | None = None,
+             media_retry: RetryPolicy | None = None) -> MessengerClient:
         """The client of the profile in ``folder`` (created if new); both channels may go
         through a SOCKS5 proxy (a censor's gateway, a tunnel's entry)."""
-        return cls(Profile(folder), socks5)
+        return cls(Profile(folder), socks5, clock=clock, media_retry=media_retry)
 
     async def __aenter__(self) -> MessengerClient:
         return self
@@ -329,6 +381,11 @@ class MessengerClient:
         ``DELIVERED_BATCH`` messages), so a burst costs one notice, not one per
         message. A crash before the notice means redelivery, which the
         committed ratchet refuses as a replay: never loss, never a duplicate.
+
+        Media are downloaded after the commit; one that fails stays pending
+        (see :mod:`~noisewall.messenger.mediaclient_downloads`) while the
+        others go on. At the end, earlier pending downloads that are due are
+        tried again and returned too (``retried``).
         """
         await self.flush()
         connection = await self._connect()
@@ -354,6 +411,8 @@ class MessengerClient:
             if len(messages) < len(pushes):
                 break
         await self._acknowledge(connection, acks)
+        received.extend(await self._retry(
+            self._downloads.due(self.clock.now(), MEDIA_RETRIES_PER_RECEIVE)))
         await self._replenish()
         return received
 
@@ -369,6 +428,7 @@ class MessengerClient:
         """Decrypt ``pushes``, commit sessions and history together, then fetch media."""
         e2e = self._e2e()
         opened: list[HistoryEntry] = []
+        now = self.clock.now()
         for push in pushes:
             sender = str(push["from"])
             try:
@@ -393,11 +453,15 @@ class MessengerClient:
                     elif self.profile.record(entry.peer, entry.msg_id, "in", entry.kind,
                                              entry.body, status=entry.status, ts=entry.ts):
                         new.append(entry)  # not a duplicate
+                        if entry.kind in MEDIA_KINDS:
+                            # Committed with the message: a download cut short by anything,
+                            # a crash included, is retried, never forgotten.
+                            self._downloads.add(entry.peer, entry.msg_id, now)
         except BaseException:
             e2e.discard_unsaved()
             raise
-        return [Received(entry, await self._download(entry) if entry.kind in MEDIA_KINDS
-                         else None) for entry in new]
+        media = await self._fetch([entry for entry in new if entry.kind in MEDIA_KINDS])
+        return [Received(entry, media.get((entry.peer, entry.msg_id))) for entry in new]
 
     def _apply_receipt(self, entry: HistoryEntry) -> None:
         status, ids = entry.body.get("status"), entry.body.get("ids")
@@ -405,14 +469,84 @@ class MessengerClient:
             for acked_id in ids:
                 self.profile.set_status(entry.peer, str(acked_id), "out", str(status))
 
-    async def _download(self, entry: HistoryEntry) -> Path:
-        descriptor = MediaDescriptor.from_dict(entry.body["media"])
+    async def _retry(self, due: list[tuple[HistoryEntry, MediaDownload]]) -> list[Received]:
+        """Download again; the outcome of each as a ``retried`` :class:`Received`."""
+        media = await self._fetch([entry for entry, _ in due])
+        return [Received(entry, media[entry.peer, entry.msg_id], retried=True)
+                for entry, _ in due]
+
+    async def retry_downloads(self, msg_ids: Sequence[str] = ()) -> list[Received]:
+        """Try pending media downloads again now, whatever their backoff says.
+
+        With ``msg_ids``, those messages only, including downloads that failed
+        after every attempt (a tampered or refused blob is not tried again, only
+        reported); without, every pending download.
+        """
+        if msg_ids:
+            found = self._downloads.for_messages(msg_ids)
+            missing = set(msg_ids) - {download.msg_id for _, download in found}
+            if missing:
+                raise ProfileError(f"no received media message {sorted(missing)[0]!r}")
+        else:
+            found = self._downloads.due(math.inf)
+        todo = [(entry, download) for entry, download in found if download.retryable]
+        if todo:
+            await self._connect()  # the media address and token come with the welcome
+        retried = {(item.entry.peer, item.entry.msg_id): item for item in await self._retry(todo)}
+        return [retried.get((entry.peer, entry.msg_id)) or Received(entry, download)
+                for entry, download in found]
+
+    def media_downloads(self) -> dict[tuple[str, str], MediaDownload]:
+        """Every received media message's download state, by ``(peer, msg_id)``."""
+        return self._downloads.all()
+
+    async def _fetch(self, entries: list[HistoryEntry]) -> dict[tuple[str, str], MediaDownload]:
+        """Download the media of ``entries`` (committed messages), each on its own.
+
+        One failure never stops the others: each outcome goes to the
+        downloads table, and the new states come back by ``(peer, msg_id)``.
+        """
+        if not entries:
+            return {}
+        try:
+            client = self._media_client()
+        except ProfileError as exc:  # no media endpoint this time: all of them wait
+            now = self.clock.now()
+            return {(entry.peer, entry.msg_id): self._downloads.failed(
+                entry.peer, entry.msg_id, "unavailable", str(exc), now) for entry in entries}
+        window = asyncio.Semaphore(MEDIA_WINDOW)
+        async with client as media:
+
+            async def fetch(entry: HistoryEntry) -> MediaDownload:
+                async with window:
+                    return await self._download(media, entry)
+
+            outcomes = await asyncio.gather(*(fetch(entry) for entry in entries))
+        return {(download.peer, download.msg_id): download for download in outcomes}
+
+    async def _download(self, media: MediaClient, entry: HistoryEntry) -> MediaDownload:
+        """Fetch one message's media; record and return how it went."""
         name = Path(str(entry.body.get("name") or "media")).name  # never a path from the peer
-        self.profile.media_dir.mkdir(exist_ok=True, mode=0o700)
         dest = self.profile.media_dir / f"{entry.msg_id}-{name}"
-        async with self._media_client() as media:
+        reason: FailureReason
+        try:
+            descriptor = MediaDescriptor.from_dict(entry.body["media"])
+            self.profile.media_dir.mkdir(exist_ok=True, mode=0o700)
             await media.download_media(descriptor, dest)
-        return dest
+        except MediaIntegrityError as exc:
+            # Tampering: the same blob would fail the same way, so it is never retried.
+            reason, error = "integrity", f"integrity check failed: {exc}"
+        except (MediaUnavailableError, MediaAuthError, MediaPinError, OSError) as exc:
+            # May pass: a network failure, a token that died with its chat session, an
+            # interception (the pin is checked before any request), a full disk.
+            reason, error = "unavailable", str(exc)
+        except (MediaClientError, MediaDescriptorError) as exc:  # no such blob, too large...
+            reason, error = "refused", str(exc)
+        else:
+            return self._downloads.downloaded(entry.peer, entry.msg_id, dest)
+        log.info("media download of message %s from %s failed (%s): %s",
+                 entry.msg_id, entry.peer, reason, error)
+        return self._downloads.failed(entry.peer, entry.msg_id, reason, error, self.clock.now())
 
     async def mark(self, msg_id: str, status: str) -> HistoryEntry:
         """Mark a received message read (or played) and tell its sender."""

@@ -17,6 +17,7 @@ from noisewall.messenger.app import MessengerClient, Received
 from noisewall.messenger.client import ChatError
 from noisewall.messenger.e2e import E2EError
 from noisewall.messenger.mediaclient import MediaClientError
+from noisewall.messenger.mediaclient_downloads import MediaDownload
 from noisewall.messenger.mediacrypto import MediaError
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer, load_or_create_static_key
@@ -185,9 +186,20 @@ def _describe(item: Received) -> str:
         what = body.get("text", "")
     elif entry.kind == "location":
         what = f"{body.get('lat')}, {body.get('lon')} {body.get('label') or ''}".strip()
+    elif item.media is not None:
+        what = item.media.describe()
     else:
         what = str(item.media_path)
-    return f"{entry.msg_id} {entry.peer} {entry.kind}: {what}"
+    earlier = " (earlier message)" if item.retried else ""
+    return f"{entry.msg_id} {entry.peer} {entry.kind}{earlier}: {what}"
+
+
+def _print_received(items: list[Received], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([item.as_json() for item in items], indent=2))
+        return
+    for item in items:
+        click.echo(_describe(item))
 
 
 @client.command()
@@ -196,13 +208,28 @@ def _describe(item: Received) -> str:
 @json_option
 @click.pass_obj
 def receive(options: _ClientOptions, wait: float, as_json: bool) -> None:
-    """Receive, decrypt and store waiting messages (media into the profile's media folder)."""
-    items = _run(options, lambda c: c.receive(wait))
-    if as_json:
-        click.echo(json.dumps([item.as_json() for item in items], indent=2))
-        return
-    for item in items:
-        click.echo(_describe(item))
+    """Receive, decrypt and store waiting messages (media into the profile's media folder).
+
+    A media download that fails for a passing reason (the media server
+    unreachable, HTTP 5xx...) waits as pending and is retried, with backoff,
+    by later receives; earlier messages whose download was retried are listed
+    too, marked "(earlier message)".
+    """
+    _print_received(_run(options, lambda c: c.receive(wait)), as_json)
+
+
+@client.command()
+@click.argument("message_ids", metavar="[MESSAGE_ID]...", nargs=-1)
+@json_option
+@click.pass_obj
+def download(options: _ClientOptions, message_ids: tuple[str, ...], as_json: bool) -> None:
+    """Retry media downloads now: every pending one, or the given messages'.
+
+    A message given by id is tried even if its download failed after every
+    attempt; a blob that failed its integrity check (tampered) or that the
+    server refused is only reported.
+    """
+    _print_received(_run(options, lambda c: c.retry_downloads(message_ids)), as_json)
 
 
 @client.command()
@@ -240,16 +267,21 @@ def contacts(options: _ClientOptions, as_json: bool) -> None:
 def history(options: _ClientOptions, peer: str | None, as_json: bool) -> None:
     """The message history, oldest first (with one PEER only if given)."""
 
-    async def action(c: MessengerClient) -> list[dict[str, Any]]:
-        return [entry.as_json() for entry in c.profile.history(peer)]
+    async def action(c: MessengerClient) -> list[tuple[dict[str, Any], MediaDownload | None]]:
+        downloads = c.media_downloads()
+        return [(entry.as_json(), downloads.get((entry.peer, entry.msg_id)))
+                for entry in c.profile.history(peer)]
 
     entries = _run(options, action)
     if as_json:
-        click.echo(json.dumps(entries, indent=2))
+        click.echo(json.dumps([{**entry, "media": media.as_json()} if media else entry
+                               for entry, media in entries], indent=2))
         return
-    for entry in entries:
+    for entry, media in entries:
         arrow = "->" if entry["direction"] == "out" else "<-"
         body = entry["body"]
         shown = body.get("text") or body.get("name") or body.get("label") or entry["kind"]
+        if media is not None:  # a received media message: where its file is, or why not yet
+            shown = f"{shown} ({media.describe()})"
         click.echo(f"{entry['id']} {arrow} {entry['peer']} [{entry['status']}] "
                    f"{entry['kind']}: {shown}")

@@ -74,6 +74,15 @@ class MediaTransferError(MediaClientError):
     """Any other failure: connection refused or reset, timeout, unexpected answer."""
 
 
+class MediaUnavailableError(MediaTransferError):
+    """A failure that may pass if tried again later: the server unreachable, the connection
+    reset or timed out mid-transfer, or an HTTP 5xx (also 408, 429) answer."""
+
+
+RETRY_LATER_STATUSES = frozenset({408, 429})
+"""Client-error statuses that still mean "not now" rather than "never"."""
+
+
 @dataclass(frozen=True, slots=True)
 class UploadResult:
     """The server's answer to an upload."""
@@ -149,7 +158,7 @@ class MediaClient:
                 size = answer["size"]
                 sha256 = bytes.fromhex(answer["sha256"])
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise MediaTransferError(f"upload answer lost: {exc}") from exc
+                raise MediaUnavailableError(f"upload answer lost: {exc}") from exc
             except (ValueError, KeyError, TypeError) as exc:
                 raise MediaTransferError(f"malformed upload answer: {exc}") from None
         if not (
@@ -182,7 +191,7 @@ class MediaClient:
                             raise MediaTooLargeError(f"the blob is larger than {max_size} bytes")
                         await asyncio.to_thread(out.write, chunk)
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    raise MediaTransferError(f"download interrupted: {exc}") from exc
+                    raise MediaUnavailableError(f"download interrupted: {exc}") from exc
         return size
 
     async def upload_media(
@@ -243,7 +252,7 @@ class MediaClient:
                 f"sha256 {exc.got.hex()}, not the pinned {exc.expected.hex()}"
             ) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise MediaTransferError(f"media server unreachable: {exc}") from exc
+            raise MediaUnavailableError(f"media server unreachable: {exc}") from exc
         async with response:
             yield response
 
@@ -262,6 +271,8 @@ async def _check(response: aiohttp.ClientResponse, expected: int) -> None:
         raise MediaNotFoundError(message)
     if response.status == 413:
         raise MediaTooLargeError(message)
+    if response.status >= 500 or response.status in RETRY_LATER_STATUSES:
+        raise MediaUnavailableError(message)
     raise MediaTransferError(message)
 
 
