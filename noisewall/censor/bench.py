@@ -1,8 +1,10 @@
 """``noisewall bench censor``: relay throughput, new-flow rate and capture classification rate.
 
 * Throughput: one TCP stream of bulk data from a client to a sink, directly on
-  loopback and through an allow route of a real ``noisewall censor`` process,
-  alternating rounds in the same run; the ratio is the figure.
+  loopback and through an allow route of a real ``noisewall censor`` process
+  (which hands allowed flows to the kernel), alternating rounds in the same
+  run; the ratio is the figure. A second censor started with
+  ``--copy-relay`` shows what copying through Python would cost.
 * New flows: connections per second that the middlebox accepts, classifies
   (each sends a real first message: a TLS ClientHello, an HTTP request or a
   NoiseSocket handshake), decides and relays to an echo server; the baseline
@@ -92,14 +94,13 @@ async def _flows(port: int, count: int, concurrency: int = 50) -> float:
     return time.perf_counter() - start
 
 
-async def _paired_time(
-    direct: Callable[[], Awaitable[float]], relayed: Callable[[], Awaitable[float]], rounds: int
-) -> tuple[float, float]:
-    best_direct = best_relayed = float("inf")
+async def _best_times(runs: list[Callable[[], Awaitable[float]]], rounds: int) -> list[float]:
+    """The best time of each run over ``rounds`` rounds, the runs interleaved in every round."""
+    best = [float("inf")] * len(runs)
     for _ in range(rounds):
-        best_direct = min(best_direct, await direct())
-        best_relayed = min(best_relayed, await relayed())
-    return best_direct, best_relayed
+        for index, run in enumerate(runs):
+            best[index] = min(best[index], await run())
+    return best
 
 
 class _Child:
@@ -131,11 +132,11 @@ class _Child:
             self.process.wait()
 
 
-def _censor_child(target_port: int, workdir: Path) -> _Child:
+def _censor_child(target_port: int, workdir: Path, *extra: str) -> _Child:
     policy = workdir / "allow.yaml"
     policy.write_text("rules: [{action: allow}]\n")
     return _Child(["-m", "noisewall", "censor", "--policy", str(policy), "--route",
-                   f"127.0.0.1:0=127.0.0.1:{target_port}", "--log", os.devnull],
+                   f"127.0.0.1:0=127.0.0.1:{target_port}", "--log", os.devnull, *extra],
                   r"route 127\.0\.0\.1:(\d+)")
 
 
@@ -145,23 +146,28 @@ async def _relay_benchmarks(quick: bool, workdir: Path) -> list[BenchResult]:
     rounds = 2 if quick else 4
     # The sink is a process of its own, so direct and relayed differ only by the relay.
     sink = _Child(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)")
-    censor = _censor_child(sink.port, workdir)
+    kernel = _censor_child(sink.port, workdir)
+    copying = _censor_child(sink.port, workdir, "--copy-relay")
     try:
-        direct, relayed = await _paired_time(
-            partial(_bulk, sink.port, size), partial(_bulk, censor.port, size), rounds
-        )
+        direct, relayed, copied = await _best_times(
+            [partial(_bulk, port, size) for port in (sink.port, kernel.port, copying.port)],
+            rounds)
     finally:
-        censor.stop()
+        kernel.stop()
+        copying.stop()
         sink.stop()
-    results = [BenchResult("throughput through an allow route", "MB/s", size / relayed / 1e6,
-                           "direct loopback", size / direct / 1e6)]
+    results = [
+        BenchResult("throughput through an allow route", "MB/s", size / relayed / 1e6,
+                    "direct loopback", size / direct / 1e6),
+        BenchResult("the same, relay copying through Python (--copy-relay)", "MB/s",
+                    size / copied / 1e6, "direct loopback", size / direct / 1e6),
+    ]
     server = await asyncio.start_server(_echo_once, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     censor = _censor_child(port, workdir)
     try:
-        direct, relayed = await _paired_time(
-            partial(_flows, port, flows), partial(_flows, censor.port, flows), rounds
-        )
+        direct, relayed = await _best_times(
+            [partial(_flows, port, flows), partial(_flows, censor.port, flows)], rounds)
     finally:
         censor.stop()
         server.close()

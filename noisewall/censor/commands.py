@@ -18,6 +18,7 @@ from noisewall.censor.middlebox import DEFAULT_SOCKS_ALLOW, MiddleboxConfig, Rou
 from noisewall.censor.pcap import read_flows
 from noisewall.censor.policy import load_policy
 from noisewall.censor.runner import CensorOptions, run_censor
+from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
 from noisewall.cli_options import json_option, parse_endpoint
 
 
@@ -49,6 +50,9 @@ def _route(text: str) -> Route:
               help="Flow table size; the least recently active flow is evicted beyond it.")
 @click.option("--idle-timeout", default=300.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds after which an idle flow is closed.")
+@click.option("--copy-relay", is_flag=True,
+              help="Copy allowed flows through Python instead of handing them to the kernel "
+                   "(splice); for comparison.")
 @click.pass_context
 def censor(
     ctx: click.Context,
@@ -61,6 +65,7 @@ def censor(
     seed: int | None,
     max_flows: int,
     idle_timeout: float,
+    copy_relay: bool,
 ) -> None:
     """A GFW-style DPI middlebox: classify flows, then allow, reset, drop, throttle or flap them.
 
@@ -87,6 +92,7 @@ def censor(
             max_flows=max_flows,
             idle_timeout=idle_timeout,
             socks_allow=socks_allow or DEFAULT_SOCKS_ALLOW,
+            kernel_relay=SPLICE_AVAILABLE and not copy_relay,
         ),
     )
     try:

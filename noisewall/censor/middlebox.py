@@ -13,8 +13,12 @@ decision, logs it as a JSON line, and then enforces it:
 * ``flaky``: fail a fraction of flows at once (``fail``) or let them stall
   after some bytes (``stall``).
 
-The flow table is bounded (``max_flows``; the least recently active flow is
-evicted) and idle flows are closed after ``idle_timeout`` seconds.
+Every socket is a :class:`~noisewall.tcp_stream.TcpStream`. Once a flow is
+allowed, the middlebox has nothing left to inspect and hands both sockets to
+the kernel (:mod:`noisewall.censor.splicing`), which relays the bytes
+without copying them through Python. The flow table is bounded
+(``max_flows``; the least recently active flow is evicted) and idle flows
+are closed after ``idle_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TextIO
 
 from noisewall import socks5
@@ -38,14 +43,15 @@ from noisewall.censor.flowclassifier import FlowClassifier
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.policy import Decision, Policy
 from noisewall.censor.shaping import TokenBucket, kbit_to_bytes
+from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
+from noisewall.censor.splicing import PipePool, SpliceEnd, splice_relay
 from noisewall.clock import Clock, SystemClock
+from noisewall.tcp_stream import TcpStream
 
 log = logging.getLogger("noisewall.censor")
 
+#: The most one read takes from a stream (big reads keep the per-byte Python cost low).
 CHUNK = 1 << 20
-# Each stream buffers up to this much before pausing the socket: big reads and
-# writes keep the per-byte Python overhead of a bulk relay low.
-STREAM_LIMIT = 1 << 20
 #: Loopback only, unless the operator widens it: an open relay is a bug.
 DEFAULT_SOCKS_ALLOW = ("127.0.0.0/8", "::1/128")
 
@@ -67,6 +73,10 @@ class MiddleboxConfig:
     classify_timeout: float = 2.0
     connect_timeout: float = 10.0
     socks_allow: Sequence[str] = DEFAULT_SOCKS_ALLOW
+    #: Relay allowed flows with ``splice(2)`` in the kernel; False copies them
+    #: through Python like every other effect (for comparison, and where
+    #: ``splice`` does not exist).
+    kernel_relay: bool = SPLICE_AVAILABLE
 
 
 @dataclass
@@ -75,8 +85,8 @@ class Flow:
 
     ident: int
     record: FlowRecord
-    client_writer: asyncio.StreamWriter
-    server_writer: asyncio.StreamWriter | None = None
+    client: TcpStream
+    server: TcpStream | None = None
     decision: Decision | None = None
     last_active: float = field(default_factory=time.monotonic)
     bytes_up: int = 0
@@ -112,34 +122,36 @@ class Middlebox:
         self._janitor: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._pipes = PipePool()
 
     # --- lifecycle -----------------------------------------------------
 
     async def add_route(self, route: Route) -> Endpoint:
         """Listen for a route; returns the bound endpoint (port 0 picks one)."""
-
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._connection(self._serve_flow(reader, writer, route.target))
-
-        server = await asyncio.start_server(accept, route.listen.host, route.listen.port,
-                                            limit=STREAM_LIMIT)
-        self._servers.append(server)
-        self._start_janitor()
-        host, port = server.sockets[0].getsockname()[:2]
-        return Endpoint(host, port)
+        return await self._listen(route.listen,
+                                  lambda stream: self._serve_flow(stream, route.target))
 
     async def add_socks(self, listen: Endpoint) -> Endpoint:
         """Listen as a SOCKS5 gateway; returns the bound endpoint."""
-        server = await asyncio.start_server(
-            lambda reader, writer: self._connection(self._serve_socks(reader, writer)),
-            listen.host,
-            listen.port,
-            limit=STREAM_LIMIT,
-        )
+        return await self._listen(listen, self._serve_socks)
+
+    async def _listen(self, listen: Endpoint,
+                      serve: Callable[[TcpStream], Coroutine[Any, Any, None]]) -> Endpoint:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: TcpStream(partial(self._accepted, serve)), listen.host, listen.port)
         self._servers.append(server)
         self._start_janitor()
         host, port = server.sockets[0].getsockname()[:2]
         return Endpoint(host, port)
+
+    def _accepted(self, serve: Callable[[TcpStream], Coroutine[Any, Any, None]],
+                  stream: TcpStream) -> None:
+        if self._closing:
+            stream.close()
+            return
+        task = asyncio.get_running_loop().create_task(serve(stream))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
 
     @property
     def flow_count(self) -> int:
@@ -164,6 +176,7 @@ class Middlebox:
             await asyncio.wait(tasks)
         for server in self._servers:
             await server.wait_closed()
+        self._pipes.close()
 
     async def __aenter__(self) -> Middlebox:
         return self
@@ -183,66 +196,41 @@ class Middlebox:
             for flow in [f for f in self._flows.values() if f.last_active < limit]:
                 self._close_flow(flow)
 
-    async def _connection(self, serve: Awaitable[None]) -> None:
-        """Run one accepted connection's handler, cancellable by :meth:`close`.
-
-        A handler cancelled by ``close`` ends normally: Python 3.11's
-        ``start_server`` reports a cancelled handler task as "Exception in
-        callback".
-        """
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            await serve
-        except asyncio.CancelledError:
-            if not self._closing:
-                raise
-        finally:
-            self._connections.discard(task)
-
     # --- SOCKS5 --------------------------------------------------------
 
-    async def _serve_socks(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _serve_socks(self, stream: TcpStream) -> None:
         refusals = (socks5.Socks5Error, TimeoutError, ConnectionError, asyncio.IncompleteReadError)
         try:
             async with asyncio.timeout(self.config.connect_timeout):
-                target = await self._socks_handshake(reader, writer)
+                target = await self._socks_handshake(stream)
         except refusals as exc:
-            log.info("socks: refused %s: %s", writer.get_extra_info("peername"), exc)
-            writer.close()
+            log.info("socks: refused %s: %s", stream.get_extra_info("peername"), exc)
+            stream.close()
             return
-        if target is not None:
-            await self._serve_flow(reader, writer, target, socks=True)
+        await self._serve_flow(stream, target, socks=True)
 
-    async def _socks_handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Endpoint | None:
+    async def _socks_handshake(self, stream: TcpStream) -> Endpoint:
         async def write(data: bytes) -> None:
-            writer.write(data)
-            await writer.drain()
+            stream.write(data)
+            await stream.drain()
 
-        request = await socks5.accept_connect_request(lambda: self._read_some(reader), write)
+        request = await socks5.accept_connect_request(lambda: self._read_some(stream), write)
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 request.host, request.port, type=socket.SOCK_STREAM
             )
             address = ipaddress.ip_address(infos[0][4][0])
         except (OSError, ValueError, IndexError):
-            writer.write(socks5.reply(socks5.Reply.HOST_UNREACHABLE))
-            await writer.drain()
+            await write(socks5.reply(socks5.Reply.HOST_UNREACHABLE))
             raise socks5.Socks5Error(f"cannot resolve {request.host}") from None
         if not any(address in network for network in self._socks_allow):
-            writer.write(socks5.reply(socks5.Reply.NOT_ALLOWED))
-            await writer.drain()
+            await write(socks5.reply(socks5.Reply.NOT_ALLOWED))
             raise socks5.Socks5Error(f"destination {address} is outside the allowed networks")
         return Endpoint(str(address), request.port)
 
     @staticmethod
-    async def _read_some(reader: asyncio.StreamReader) -> bytes:
-        data = await reader.read(512)
+    async def _read_some(stream: TcpStream) -> bytes:
+        data = await stream.read(512)
         if not data:
             raise asyncio.IncompleteReadError(b"", None)
         return data
@@ -256,51 +244,38 @@ class Middlebox:
             self._close_flow(oldest)
         self._flows[flow.ident] = flow
 
-    async def _serve_flow(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        target: Endpoint,
-        socks: bool = False,
-    ) -> None:
-        peer = writer.get_extra_info("peername") or ("?", 0)
+    async def _serve_flow(self, stream: TcpStream, target: Endpoint, socks: bool = False) -> None:
+        peer = stream.get_extra_info("peername") or ("?", 0)
         client = Endpoint(str(peer[0]), int(peer[1]))
         self._next_id += 1
-        flow = Flow(self._next_id, FlowRecord(client, target), writer)
+        flow = Flow(self._next_id, FlowRecord(client, target), stream)
         self._admit(flow)
         try:
-            await self._run_flow(flow, reader, writer, target, socks)
+            await self._run_flow(flow, target, socks)
         except (ConnectionError, OSError, TimeoutError, asyncio.IncompleteReadError):
             pass
         finally:
             self._close_flow(flow)
 
-    async def _run_flow(
-        self,
-        flow: Flow,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        target: Endpoint,
-        socks: bool,
-    ) -> None:
+    async def _run_flow(self, flow: Flow, target: Endpoint, socks: bool) -> None:
+        client = flow.client
         try:
             async with asyncio.timeout(self.config.connect_timeout):
-                up_reader, up_writer = await asyncio.open_connection(target.host, target.port,
-                                                                     limit=STREAM_LIMIT)
+                server = await TcpStream.connect(target.host, target.port)
         except (OSError, TimeoutError):
             if socks:
-                writer.write(socks5.reply(socks5.Reply.CONNECTION_REFUSED))
-                await writer.drain()
+                client.write(socks5.reply(socks5.Reply.CONNECTION_REFUSED))
+                await client.drain()
             return
-        flow.server_writer = up_writer
+        flow.server = server
         if socks:
-            local = up_writer.get_extra_info("sockname")
-            writer.write(socks5.reply(socks5.Reply.SUCCEEDED, local[0], local[1]))
-            await writer.drain()
+            local = server.get_extra_info("sockname")
+            client.write(socks5.reply(socks5.Reply.SUCCEEDED, local[0], local[1]))
+            await client.drain()
         classifier = FlowClassifier(flow.record.client, target)
         residual = self._policy().residual_decision(flow.record, self.clock.now())
         downstream = asyncio.get_running_loop().create_task(
-            self._pump(flow, up_reader, writer, upstream=False, classifier=classifier)
+            self._pump(flow, server, client, upstream=False, classifier=classifier)
         )
         flow.tasks.append(downstream)
         held = b""
@@ -308,7 +283,7 @@ class Middlebox:
             record = classifier.finish()
             decision = residual
         else:
-            record, held = await self._classify(flow, reader, classifier)
+            record, held = await self._classify(flow, client, classifier)
             decision = self._policy().decide(record, self.clock.now(), self.rng)
         flow.record = record
         flow.decision = decision
@@ -321,16 +296,44 @@ class Middlebox:
             await flow.closed.wait()
             return
         if held:
-            await self._forward(flow, up_writer, held, upstream=True)
-        await self._pump(flow, reader, up_writer, upstream=True, classifier=None)
+            await self._forward(flow, server, held, upstream=True)
+        if effect == "allow" and self.config.kernel_relay:
+            await self._relay_in_kernel(flow, downstream)
+            return
+        await self._pump(flow, client, server, upstream=True, classifier=None)
         # Not "await downstream": closing the flow cancels it, and that is no
         # reason to cancel this handler.
-        await asyncio.wait({downstream})
-        if not downstream.cancelled():
-            downstream.result()
+        await self._join(downstream)
+
+    @staticmethod
+    async def _join(task: asyncio.Task[None]) -> None:
+        """Wait for a flow task; raise its error, but not its cancellation."""
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.result()
+
+    async def _relay_in_kernel(self, flow: Flow, downstream: asyncio.Task[None]) -> None:
+        """Hand an allowed flow's sockets to the kernel relay until the flow ends."""
+        assert flow.server is not None
+        # Stopping the copying pump loses nothing: a byte it read has been
+        # written to the client's transport, which detach() flushes.
+        downstream.cancel()
+        await self._join(downstream)
+        client_sock, client_pending, client_ended = await flow.client.detach()
+        with client_sock:
+            server_sock, server_pending, server_ended = await flow.server.detach()
+            with server_sock:
+                relay = asyncio.get_running_loop().create_task(splice_relay(
+                    SpliceEnd(client_sock, client_pending, client_ended),
+                    SpliceEnd(server_sock, server_pending, server_ended),
+                    self._pipes,
+                    lambda upstream, size: self._count(flow, size, upstream),
+                ))
+                flow.tasks.append(relay)  # closing the flow (eviction, shutdown) cancels it
+                await self._join(relay)
 
     async def _classify(
-        self, flow: Flow, reader: asyncio.StreamReader, classifier: FlowClassifier
+        self, flow: Flow, client: TcpStream, classifier: FlowClassifier
     ) -> tuple[FlowRecord, bytes]:
         held = b""
         deadline = time.monotonic() + self.config.classify_timeout
@@ -340,7 +343,7 @@ class Middlebox:
                 break
             try:
                 async with asyncio.timeout(remaining):
-                    data = await reader.read(CHUNK)
+                    data = await client.read(CHUNK)
             except TimeoutError:
                 break
             if not data:
@@ -353,30 +356,30 @@ class Middlebox:
     async def _pump(
         self,
         flow: Flow,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        source: TcpStream,
+        target: TcpStream,
         *,
         upstream: bool,
         classifier: FlowClassifier | None,
     ) -> None:
         while True:
-            data = await reader.read(CHUNK)
+            data = await source.read(CHUNK)
             if not data:
                 blocked = flow.decision is not None and flow.decision.effect in (
                     "drop", "reset", "stall"
                 )
                 if not blocked:
                     with contextlib.suppress(OSError):
-                        if writer.can_write_eof():
-                            writer.write_eof()
+                        if target.can_write_eof():
+                            target.write_eof()
                 return
             flow.last_active = time.monotonic()
             if flow.decision is None and classifier is not None:
                 classifier.feed_server(data)
-            await self._forward(flow, writer, data, upstream=upstream)
+            await self._forward(flow, target, data, upstream=upstream)
 
     async def _forward(
-        self, flow: Flow, writer: asyncio.StreamWriter, data: bytes, *, upstream: bool
+        self, flow: Flow, target: TcpStream, data: bytes, *, upstream: bool
     ) -> None:
         decision = flow.decision
         effect = decision.effect if decision is not None else "allow"
@@ -394,15 +397,13 @@ class Middlebox:
             elif effect == "delay":
                 await asyncio.sleep(action.ms / 1000)
             elif effect == "throttle":
-                await self._throttle(flow, writer, data, upstream)
+                await self._throttle(flow, target, data, upstream)
                 return
         self._count(flow, len(data), upstream)
-        writer.write(data)
-        await writer.drain()
+        target.write(data)
+        await target.drain()
 
-    async def _throttle(
-        self, flow: Flow, writer: asyncio.StreamWriter, data: bytes, upstream: bool
-    ) -> None:
+    async def _throttle(self, flow: Flow, target: TcpStream, data: bytes, upstream: bool) -> None:
         assert flow.decision is not None
         bucket = flow.buckets.get(upstream)
         if bucket is None:
@@ -415,10 +416,11 @@ class Middlebox:
             piece = data[offset : offset + step]
             await asyncio.sleep(bucket.reserve(len(piece), time.monotonic()))
             self._count(flow, len(piece), upstream)
-            writer.write(piece)
-            await writer.drain()
+            target.write(piece)
+            await target.drain()
 
     def _count(self, flow: Flow, size: int, upstream: bool) -> None:
+        flow.last_active = time.monotonic()
         if upstream:
             flow.bytes_up += size
         else:
@@ -427,14 +429,14 @@ class Middlebox:
             self.metrics.bytes(upstream, size)
 
     def _reset(self, flow: Flow) -> None:
-        for writer in (flow.client_writer, flow.server_writer):
-            if writer is None:
+        for stream in (flow.client, flow.server):
+            if stream is None:
                 continue
-            sock = writer.get_extra_info("socket")
+            sock = stream.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            stream.abort()
         self._close_flow(flow)
 
     def _close_flow(self, flow: Flow) -> None:
@@ -444,9 +446,9 @@ class Middlebox:
         for task in flow.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        for writer in (flow.client_writer, flow.server_writer):
-            if writer is not None:
-                writer.close()
+        for stream in (flow.client, flow.server):
+            if stream is not None:
+                stream.close()
 
     def _report(self, flow: Flow) -> None:
         decision = flow.decision
