@@ -73,10 +73,13 @@ class MiddleboxConfig:
     classify_timeout: float = 2.0
     connect_timeout: float = 10.0
     socks_allow: Sequence[str] = DEFAULT_SOCKS_ALLOW
-    #: Relay allowed flows with ``splice(2)`` in the kernel; False copies them
-    #: through Python like every other effect (for comparison, and where
+    #: Relay allowed bulk flows with ``splice(2)`` in the kernel; False copies
+    #: them through Python like every other effect (for comparison, and where
     #: ``splice`` does not exist).
     kernel_relay: bool = SPLICE_AVAILABLE
+    #: Bytes an allowed flow relays through Python before it goes to the
+    #: kernel: handing a flow over costs more than copying a short exchange.
+    kernel_relay_after: int = 1 << 20
 
 
 @dataclass
@@ -92,8 +95,9 @@ class Flow:
     bytes_up: int = 0
     bytes_down: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     buckets: dict[bool, TokenBucket] = field(default_factory=dict)  # throttle, per direction
+    bulk: bool = False  # relayed enough to go to the kernel relay
 
 
 class Middlebox:
@@ -123,6 +127,8 @@ class Middlebox:
         self._connections: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._pipes = PipePool()
+        #: Flows handed to the kernel relay so far.
+        self.kernel_relayed = 0
 
     # --- lifecycle -----------------------------------------------------
 
@@ -298,7 +304,7 @@ class Middlebox:
         if held:
             await self._forward(flow, server, held, upstream=True)
         if effect == "allow" and self.config.kernel_relay:
-            await self._relay_in_kernel(flow, downstream)
+            await self._relay_allowed(flow, downstream)
             return
         await self._pump(flow, client, server, upstream=True, classifier=None)
         # Not "await downstream": closing the flow cancels it, and that is no
@@ -306,19 +312,37 @@ class Middlebox:
         await self._join(downstream)
 
     @staticmethod
-    async def _join(task: asyncio.Task[None]) -> None:
+    async def _join(task: asyncio.Task[Any]) -> None:
         """Wait for a flow task; raise its error, but not its cancellation."""
         await asyncio.wait({task})
         if not task.cancelled():
             task.result()
 
-    async def _relay_in_kernel(self, flow: Flow, downstream: asyncio.Task[None]) -> None:
-        """Hand an allowed flow's sockets to the kernel relay until the flow ends."""
+    async def _relay_allowed(self, flow: Flow, downstream: asyncio.Task[bool]) -> None:
+        """Copy an allowed flow both ways until it proves to be bulk, then hand it to the kernel."""
         assert flow.server is not None
-        # Stopping the copying pump loses nothing: a byte it read has been
-        # written to the client's transport, which detach() flushes.
-        downstream.cancel()
-        await self._join(downstream)
+        upstream = asyncio.get_running_loop().create_task(
+            self._pump(flow, flow.client, flow.server, upstream=True, classifier=None))
+        flow.tasks.append(upstream)  # closing the flow cancels it
+        waiting = {upstream, downstream}
+        while waiting:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for pump in done:
+                if pump.cancelled():
+                    return  # the flow was closed
+                if pump.result():  # raises a pump's error (a reset); True: the flow is bulk
+                    # Stopping the other pump loses nothing: a byte it read has
+                    # been written to the other side's transport, which detach() flushes.
+                    for other in waiting:
+                        other.cancel()
+                        await self._join(other)
+                    await self._relay_in_kernel(flow)
+                    return
+
+    async def _relay_in_kernel(self, flow: Flow) -> None:
+        """Relay an allowed flow's sockets in the kernel until the flow ends."""
+        assert flow.server is not None
+        self.kernel_relayed += 1
         client_sock, client_pending, client_ended = await flow.client.detach()
         with client_sock:
             server_sock, server_pending, server_ended = await flow.server.detach()
@@ -361,7 +385,8 @@ class Middlebox:
         *,
         upstream: bool,
         classifier: FlowClassifier | None,
-    ) -> None:
+    ) -> bool:
+        """Relay ``source`` to ``target``; True if it stopped early for the kernel relay."""
         while True:
             data = await source.read(CHUNK)
             if not data:
@@ -372,11 +397,13 @@ class Middlebox:
                     with contextlib.suppress(OSError):
                         if target.can_write_eof():
                             target.write_eof()
-                return
+                return False
             flow.last_active = time.monotonic()
             if flow.decision is None and classifier is not None:
                 classifier.feed_server(data)
             await self._forward(flow, target, data, upstream=upstream)
+            if flow.bulk:
+                return True
 
     async def _forward(
         self, flow: Flow, target: TcpStream, data: bytes, *, upstream: bool
@@ -401,6 +428,9 @@ class Middlebox:
                 return
         self._count(flow, len(data), upstream)
         target.write(data)
+        if (decision is not None and effect == "allow" and self.config.kernel_relay
+                and flow.bytes_up + flow.bytes_down >= self.config.kernel_relay_after):
+            flow.bulk = True
         await target.drain()
 
     async def _throttle(self, flow: Flow, target: TcpStream, data: bytes, upstream: bool) -> None:

@@ -106,6 +106,23 @@ async def test_allow_relays_both_ways(echo_backend: asyncio.Server) -> None:
     [decision] = censor.decisions()
     assert decision["protocol"] == "http" and decision["host"] == "media.example"
     assert decision["effect"] == "allow"
+    assert censor.middlebox.kernel_relayed == 0  # a short exchange is cheaper to copy
+
+
+async def test_a_flow_handed_to_the_kernel_at_once_still_echoes_and_half_closes(
+    echo_backend: asyncio.Server,
+) -> None:
+    censor = await start_censor("rules: [{action: allow}]", echo_backend,
+                                config=MiddleboxConfig(kernel_relay_after=0))
+    async with censor.middlebox:
+        reader, writer = await censor.open()
+        for message in (HTTP_REQUEST, b"after the hand-over", os.urandom(300_000)):
+            writer.write(message)
+            assert await asyncio.wait_for(reader.readexactly(len(message)), 5) == message
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(100), 5) == b""  # the backend's EOF came back
+        writer.close()
+        assert censor.middlebox.kernel_relayed == 1
 
 
 async def _digest_then_send(size: int, reader: asyncio.StreamReader,
@@ -141,6 +158,7 @@ async def test_allowed_bulk_both_ways_with_half_close(kernel_relay: bool) -> Non
             async with asyncio.timeout(60):
                 answer = await reader.read(-1)
             writer.close()
+            assert middlebox.kernel_relayed == int(kernel_relay)
     assert answer[:32] == hashlib.sha256(upload).digest()
     payload = answer[32:-32]
     assert len(payload) == 6 << 20 and answer[-32:] == hashlib.sha256(payload).digest()
