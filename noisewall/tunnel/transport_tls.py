@@ -20,22 +20,18 @@ import asyncio
 import contextlib
 import datetime
 import ssl
-import tempfile
-from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from noisewall.noise.dh import KeyPair
 from noisewall.noise.settings import NoiseSettings
+from noisewall.selfsigned import build_self_signed, load_cert_chain
 from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import ByteStream, client_settings, server_settings
 from noisewall.tunnel.transport import Transport
 
 DEFAULT_SNI = "www.example.com"
 DEFAULT_ALPN = ("h2", "http/1.1")
+#: A cover site's certificate lives as long as a Let's Encrypt one.
+COVER_VALIDITY = datetime.timedelta(days=90)
 MAX_REQUEST_HEAD = 16384
 _HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"OPTIONS ", b"DELETE ", b"PATCH ")
 COVER_PAGE = (
@@ -53,32 +49,10 @@ def _response(status: str, body: bytes) -> bytes:
 
 def self_signed_context(name: str) -> ssl.SSLContext:
     """A TLS 1.3 server context with a fresh self-signed ECDSA certificate for ``name``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=90))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.set_alpn_protocols(["http/1.1"])
-    # ssl loads chains from files only: write them to a private folder, load, delete.
-    with tempfile.TemporaryDirectory() as folder:
-        cert_path, key_path = Path(folder) / "cert.pem", Path(folder) / "key.pem"
-        cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ))
-        context.load_cert_chain(cert_path, key_path)
+    load_cert_chain(context, build_self_signed(name, dns_names=[name], validity=COVER_VALIDITY))
     return context
 
 
