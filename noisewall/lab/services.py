@@ -15,7 +15,6 @@ and sampled decisions whatever order concurrent flows arrive in.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
@@ -40,9 +39,6 @@ CENSOR_HOST = "127.0.0.1"
 T = TypeVar("T")
 #: Flows the lab's censor may hold at once; far above what a round opens.
 _MAX_FLOWS = 4096
-#: Waiting for open flows to end on shutdown: at most 20 x 50 ms.
-_DRAIN_STEPS = 20
-_DRAIN_STEP = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +101,10 @@ class LabServices:
                                    connect_timeout=5.0),
         )
         await self._stack.enter_async_context(middlebox)
-        self._stack.push_async_callback(self._drain)
         self.middlebox = middlebox
         socks = await middlebox.add_socks(Endpoint(CENSOR_HOST, 0))
         self.addresses = Addresses(Endpoint(CHAT_HOST, chat_port), media_url,
                                    media.fingerprint, socks)
-
-    async def _drain(self) -> None:
-        """Let flows whose ends have closed finish before the censor closes the rest."""
-        assert self.middlebox is not None
-        for _ in range(_DRAIN_STEPS):
-            if not self.middlebox.flow_count:
-                return
-            await asyncio.sleep(_DRAIN_STEP)
 
     async def route(self, target: Endpoint) -> Endpoint:
         """A censored port-forward to ``target`` (a tunnel server); returns where to connect."""
