@@ -5,7 +5,8 @@ on disk across restarts) and the tunnel's ``tls`` transport (a fresh one per
 server for its cover site). Both get the same leaf certificate: an ECDSA P-256
 key, subject and issuer ``CN=<name>``, subject alternative names, not a CA,
 key usage digital signature, extended key usage server authentication, valid
-from a day ago (clock skew) for ``validity``.
+from a day ago (clock skew) for ``validity``. :func:`dns_name` checks a
+server name before it goes into a certificate or a ClientHello's SNI.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import re
 import ssl
 import tempfile
 from collections.abc import Sequence
@@ -25,6 +27,35 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def dns_name(value: object) -> str:
+    """``value`` as a server's DNS host name (lower case), or ValueError saying why it is not one.
+
+    A name a certificate can carry as a subject alternative name and a TLS
+    client can send as its SNI (RFC 6066: a host name, never an IP address
+    literal): ASCII letters, digits and hyphens in dot-separated labels of
+    1-63 characters, at most 253 in all, no trailing dot, and a last label
+    that is not all digits (which would read as an IPv4 address).
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"a host name is text, not {type(value).__name__}")
+    # ASCII first: str.lower() maps some non-ASCII letters (the Kelvin sign) onto ASCII ones.
+    if not value.isascii():
+        raise ValueError(f"{value!r} is not a host name: ASCII only (an IDN goes as its xn-- form)")
+    name = value.lower()
+    if not 0 < len(name) <= 253:
+        raise ValueError(f"{value!r} is not a host name: it must have 1 to 253 characters")
+    labels = name.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{value!r} is not a host name: labels are 1 to 63 letters, digits "
+                         "or inner hyphens, separated by single dots")
+    if labels[-1].isdigit():
+        raise ValueError(f"{value!r} is an IP address, not a host name (TLS sends no SNI "
+                         "for an address)")
+    return name
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -13,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from noisewall.selfsigned import build_self_signed, load_cert_chain
+from noisewall.selfsigned import build_self_signed, dns_name, load_cert_chain
 
 
 def test_a_leaf_server_certificate_with_the_names_asked_for() -> None:
@@ -76,3 +77,60 @@ async def test_a_client_that_trusts_the_certificate_completes_a_handshake() -> N
         finally:
             writer.close()
             await writer.wait_closed()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("mmg.whatsapp.net", "mmg.whatsapp.net"),
+    ("MMG.WhatsApp.NET", "mmg.whatsapp.net"),  # SNI and SANs compare case-insensitively
+    ("localhost", "localhost"),
+    ("xn--fiqs8s.example", "xn--fiqs8s.example"),
+    ("a-b.c1", "a-b.c1"),
+    ("a" * 63 + ".example", "a" * 63 + ".example"),
+])
+def test_dns_name_accepts_host_names(value: str, expected: str) -> None:
+    assert dns_name(value) == expected
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("127.0.10.2", "IP address"),
+    ("::1", "labels"),
+    ("", "1 to 253"),
+    ("a." * 127 + "ab", "1 to 253"),
+    ("a" * 64 + ".example", "labels"),
+    ("mmg..example", "labels"),
+    ("mmg.example.", "labels"),
+    ("-mmg.example", "labels"),
+    ("mmg-.example", "labels"),
+    ("mmg_1.example", "labels"),
+    ("mmg.example\n", "labels"),
+    ("\u212aelvin.example", "ASCII"),  # KELVIN SIGN lower-cases to an ASCII 'k'
+    (42, "text"),
+    (None, "text"),
+])
+def test_dns_name_refuses_anything_else(value: object, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        dns_name(value)
+
+
+async def test_the_name_as_sni_reaches_a_server_whose_certificate_names_it() -> None:
+    built = build_self_signed("noisewall-media", dns_names=["localhost", dns_name("mmg.example")],
+                              validity=datetime.timedelta(days=1))
+    seen: list[str | None] = []
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    load_cert_chain(server_context, built)
+    server_context.sni_callback = lambda _obj, name, _ctx: seen.append(name)
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
+    client_context.load_verify_locations(cadata=built.cert_pem.decode("ascii"))
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.wait_for(asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context, server_hostname="mmg.example"), 10)
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+    assert seen == ["mmg.example"]

@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp_socks import ProxyConnector
-
 from noisewall.clock import Clock, SystemClock
 from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.e2e import E2EError, E2EIdentity, E2ESessions, SqliteSessionStore
@@ -344,13 +342,12 @@ class MessengerClient:
         media = self._welcome.get("media")
         if not media:
             raise ProfileError("the server offers no media endpoint")
-        connector = None
-        if self.socks5 is not None:
-            host, port = self.socks5
-            connector = ProxyConnector.from_url(f"socks5://{host}:{port}")
         url = self.profile.get("media_url") or media["url"]
-        return MediaClient(url, media["token"], bytes.fromhex(media["fingerprint"]),
-                           connector=connector, own_connector=True)
+        try:
+            return MediaClient(url, media["token"], bytes.fromhex(media["fingerprint"]),
+                               socks5=self.socks5, server_name=media.get("server_name"))
+        except ValueError as exc:
+            raise ProfileError(f"the server's media endpoint is unusable: {exc}") from None
 
     async def send_media(self, to: str, kind: str, path: Path) -> str:
         """Encrypt ``path``, upload it over HTTPS, send its key end to end."""

@@ -23,28 +23,40 @@ from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer, load_or_create_static_key
 from noisewall.messenger.store import DEFAULT_TTL
 from noisewall.noise.stream import FRAMINGS, Framing
+from noisewall.selfsigned import dns_name
 
 
 async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[str, int] | None,
-                      framing: Framing, ttl: float, max_media: int) -> None:
+                      framing: Framing, ttl: float, max_media: int,
+                      media_name: str | None) -> None:
     async with ChatServer(data, framing=framing, ttl=ttl) as chat:
         media = None
         if media_listen is not None:
-            media = MediaServer(data / "media", chat.authorize_media, max_size=max_media)
+            media = MediaServer(data / "media", chat.authorize_media, max_size=max_media,
+                                server_name=media_name)
             media_port = await media.start(*media_listen)
-            chat.media = {"url": f"https://{media_listen[0]}:{media_port}",
-                          "fingerprint": media.fingerprint.hex()}
+            chat.media = media.announcement(f"https://{media_listen[0]}:{media_port}")
         try:
             port = await chat.start(*listen)
             print(f"chat on {listen[0]}:{port} ({framing}), "
                   f"server key {chat.static.public.hex()}", file=sys.stderr, flush=True)
             if chat.media is not None:
-                print(f"media on {chat.media['url']}, certificate sha256 "
+                named = f" as {chat.media['server_name']}" if "server_name" in chat.media else ""
+                print(f"media on {chat.media['url']}{named}, certificate sha256 "
                       f"{chat.media['fingerprint']}", file=sys.stderr, flush=True)
             await asyncio.Event().wait()
         finally:
             if media is not None:
                 await media.close()
+
+
+def _media_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return dns_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()
@@ -55,6 +67,9 @@ async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[s
               help="Chat endpoint (NoiseSocket with Noise Pipes).")
 @click.option("--media-listen", default="127.0.0.1:8443", show_default=True,
               metavar="HOST:PORT", help="Media endpoint (HTTPS, TLS 1.3); 'off' to disable.")
+@click.option("--media-name", metavar="NAME", callback=_media_name,
+              help="A public host name for the media server (e.g. mmg.whatsapp.net): in its "
+                   "certificate, and sent by clients as the TLS SNI. Default: none.")
 @click.option("--max-media-mib", default=64, show_default=True, type=click.IntRange(1),
               help="Largest media upload, in MiB (larger ones get 413).")
 @click.option("--framing", type=click.Choice(FRAMINGS), default="noisesocket",
@@ -63,8 +78,8 @@ async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[s
               type=click.FloatRange(min=0, min_open=True),
               help="Undelivered messages expire after this many days.")
 @click.option("--show-key", is_flag=True, help="Print the server's static public key and exit.")
-def server(data: Path, listen: str, media_listen: str, max_media_mib: int, framing: Framing,
-           ttl_days: float, show_key: bool) -> None:
+def server(data: Path, listen: str, media_listen: str, media_name: str | None,
+           max_media_mib: int, framing: Framing, ttl_days: float, show_key: bool) -> None:
     """Run the messenger server: accounts, key directory, store-and-forward chat, media."""
     if show_key:
         click.echo(load_or_create_static_key(data).public.hex())
@@ -72,7 +87,7 @@ def server(data: Path, listen: str, media_listen: str, max_media_mib: int, frami
     media = None if media_listen == "off" else parse_endpoint(media_listen)
     try:
         asyncio.run(_run_server(data, parse_endpoint(listen), media, framing,
-                                ttl_days * 86400, max_media_mib * 1024 * 1024))
+                                ttl_days * 86400, max_media_mib * 1024 * 1024, media_name))
     except KeyboardInterrupt:
         sys.exit(130)
 

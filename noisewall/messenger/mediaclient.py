@@ -12,8 +12,14 @@ destination and are renamed into place only when complete. The helpers
 combine transfer and :mod:`~noisewall.messenger.mediacrypto` so a plaintext
 file goes out encrypted, and comes back only once its MAC and hashes verify.
 
-A connector can be injected (for example a SOCKS5 one); the pin is applied per
-request, so it holds through any connector.
+A connector can be injected (for example :class:`Socks5Connector`); the pin is
+applied per request, so it holds through any connector.
+
+A media server may go by a public name (``server_name``, which the chat server
+announces with the URL and the pin): the client still connects to the URL's
+address but sends the name as the TLS SNI, directly and through SOCKS5 alike,
+as a real client reaching ``mmg.whatsapp.net`` does. The pin check is the same
+either way.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import contextlib
 import hmac
 import os
 import secrets
+import socket
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +38,10 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.client_proto import ResponseHandler
 
+from noisewall import socks5
 from noisewall.messenger.mediacrypto import (
     BLOB_ID_PATTERN,
     CHUNK_SIZE,
@@ -43,6 +54,7 @@ from noisewall.messenger.mediacrypto import (
     decrypt_file,
     new_media_key,
 )
+from noisewall.selfsigned import dns_name
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=15, sock_connect=15, sock_read=60)
 """No limit on a whole transfer (files are big), but on connecting and on every read."""
@@ -83,6 +95,76 @@ RETRY_LATER_STATUSES = frozenset({408, 429})
 """Client-error statuses that still mean "not now" rather than "never"."""
 
 
+class _ProxyResolves(AbstractResolver):
+    """No local lookup: a host name goes to the SOCKS5 proxy as it is, for the proxy to resolve."""
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return [{"hostname": host, "host": host, "port": port, "family": family,
+                 "proto": 0, "flags": 0}]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class _KeepWriter(ResponseHandler):
+    """aiohttp's protocol, holding the StreamWriter whose transport it took over: a collected
+    StreamWriter closes its transport (Python >= 3.11.5)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter) -> None:
+        super().__init__(loop)
+        self._writer = writer
+
+
+class Socks5Connector(aiohttp.TCPConnector):
+    """An aiohttp connector that reaches every server through a SOCKS5 proxy (no authentication).
+
+    Unlike aiohttp-socks's connector, which starts TLS with the destination
+    address as the server name and so drops a request's ``server_hostname``,
+    this one sends that name as the SNI: a media server reached by address
+    but known by name looks the same to a censor through a proxy as directly.
+    SOCKS refusals surface as :class:`~noisewall.socks5.Socks5Error` inside
+    aiohttp's ``ClientConnectorError``.
+    """
+
+    def __init__(self, proxy: tuple[str, int], **kwargs: Any) -> None:
+        super().__init__(resolver=_ProxyResolves(), **kwargs)
+        self._proxy = proxy
+
+    async def _wrap_create_connection(  # aiohttp's hook for opening a connection
+        self,
+        *args: Any,
+        addr_infos: list[Any],
+        req: aiohttp.ClientRequest,
+        timeout: aiohttp.ClientTimeout,
+        client_error: type[Exception] = aiohttp.ClientConnectorError,
+        **kwargs: Any,
+    ) -> tuple[asyncio.Transport, ResponseHandler]:
+        host, port = addr_infos[0][4][:2]
+        context: ssl.SSLContext | None = kwargs.get("ssl")
+        try:
+            async with asyncio.timeout(timeout.sock_connect):
+                _, writer = await socks5.open_connection(self._proxy, host, port)
+                try:
+                    if context is not None:
+                        await writer.start_tls(context,
+                                               server_hostname=kwargs.get("server_hostname"))
+                except BaseException:
+                    writer.close()
+                    raise
+        except ssl.SSLError as exc:
+            raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
+        except OSError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise client_error(req.connection_key, exc) from exc
+        transport = writer.transport
+        protocol = _KeepWriter(self._loop, writer)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        return transport, protocol  # type: ignore[return-value]  # a Transport, as aiohttp's
+
+
 @dataclass(frozen=True, slots=True)
 class UploadResult:
     """The server's answer to an upload."""
@@ -97,8 +179,11 @@ class MediaClient:
 
     Create it inside a running event loop. ``url`` is the server's base URL
     (``https://host:port``), ``fingerprint`` the SHA-256 of its certificate's
-    DER form, ``connector`` an optional aiohttp connector (e.g. SOCKS5) that
-    the client closes only if ``own_connector``.
+    DER form, ``server_name`` the host name to send as SNI (None: the URL's
+    host, which sends none when it is an IP address). ``socks5`` reaches the
+    server through that proxy (a :class:`Socks5Connector` the client owns);
+    or ``connector`` is any aiohttp connector, which the client closes only if
+    ``own_connector``. Bad arguments raise ValueError (and leave nothing open).
     """
 
     def __init__(
@@ -110,7 +195,11 @@ class MediaClient:
         connector: aiohttp.BaseConnector | None = None,
         own_connector: bool = False,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        server_name: str | None = None,
+        socks5: tuple[str, int] | None = None,
     ) -> None:
+        if socks5 is not None and connector is not None:
+            raise ValueError("give a SOCKS5 proxy or a connector, not both")
         if len(fingerprint) != HASH_SIZE:
             raise ValueError("the certificate fingerprint is the 32-byte SHA-256 of its DER form")
         if not token or not token.isprintable() or any(c.isspace() for c in token):
@@ -120,6 +209,11 @@ class MediaClient:
         self._base = url.rstrip("/")
         self._pin = aiohttp.Fingerprint(fingerprint)
         self._headers = {"Authorization": f"Bearer {token}"}
+        self._tls: dict[str, Any] = {"ssl": self._pin}
+        if server_name is not None:
+            self._tls["server_hostname"] = dns_name(server_name)
+        if socks5 is not None:
+            connector, own_connector = Socks5Connector(socks5), True
         self._session = aiohttp.ClientSession(
             connector=connector,
             connector_owner=connector is None or own_connector,
@@ -244,7 +338,7 @@ class MediaClient:
         """A request with the pin and the token; connection failures become typed errors."""
         try:
             response = await self._session.request(
-                method, self._base + path, headers=self._headers, ssl=self._pin, **kwargs
+                method, self._base + path, headers=self._headers, **self._tls, **kwargs
             )
         except aiohttp.ServerFingerprintMismatch as exc:
             raise MediaPinError(

@@ -4,7 +4,9 @@ Clients upload blobs that :mod:`noisewall.messenger.mediacrypto` already
 encrypted end to end, so the server only ever stores ciphertext. It speaks
 real HTTPS with a self-signed certificate created on first start
 (:func:`ensure_certificate`); clients learn the certificate's SHA-256
-fingerprint over the authenticated Noise channel and pin it.
+fingerprint over the authenticated Noise channel and pin it. A server given a
+public name (``server_name``) has it in its certificate, and clients send it
+as the TLS SNI, as real media clients do (a censor can match it).
 
 Routes (every one needs ``Authorization: Bearer <token>``; the chat server
 issues tokens over the Noise channel and checks them in ``authorize``):
@@ -39,7 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from noisewall.messenger.mediacrypto import BLOB_ID_PATTERN, fsync_dir
-from noisewall.selfsigned import build_self_signed
+from noisewall.selfsigned import build_self_signed, dns_name
 
 log = logging.getLogger(__name__)
 
@@ -57,29 +59,46 @@ Authorize = Callable[[str], str | None]
 """``authorize(token)``: the account name a bearer token belongs to, or None."""
 
 
-def ensure_certificate(data_dir: Path) -> tuple[Path, Path, bytes]:
+def ensure_certificate(data_dir: Path, server_name: str | None = None) -> tuple[Path, Path, bytes]:
     """The media certificate and key in ``data_dir``, created on first call.
 
     Returns ``(cert_path, key_path, fingerprint)`` where ``fingerprint`` is the
     SHA-256 of the certificate's DER encoding, what clients pin. The key is
     ECDSA P-256, the certificate self-signed for CN=noisewall-media with
-    subject alternative names 127.0.0.1, ::1 and localhost. Later calls reuse
-    the files, so the fingerprint stays the same across restarts.
+    subject alternative names 127.0.0.1, ::1, localhost and ``server_name``
+    (the public name clients send as SNI, if the server has one). Later calls
+    reuse the files, so the fingerprint stays the same across restarts; only a
+    ``server_name`` the certificate does not name yet makes a new one (clients
+    learn its fingerprint over Noise at their next connection, as always).
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     cert_path = data_dir / CERT_FILE
     key_path = data_dir / KEY_FILE
+    if server_name is not None:
+        server_name = dns_name(server_name)
+    names = list(dict.fromkeys(["localhost", *filter(None, [server_name])]))
     if not (cert_path.is_file() and key_path.is_file()):
-        _create_certificate(cert_path, key_path)
+        _create_certificate(cert_path, key_path, names)
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    if server_name is not None and server_name not in _dns_names(cert):
+        _create_certificate(cert_path, key_path, names)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     fingerprint = cert.fingerprint(hashes.SHA256())
     return cert_path, key_path, fingerprint
 
 
-def _create_certificate(cert_path: Path, key_path: Path) -> None:
+def _dns_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [name.lower() for name in san.get_values_for_type(x509.DNSName)]
+
+
+def _create_certificate(cert_path: Path, key_path: Path, dns_names: list[str]) -> None:
     certificate = build_self_signed(
-        CERT_COMMON_NAME, dns_names=["localhost"],
+        CERT_COMMON_NAME, dns_names=dns_names,
         ip_addresses=[ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")],
         validity=CERT_VALIDITY)
     # The key first, then the certificate: a certificate on disk implies its key is.
@@ -114,26 +133,49 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 
 class MediaServer:
-    """The HTTPS blob store; see the module documentation for its routes."""
+    """The HTTPS blob store; see the module documentation for its routes.
+
+    ``server_name`` is the public host name the server goes by (as WhatsApp's
+    media went to ``mmg.whatsapp.net``), None for none: its certificate names
+    it, and :meth:`announcement` tells clients to send it as the TLS SNI
+    whatever address they reach the server at. ValueError if it is not a host
+    name.
+    """
 
     def __init__(
         self,
         data_dir: Path,
         authorize: Authorize,
         max_size: int = DEFAULT_MAX_SIZE,
+        *,
+        server_name: str | None = None,
     ) -> None:
         if max_size <= 0:
             raise ValueError("max_size must be positive")
         self.data_dir = Path(data_dir)
         self.blob_dir = self.data_dir / BLOB_DIR
         self.max_size = max_size
+        self.server_name = None if server_name is None else dns_name(server_name)
         self._authorize = authorize
-        self.cert_path, self.key_path, self.fingerprint = ensure_certificate(self.data_dir)
+        self.cert_path, self.key_path, self.fingerprint = ensure_certificate(
+            self.data_dir, self.server_name)
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.app = web.Application()
         self.app.router.add_post("/blobs", self._upload)
         self.app.router.add_get("/blobs/{blob_id}", self._download, allow_head=False)
         self._runner: web.AppRunner | None = None
+
+    def announcement(self, url: str) -> dict[str, str]:
+        """What the chat server tells clients about this server (with a token added per client).
+
+        ``url`` is where clients connect (``https://HOST:PORT``); ``fingerprint``
+        the certificate pin (hex); ``server_name``, only when the server has
+        one, the name clients send as SNI.
+        """
+        offer = {"url": url, "fingerprint": self.fingerprint.hex()}
+        if self.server_name is not None:
+            offer["server_name"] = self.server_name
+        return offer
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen on ``host:port`` (0: any free port); returns the bound port."""

@@ -2,10 +2,13 @@
 
 Each media feature (photo, video, voice) first makes an OONI-style TLS
 handshake to the media server over the vantage path (df-006: its time, the
-certificate, checked against the pin the server announced over Noise), then
-moves a fixed-size sample the way the app does: encrypted, uploaded over
-HTTPS, downloaded, verified and decrypted. The throughput is the blob bytes
-of both transfers over their time.
+SNI sent, the certificate, checked against the pin the server announced over
+Noise), then moves a fixed-size sample the way the app does: encrypted,
+uploaded over HTTPS, downloaded, verified and decrypted. The throughput is the
+blob bytes of both transfers over their time. The handshake and the transfers
+send the same SNI: the server name announced with the credentials, else the
+URL's host name (none for an IP address), so a censor matching it sees what
+the app would send.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp_socks import ProxyConnector
 
 from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.mediaclient import MediaClient, MediaPinError
@@ -33,6 +35,7 @@ from noisewall.probe.accounts import ProbeAccount
 from noisewall.probe.measurement import FeatureResult, Trace, kbps
 from noisewall.probe.phases import close_writer, failure_of, measure, open_path, phase
 from noisewall.probe.settings import Endpoint, ProbeSettings, Vantage
+from noisewall.selfsigned import dns_name
 
 MEDIA_KIND = {"photo": MediaKind.IMAGE, "video": MediaKind.VIDEO, "voice": MediaKind.AUDIO}
 MIME = {"photo": "image/jpeg", "video": "video/mp4", "voice": "audio/ogg"}
@@ -40,17 +43,30 @@ MIME = {"photo": "image/jpeg", "video": "video/mp4", "voice": "audio/ogg"}
 
 @dataclass(frozen=True)
 class MediaCredentials:
-    """Where the media server is, its certificate pin, and a bearer token valid this round."""
+    """Where the media server is, its certificate pin, and a bearer token valid this round.
+
+    ``server_name`` is the public name the server announced (sent as SNI),
+    None if it has none.
+    """
 
     url: str
     token: str
     fingerprint: bytes
+    server_name: str | None = None
 
     @property
     def endpoint(self) -> Endpoint:
         """The media server's host and port."""
         parts = urlsplit(self.url)
         return parts.hostname or "", parts.port or 443
+
+    @property
+    def sni(self) -> str | None:
+        """The SNI a client sends: the announced name, else the URL's host unless an address."""
+        if self.server_name is not None:
+            return self.server_name
+        host = self.endpoint[0]
+        return None if _is_ip(host) else host
 
 
 class CredentialSession:
@@ -81,7 +97,9 @@ class CredentialSession:
         if not isinstance(media, dict):
             raise ValueError("the server offers no media endpoint")
         url = self.settings.media_url or str(media["url"])
-        return MediaCredentials(url, str(media["token"]), bytes.fromhex(media["fingerprint"]))
+        name = media.get("server_name")
+        return MediaCredentials(url, str(media["token"]), bytes.fromhex(media["fingerprint"]),
+                                None if name is None else dns_name(name))
 
     async def _connect(self) -> ChatConnection:
         if self._connection is None:
@@ -147,19 +165,12 @@ class MediaProbe:
     async def _body(self, credentials: MediaCredentials, result: FeatureResult) -> None:
         await self._tls_handshake(credentials, result)
         s = self.settings
-        connector = None
-        if self.vantage.socks5 is not None:
-            host, port = self.vantage.socks5
-            connector = ProxyConnector.from_url(f"socks5://{host}:{port}")
         timeout = aiohttp.ClientTimeout(total=s.transfer_timeout,
                                         sock_connect=s.connect_timeout + s.phase_timeout)
-        try:
-            async with MediaClient(credentials.url, credentials.token, credentials.fingerprint,
-                                   connector=connector, timeout=timeout) as client:
-                await self._transfer(client, credentials, result)
-        finally:
-            if connector is not None:
-                await connector.close()
+        async with MediaClient(credentials.url, credentials.token, credentials.fingerprint,
+                               socks5=self.vantage.socks5, timeout=timeout,
+                               server_name=credentials.server_name) as client:
+            await self._transfer(client, credentials, result)
 
     async def _tls_handshake(self, credentials: MediaCredentials, result: FeatureResult) -> None:
         s = self.settings
@@ -169,7 +180,7 @@ class MediaProbe:
         _, writer = await open_path(target, self.vantage.socks5, self.trace, tid=tid,
                                     tags=self.tags, timeout=s.connect_timeout)
         result.t_connect = self.trace.now() - t0
-        server_name = None if _is_ip(target[0]) else target[0]
+        server_name = credentials.sni
         context = pinned_client_context()
         address = f"{target[0]}:{target[1]}"
         t1 = self.trace.now()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +30,30 @@ class Messenger:
         return f"https://localhost:{self.media_port}"
 
 
-@pytest.fixture
-async def messenger(tmp_path: Path) -> AsyncIterator[Messenger]:
-    data = tmp_path / "server"
+@contextlib.asynccontextmanager
+async def _running(data: Path, server_name: str | None) -> AsyncIterator[Messenger]:
     async with ChatServer(data) as chat:
-        media = MediaServer(data / "media", chat.authorize_media)
+        media = MediaServer(data / "media", chat.authorize_media, server_name=server_name)
         media_port = await media.start("127.0.0.1", 0)
-        chat.media = {"url": f"https://127.0.0.1:{media_port}",
-                      "fingerprint": media.fingerprint.hex()}
+        chat.media = media.announcement(f"https://127.0.0.1:{media_port}")
         try:
             chat_port = await chat.start("127.0.0.1", 0)
             yield Messenger(chat, media, chat_port, media_port)
         finally:
             await media.close()
+
+
+@pytest.fixture
+async def messenger(tmp_path: Path) -> AsyncIterator[Messenger]:
+    async with _running(tmp_path / "server", None) as running:
+        yield running
+
+
+MEDIA_NAME = "mmg.example"
+
+
+@pytest.fixture
+async def named_messenger(tmp_path: Path) -> AsyncIterator[Messenger]:
+    """The media server goes by :data:`MEDIA_NAME`, announced with its credentials."""
+    async with _running(tmp_path / "server", MEDIA_NAME) as running:
+        yield running
