@@ -94,6 +94,7 @@ class LabResult:
                          "start": iso(s.start), "end": iso(s.end),
                          "interval": self.schedule.interval, "rounds": len(self.schedule),
                          "network": s.network_name, "asn": s.asn, "cc": s.cc,
+                         "media_name": s.media_name,
                          "features": list(s.features),
                          "vantages": [v.name for v in s.vantages]},
             "seed": self.seed,
@@ -149,7 +150,8 @@ async def _replay(scenario: Scenario, schedule: Schedule, options: LabOptions, s
     began = time.monotonic()
     with (out / DECISIONS).open("w", encoding="utf-8") as decisions, \
             (out / MEASUREMENTS).open("w", encoding="utf-8") as lines:
-        async with LabServices(state, scenario.policy, clock, decision_log=decisions) as services:
+        async with LabServices(state, scenario.policy, clock, decision_log=decisions,
+                               media_name=scenario.media_name) as services:
             tunnels: dict[str, LabTunnel] = {}
             for vantage in scenario.vantages:
                 if vantage.transport is not None:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import ErrorDetails
 
 from noisewall.censor.policy import Policy, PolicyError, policy_from_node
+from noisewall.selfsigned import dns_name
 from noisewall.yamlspec import (
     LineTracker,
     SpecError,
@@ -111,7 +112,11 @@ class TimelineEntry:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A validated scenario. Times are POSIX seconds (UTC); ``end`` is exclusive."""
+    """A validated scenario. Times are POSIX seconds (UTC); ``end`` is exclusive.
+
+    ``media_name`` is the media server's public host name (sent as the TLS SNI
+    by every media client, so timeline rules can match ``sni``), None for none.
+    """
 
     name: str
     description: str | None
@@ -122,6 +127,7 @@ class Scenario:
     network_name: str
     asn: str
     cc: str
+    media_name: str | None
     features: tuple[str, ...]
     vantages: tuple[Vantage, ...]
     timeline: tuple[TimelineEntry, ...]
@@ -160,6 +166,10 @@ def _label(value: str) -> str:
     if not _LABEL.match(value):
         raise ValueError(f"{value!r} is not a label (lower-case letters, digits, '.', '_', '-')")
     return value
+
+
+def _host_name(value: Any) -> Any:
+    return dns_name(value) if isinstance(value, str) else value
 
 
 def _unique(values: tuple[Any, ...], what: str) -> None:
@@ -217,6 +227,7 @@ class _ScenarioSpec(_Spec):
     end: When
     interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, allow_inf_nan=False)]
     network: _NetworkSpec = _NetworkSpec()
+    media_name: Annotated[str | None, BeforeValidator(_host_name)] = None
     features: Annotated[tuple[Feature, ...], Field(min_length=1)]
     vantages: Annotated[tuple[_VantageSpec, ...], Field(min_length=1)]
     timeline: tuple[_EntrySpec, ...]
@@ -388,6 +399,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         network_name=spec.network.name,
         asn=spec.network.asn,
         cc=spec.network.cc,
+        media_name=spec.media_name,
         features=tuple(spec.features),
         vantages=tuple(Vantage(v.name, v.path, v.transport, v.background)
                        for v in spec.vantages),

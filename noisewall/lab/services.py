@@ -4,7 +4,8 @@ Everything listens on loopback, on fixed addresses (so scenario rules can
 name them) and system-chosen ports (so runs never collide):
 
 * chat (NoiseSocket, Noise Pipes) on :data:`CHAT_HOST`,
-* media (HTTPS, TLS 1.3) on :data:`MEDIA_HOST`,
+* media (HTTPS, TLS 1.3) on :data:`MEDIA_HOST`, under the scenario's public
+  name if it has one (its clients send it as SNI: rules can match ``sni``),
 * tunnel servers on :data:`TUNNEL_HOST`,
 * the censor's SOCKS5 gateway and routes on 127.0.0.1.
 
@@ -48,6 +49,7 @@ class Addresses:
     chat: Endpoint
     media_url: str
     media_fingerprint: bytes
+    media_name: str | None
     socks: Endpoint
 
 
@@ -56,12 +58,15 @@ class LabServices:
     or cancellation).
 
     ``data_dir`` holds the server's key, database and blobs; ``decision_log``
-    receives the censor's per-flow JSON lines.
+    receives the censor's per-flow JSON lines; ``media_name`` is the media
+    server's public host name (None: none, clients send no SNI).
     """
 
     def __init__(self, data_dir: Path, policy: Policy, clock: ManualClock, *,
-                 decision_log: TextIO | None = None, classify_timeout: float = 0.5) -> None:
+                 decision_log: TextIO | None = None, classify_timeout: float = 0.5,
+                 media_name: str | None = None) -> None:
         self.data_dir = data_dir
+        self.media_name = media_name
         self.policy = policy
         self.clock = clock
         self.rng = random.Random()  # noqa: S311 - censorship simulation, not crypto
@@ -85,11 +90,12 @@ class LabServices:
 
     async def _start(self) -> None:
         chat = await self._stack.enter_async_context(ChatServer(self.data_dir / "server"))
-        media = MediaServer(self.data_dir / "server" / "media", chat.authorize_media)
+        media = MediaServer(self.data_dir / "server" / "media", chat.authorize_media,
+                            server_name=self.media_name)
         media_port = await media.start(MEDIA_HOST, 0)
         self._stack.push_async_callback(media.close)
         media_url = f"https://{MEDIA_HOST}:{media_port}"
-        chat.media = {"url": media_url, "fingerprint": media.fingerprint.hex()}
+        chat.media = media.announcement(media_url)
         chat_port = await chat.start(CHAT_HOST, 0)
         middlebox = Middlebox(
             lambda: self.policy,
@@ -104,7 +110,7 @@ class LabServices:
         self.middlebox = middlebox
         socks = await middlebox.add_socks(Endpoint(CENSOR_HOST, 0))
         self.addresses = Addresses(Endpoint(CHAT_HOST, chat_port), media_url,
-                                   media.fingerprint, socks)
+                                   media.fingerprint, media.server_name, socks)
 
     async def route(self, target: Endpoint) -> Endpoint:
         """A censored port-forward to ``target`` (a tunnel server); returns where to connect."""

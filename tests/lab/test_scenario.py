@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from noisewall.censor.detection import Endpoint, FlowRecord
 from noisewall.errors import InputError
 from noisewall.lab.groundtruth import ground_truth
 from noisewall.lab.scenario import (
@@ -18,6 +19,7 @@ from noisewall.lab.scenario import (
     resolve_scenario,
     shipped_scenarios,
 )
+from noisewall.lab.services import MEDIA_HOST
 
 ROOT = Path(__file__).resolve().parents[2]
 CHINA = shipped_scenarios()["china-2017"]
@@ -55,6 +57,31 @@ def test_china_ground_truth_follows_the_record() -> None:
     assert throttled.onset == 1505836800.0  # 20 Sep 2017 00:00 +08:00
     assert by_rule[("noisesocket-blocked", "text")].end is None
     assert all(e.vantage == "direct" for e in truth), "control and tunnel stay clean"
+
+
+@pytest.mark.parametrize(("name", "media_name"), [("china-2017", "mmg.whatsapp.net"),
+                                                  ("russia-2021", "pbs.twimg.com")])
+def test_shipped_media_rules_match_the_media_name_not_the_address(
+    name: str, media_name: str
+) -> None:
+    scenario = resolve_scenario(name)
+    assert scenario.media_name == media_name
+    media_rules = [entry.name for entry in scenario.timeline
+                   if entry.expect is not None and entry.expect.vantages == ("direct",)
+                   and set(entry.expect.features) <= {"photo", "video", "voice"}]
+    assert media_rules
+    client, media = Endpoint("127.0.0.1", 40000), Endpoint(MEDIA_HOST, 8443)
+    for rule in scenario.policy.rules:
+        if rule.name in media_rules:
+            assert "sni" in rule.match.conditions and "server" not in rule.match.conditions
+            assert rule.match(FlowRecord(client, media, protocol="tls", sni=media_name))
+            assert not rule.match(FlowRecord(client, media, protocol="tls", sni=None))
+
+
+def test_no_media_name_is_the_default() -> None:
+    assert resolve_scenario("gfw-fet-2021").media_name is None
+    assert parse_scenario(CHINA.replace("media_name: mmg.whatsapp.net\n", ""),
+                          "c.yaml").media_name is None
 
 
 def test_file_path_and_missing_file(tmp_path: Path) -> None:
@@ -108,6 +135,10 @@ BROKEN = [
      "vantages[1].background", "greater than or equal to 0", "{name: control"),
     ("name: noisesocket-blocked", "name: noisesocket-throttled", "timeline[3].name",
      "duplicate rule name", "name: noisesocket-throttled\n    source: illustrative"),
+    ("media_name: mmg.whatsapp.net", "media_name: 127.0.10.2", "media_name",
+     "is an IP address, not a host name", "media_name:"),
+    ("media_name: mmg.whatsapp.net", "media_name: mmg_whatsapp.net", "media_name",
+     "is not a host name", "media_name:"),
 ]
 
 

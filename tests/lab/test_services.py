@@ -12,7 +12,8 @@ from noisewall.lab.scenario import resolve_scenario
 from noisewall.lab.services import MEDIA_HOST, LabServices
 
 
-async def _tls_handshake(socks: tuple[str, int], host: str, port: int) -> str:
+async def _tls_handshake(socks: tuple[str, int], host: str, port: int,
+                         server_name: str | None) -> str:
     """'ok' or the failure of a TLS handshake to host:port through the censor."""
     try:
         async with asyncio.timeout(5):
@@ -20,7 +21,7 @@ async def _tls_handshake(socks: tuple[str, int], host: str, port: int) -> str:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE  # the lab's media certificate is self-signed
-            await writer.start_tls(context)
+            await writer.start_tls(context, server_hostname=server_name)
             writer.close()
             return "ok"
     except (ConnectionError, ssl.SSLError, OSError) as exc:
@@ -33,18 +34,24 @@ async def test_censor_follows_the_timeline_on_the_simulated_clock(tmp_path: Path
     assert media_rule.name == "media-blocked" and media_rule.active[0].start is not None
     onset = media_rule.active[0].start
     clock = ManualClock(scenario.start)
-    async with LabServices(tmp_path, scenario.policy, clock) as services:
+    name = scenario.media_name
+    assert name == "mmg.whatsapp.net"
+    async with LabServices(tmp_path, scenario.policy, clock, media_name=name) as services:
         assert services.addresses is not None
+        assert services.addresses.media_name == name
         socks = (services.addresses.socks.host, services.addresses.socks.port)
         media_port = int(services.addresses.media_url.rsplit(":", 1)[1])
         assert services.addresses.media_url.startswith(f"https://{MEDIA_HOST}:")
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port) == "ok"
+        assert await _tls_handshake(socks, MEDIA_HOST, media_port, name) == "ok"
         clock.set(onset - 1)
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port) == "ok"
+        assert await _tls_handshake(socks, MEDIA_HOST, media_port, name) == "ok"
         clock.set(onset)
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port) != "ok"
+        assert await _tls_handshake(socks, MEDIA_HOST, media_port, name) != "ok"
         clock.set(scenario.end - 1)
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port) != "ok"
+        assert await _tls_handshake(socks, MEDIA_HOST, media_port, name) != "ok"
+        # The rule matches the name the client sends, not the address it reaches.
+        assert await _tls_handshake(socks, MEDIA_HOST, media_port, None) == "ok"
+        assert await _tls_handshake(socks, MEDIA_HOST, media_port, "cdn.example") == "ok"
         # the uncensored path to the same server stays open
         _, writer = await asyncio.wait_for(
             asyncio.open_connection(MEDIA_HOST, media_port), 5)
