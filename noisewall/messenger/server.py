@@ -86,7 +86,7 @@ class ChatServer:
         self.static = load_or_create_static_key(data_dir)
         self.store = ChatStore(data_dir / "chat.sqlite3", ttl=ttl)
         self.framing: Framing = framing
-        self.media = media  # {"url": ..., "fingerprint": hex} once a media server runs
+        self.media = media  # {"url", "fingerprint" (hex), "server_name" (or None)} once a media server runs
         self._online: dict[str, _Client] = {}
         self._media_tokens: dict[bytes, str] = {}
         self._server: NoiseServer | None = None

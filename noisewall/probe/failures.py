@@ -25,7 +25,6 @@ import errno
 import ssl
 
 import aiohttp
-import python_socks
 
 from noisewall.messenger.client import ChatError
 from noisewall.messenger.mediaclient import MediaClientError, MediaPinError
@@ -90,13 +89,10 @@ def _cause(exc: BaseException) -> BaseException | None:
 
 def _direct(exc: BaseException) -> str | None:
     """The name of ``exc`` itself, or None when only its cause can tell."""
-    if isinstance(exc, TimeoutError | python_socks.ProxyTimeoutError):
+    if isinstance(exc, TimeoutError):
         return "generic_timeout_error"
     if isinstance(exc, Socks5Error):
         return _SOCKS_REPLY.get(exc.reply, "socks_error")
-    if isinstance(exc, python_socks.ProxyError):
-        code = getattr(exc, "error_code", None)
-        return _SOCKS_REPLY.get(code, "socks_error") if isinstance(code, int) else "socks_error"
     if isinstance(exc, MediaPinError | aiohttp.ServerFingerprintMismatch):
         return "ssl_invalid_certificate"
     if isinstance(exc, ssl.SSLCertVerificationError):

@@ -8,7 +8,6 @@ import ssl
 
 import aiohttp
 import pytest
-import python_socks
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -63,9 +62,6 @@ def _cert_error(code: int) -> ssl.SSLCertVerificationError:
     (Socks5Error("refused", Reply.CONNECTION_REFUSED), "connection_refused"),
     (Socks5Error("not allowed", Reply.NOT_ALLOWED), "socks_connection_not_allowed"),
     (Socks5Error("bad method"), "socks_error"),
-    (python_socks.ProxyError("refused", 5), "connection_refused"),
-    (python_socks.ProxyError("odd"), "socks_error"),
-    (python_socks.ProxyTimeoutError("slow"), "generic_timeout_error"),
     (MediaAuthError("HTTP 401"), "http_request_failed"),
     (_wrapped(ConnectionResetError(errno.ECONNRESET, "reset")), "connection_reset"),
     (_wrapped(TimeoutError()), "generic_timeout_error"),
