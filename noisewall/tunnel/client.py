@@ -48,9 +48,12 @@ async def open_session(config: TunnelClientConfig, transport: Transport | None =
             stream = await transport.wrap_client(connection, config.server_key)
             settings = transport.client_settings(config.static, config.server_key)
             channel = await initiate(stream, settings, transport.channel_binding(stream))
-    except (OSError, TimeoutError, NoiseError, ConnectionError) as exc:
+    except BaseException as exc:
+        # Also when cancelled (the client closing mid-handshake): nothing else holds it.
         if connection is not None:
             connection.close()
+        if not isinstance(exc, OSError | TimeoutError | NoiseError | ConnectionError):
+            raise
         reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
         raise TunnelUnavailable(f"tunnel to {config.server_host}:{config.server_port} "
                                 f"failed: {reason}") from None

@@ -261,3 +261,28 @@ async def test_closing_a_client_ends_its_proxied_connections(keys: Keys, echo_po
                                                           echo_port)
         assert await _read_until_closed(reader) == b""
         writer.close()
+
+
+@pytest.mark.parametrize("transport", ["tls", "random", "noisesocket-padded"])
+async def test_closing_a_client_mid_handshake_closes_its_tunnel_connection(
+    keys: Keys, transport: str
+) -> None:
+    accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(reader)  # a server (or a censor dropping the flow) that never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        client = TunnelClient(client_config(keys, transport, server.sockets[0].getsockname()[:2],
+                                            connect_timeout=30.0))
+        async with client:
+            host, port = client.socks_address
+            user = asyncio.create_task(socks5.open_connection((host, port), "127.0.0.1", 9))
+            tunnel = await asyncio.wait_for(accepted.get(), 5)
+            await asyncio.sleep(0.1)  # the client's first bytes are out; it waits for an answer
+        with pytest.raises(ConnectionError):  # the SOCKS client saw its proxy go away
+            await asyncio.wait_for(user, 5)
+        # The tunnel connection was closed with the client, not left to the garbage
+        # collector: its first bytes came, then the end of the stream.
+        assert await asyncio.wait_for(tunnel.read(), 5)
