@@ -86,7 +86,8 @@ class ChatServer:
         self.static = load_or_create_static_key(data_dir)
         self.store = ChatStore(data_dir / "chat.sqlite3", ttl=ttl)
         self.framing: Framing = framing
-        self.media = media  # {"url", "fingerprint" (hex), "server_name" (or None)} once a media server runs
+        # {"url", "fingerprint" (hex), "server_name" (or None)} once a media server runs
+        self.media = media
         self._online: dict[str, _Client] = {}
         self._media_tokens: dict[bytes, str] = {}
         self._server: NoiseServer | None = None
