@@ -5,10 +5,9 @@ from __future__ import annotations
 import http.server
 import ipaddress
 import json
-import os
-import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -177,7 +176,7 @@ def test_real_tls_clients_inside_trust_the_lab_ca_with_no_options(
     load_cert_chain(context, issue_server_certificate(lab_network, ["chat.lab"]))
     with web_server(lab_network, address, 443, context):
         curl = run_in(lab_network, Side.INSIDE, "curl", "-sS", "-m", "10", "https://chat.lab/")
-        python = run_in(lab_network, Side.INSIDE, os.sys.executable, "-c",
+        python = run_in(lab_network, Side.INSIDE, sys.executable, "-c",
                         "import urllib.request; print(urllib.request.urlopen("
                         "'https://chat.lab/', timeout=10).read().decode(), end='')")
         openssl = subprocess.run(
