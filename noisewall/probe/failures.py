@@ -31,7 +31,8 @@ from noisewall.messenger.mediaclient import MediaClientError, MediaPinError
 from noisewall.noise.errors import ConnectionClosedError, DecryptError, NegotiationError
 from noisewall.socks5 import Reply, Socks5Error
 
-_ERRNO = {
+#: errno -> OONI failure string (df-007).
+ERRNO_FAILURES = {
     errno.ECONNRESET: "connection_reset",
     errno.EPIPE: "connection_reset",
     errno.ECONNREFUSED: "connection_refused",
@@ -57,7 +58,7 @@ _HOSTNAME_MISMATCH = 62
 
 #: Every failure string :func:`failure_string` returns, besides ``unknown_failure: ...``.
 KNOWN_FAILURES = frozenset(
-    {*_ERRNO.values(), *_SOCKS_REPLY.values(), "generic_timeout_error", "eof_error",
+    {*ERRNO_FAILURES.values(), *_SOCKS_REPLY.values(), "generic_timeout_error", "eof_error",
      "socks_error", "ssl_invalid_certificate", "ssl_unknown_authority",
      "ssl_invalid_hostname", "ssl_failed_handshake", "http_request_failed"}
 )
@@ -112,8 +113,8 @@ def _direct(exc: BaseException) -> str | None:
         return "connection_refused"
     if isinstance(exc, ConnectionAbortedError):
         return "connection_aborted"
-    if isinstance(exc, OSError) and exc.errno in _ERRNO:
-        return _ERRNO[exc.errno]
+    if isinstance(exc, OSError) and exc.errno in ERRNO_FAILURES:
+        return ERRNO_FAILURES[exc.errno]
     if isinstance(exc, EOFError | ConnectionClosedError | aiohttp.ServerDisconnectedError
                   | aiohttp.ClientPayloadError):
         return "eof_error"
