@@ -117,8 +117,10 @@ class FlowEnforcement:
         if decision is None:
             return self._pass(data, upstream, now)
         effect = decision.effect
-        if effect in ("allow", "drop", "reset"):
-            return self._pass(data, upstream, now) if effect == "allow" else _HOLD
+        if effect in ("allow", "dns"):  # forged answers are for the DNS forger: TCP passes
+            return self._pass(data, upstream, now)
+        if effect in ("drop", "reset"):
+            return _HOLD
         action = decision.action
         if effect == "delay":
             return self._pass(data, upstream, now + action.ms / 1000)
