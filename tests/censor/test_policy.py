@@ -290,7 +290,7 @@ INVALID = [
         4,
         "rules[0].match.sniff",
         "unknown key (expected one of: protocol, sni, host, server, port, ja3, ja4, "
-        "fully_encrypted)",
+        "fully_encrypted, transport)",
     ),
     (
         "unknown top-level key",
