@@ -19,6 +19,8 @@ from noisewall.lab.bench import run_lab_benchmarks
 from noisewall.lab.commands import lab
 from noisewall.messenger.bench import run_messenger_benchmarks
 from noisewall.messenger.commands import client, server
+from noisewall.net.commands import net
+from noisewall.net.errors import NetError
 from noisewall.noise.bench import BenchResult, machine_description, run_noise_benchmarks
 from noisewall.noise.commands import noise
 from noisewall.noise.errors import NoiseError
@@ -46,6 +48,7 @@ cli.add_command(tunnel)
 cli.add_command(probe)
 cli.add_command(observe)
 cli.add_command(lab)
+cli.add_command(net)
 
 
 @cli.group()
@@ -108,7 +111,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (NoiseError, InputError, ValueError, OSError, TimeoutError) as exc:
+    except (NoiseError, InputError, NetError, ValueError, OSError, TimeoutError) as exc:
         message = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError):
             message = "timed out"

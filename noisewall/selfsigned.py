@@ -5,8 +5,10 @@ on disk across restarts) and the tunnel's ``tls`` transport (a fresh one per
 server for its cover site). Both get the same leaf certificate: an ECDSA P-256
 key, subject and issuer ``CN=<name>``, subject alternative names, not a CA,
 key usage digital signature, extended key usage server authentication, valid
-from a day ago (clock skew) for ``validity``. :func:`dns_name` checks a
-server name before it goes into a certificate or a ClientHello's SNI.
+from a day ago (clock skew) for ``validity``. The lab network's certificate
+authority (:func:`build_certificate_authority`) issues the same leaves.
+:func:`dns_name` checks a server name before it goes into a certificate or a
+ClientHello's SNI.
 """
 
 from __future__ import annotations
@@ -83,12 +85,50 @@ def build_self_signed(common_name: str, *, dns_names: Sequence[str] = (),
     ``dns_names`` and ``ip_addresses`` become the subject alternative names
     (clients match those, not the common name); at least one is required.
     """
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    names += [x509.IPAddress(a) for a in ip_addresses]
-    if not names:
-        raise ValueError("a server certificate needs at least one subject alternative name")
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    subject = _name(common_name)
+    return _server_certificate(subject, key, subject, key, dns_names, ip_addresses, validity)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class CertificateAuthority:
+    """A certificate authority (certificate and key) that issues server certificates.
+
+    ``repr`` leaves the key out so it is never logged.
+    """
+
+    cert_pem: bytes
+    key_pem: bytes  # PKCS#8, unencrypted
+
+    def issue(self, common_name: str, *, dns_names: Sequence[str] = (),
+              ip_addresses: Sequence[IPAddress] = (),
+              validity: datetime.timedelta) -> SelfSignedCertificate:
+        """A fresh key and a server certificate for ``common_name`` signed by this authority.
+
+        The result has the same form as :func:`build_self_signed`'s; only its
+        issuer differs. At least one subject alternative name is required.
+        """
+        ca_certificate = x509.load_pem_x509_certificate(self.cert_pem)
+        ca_key = serialization.load_pem_private_key(self.key_pem, password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the authority's key is not an EC key")
+        return _server_certificate(_name(common_name), ec.generate_private_key(ec.SECP256R1()),
+                                   ca_certificate.subject, ca_key, dns_names, ip_addresses,
+                                   validity)
+
+    def __repr__(self) -> str:
+        fingerprint = x509.load_pem_x509_certificate(self.cert_pem).fingerprint(hashes.SHA256())
+        return f"CertificateAuthority(sha256={fingerprint.hex()})"
+
+
+def build_certificate_authority(common_name: str, *,
+                                validity: datetime.timedelta) -> CertificateAuthority:
+    """A fresh key and a self-signed CA certificate that may sign server certificates only.
+
+    ``path_length=0``: it signs leaves, never another CA.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(common_name)
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
@@ -98,31 +138,66 @@ def build_self_signed(common_name: str, *, dns_names: Sequence[str] = (),
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(certificate_authority=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return CertificateAuthority(cert_pem=certificate.public_bytes(serialization.Encoding.PEM),
+                                key_pem=_pkcs8(key))
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _pkcs8(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _key_usage(*, certificate_authority: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=certificate_authority,
+        crl_sign=certificate_authority,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _server_certificate(subject: x509.Name, key: ec.EllipticCurvePrivateKey,  # noqa: PLR0917
+                        issuer: x509.Name, issuer_key: ec.EllipticCurvePrivateKey,
+                        dns_names: Sequence[str], ip_addresses: Sequence[IPAddress],
+                        validity: datetime.timedelta) -> SelfSignedCertificate:
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    names += [x509.IPAddress(a) for a in ip_addresses]
+    if not names:
+        raise ValueError("a server certificate needs at least one subject alternative name")
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + validity)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(certificate_authority=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(issuer_key, hashes.SHA256())
     )
     return SelfSignedCertificate(
         cert_pem=certificate.public_bytes(serialization.Encoding.PEM),
         cert_der=certificate.public_bytes(serialization.Encoding.DER),
-        key_pem=key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()),
+        key_pem=_pkcs8(key),
     )
 
 
