@@ -19,9 +19,8 @@ class DecisionLog:
         self._log = log
         self.metrics = metrics
 
-    def decided(self, ident: int, record: FlowRecord, decision: Decision,
-                **extra: Any) -> None:
-        """Record one flow's decision (``extra``: more fields for the log line, e.g. transport)."""
+    def decided(self, ident: int, record: FlowRecord, decision: Decision) -> None:
+        """Record one flow's decision."""
         if self.metrics is not None:
             self.metrics.flow(record.protocol, decision.effect, decision.rule or "default")
         if self._log is None:
@@ -32,13 +31,13 @@ class DecisionLog:
             "client": str(record.client),
             "server": str(record.server),
             "protocol": record.protocol,
+            "transport": record.transport,
             "sni": record.sni,
             "host": record.host,
             "ja3": record.ja3,
             "ja4": record.ja4,
             "fully_encrypted": record.fully_encrypted,
             "exemption": record.exemption,
-            **extra,
             **decision.as_json(),
         }
         self._log.write(json.dumps(entry) + "\n")

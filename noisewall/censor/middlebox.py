@@ -39,7 +39,7 @@ from noisewall.censor.detection import Endpoint, FlowRecord
 from noisewall.censor.enforcement import FlowEnforcement, Opening
 from noisewall.censor.flowclassifier import FlowClassifier
 from noisewall.censor.metrics import CensorMetrics
-from noisewall.censor.policy import Policy
+from noisewall.censor.policy import Decision, Policy
 from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
 from noisewall.censor.splicing import PipePool, SpliceEnd, splice_relay
 from noisewall.clock import Clock, SystemClock
@@ -178,6 +178,17 @@ class Middlebox:
                 self._close_flow(flow)
 
     # --- flows ---------------------------------------------------------
+
+    def decide(self, record: FlowRecord) -> Decision:
+        """Decide on a flow the middlebox does not relay itself (a DNS query), and log it."""
+        decision = self._policy().decide(record, self.clock.now(), self.rng)
+        self.record_decision(record, decision)
+        return decision
+
+    def record_decision(self, record: FlowRecord, decision: Decision) -> None:
+        """Log a decision made elsewhere (the kernel's, on a UDP flow) as a flow of ours."""
+        self._next_id += 1
+        self.decisions.decided(self._next_id, record, decision)
 
     def _admit(self, flow: Flow) -> None:
         while len(self._flows) >= self.config.max_flows:
