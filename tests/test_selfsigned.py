@@ -14,7 +14,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from noisewall.selfsigned import build_self_signed, dns_name, load_cert_chain
+from noisewall.selfsigned import (
+    SelfSignedCertificate,
+    build_certificate_authority,
+    build_self_signed,
+    dns_name,
+    load_cert_chain,
+)
 
 
 def test_a_leaf_server_certificate_with_the_names_asked_for() -> None:
@@ -51,32 +57,76 @@ def test_no_subject_alternative_name_is_refused() -> None:
         build_self_signed("nobody", validity=datetime.timedelta(days=1))
 
 
-async def test_a_client_that_trusts_the_certificate_completes_a_handshake() -> None:
-    built = build_self_signed("localhost", dns_names=["localhost"],
-                              validity=datetime.timedelta(days=1))
+async def _echo_over_tls(served: SelfSignedCertificate, trusted_pem: bytes,
+                        server_hostname: str) -> bytes:
+    """The DER certificate a verifying client that trusts ``trusted_pem`` was shown."""
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    load_cert_chain(server_context, built)
+    load_cert_chain(server_context, served)
     client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
-    client_context.load_verify_locations(cadata=built.cert_pem.decode("ascii"))
+    client_context.load_verify_locations(cadata=trusted_pem.decode("ascii"))
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(await reader.readexactly(5))
-        await writer.drain()
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            writer.write(await reader.readexactly(5))
+            await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
     async with server:
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            "127.0.0.1", port, ssl=client_context, server_hostname="localhost"), 10)
+            "127.0.0.1", port, ssl=client_context, server_hostname=server_hostname), 10)
         try:
-            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-            assert hashlib.sha256(der).digest() == built.fingerprint
+            der: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
             writer.write(b"hello")
             assert await asyncio.wait_for(reader.readexactly(5), 10) == b"hello"
         finally:
             writer.close()
-            await writer.wait_closed()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+    return der
+
+
+async def test_a_client_that_trusts_the_certificate_completes_a_handshake() -> None:
+    built = build_self_signed("localhost", dns_names=["localhost"],
+                              validity=datetime.timedelta(days=1))
+    der = await _echo_over_tls(built, built.cert_pem, "localhost")
+    assert hashlib.sha256(der).digest() == built.fingerprint
+
+
+def test_a_certificate_authority_signs_leaves_only() -> None:
+    authority = build_certificate_authority("lab CA", validity=datetime.timedelta(days=1))
+    ca = x509.load_pem_x509_certificate(authority.cert_pem)
+    constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert constraints.ca and constraints.path_length == 0
+    assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    leaf = x509.load_pem_x509_certificate(
+        authority.issue("chat.lab", dns_names=["chat.lab"],
+                        ip_addresses=[ipaddress.ip_address("203.0.113.10")],
+                        validity=datetime.timedelta(days=1)).cert_pem)
+    leaf.verify_directly_issued_by(ca)
+    assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["chat.lab"]
+    assert "PRIVATE" not in repr(authority) and repr(authority).startswith(
+        "CertificateAuthority(sha256=")
+
+
+async def test_a_client_that_trusts_the_authority_accepts_what_it_issued() -> None:
+    authority = build_certificate_authority("lab CA", validity=datetime.timedelta(days=1))
+    issued = authority.issue("localhost", dns_names=["localhost"],
+                             validity=datetime.timedelta(days=1))
+    der = await _echo_over_tls(issued, authority.cert_pem, "localhost")
+    assert hashlib.sha256(der).digest() == issued.fingerprint
+
+
+async def test_a_client_that_trusts_another_authority_refuses_it() -> None:
+    authority, other = (build_certificate_authority(name, validity=datetime.timedelta(days=1))
+                        for name in ("lab CA", "other CA"))
+    issued = authority.issue("localhost", dns_names=["localhost"],
+                             validity=datetime.timedelta(days=1))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await _echo_over_tls(issued, other.cert_pem, "localhost")
 
 
 @pytest.mark.parametrize(("value", "expected"), [

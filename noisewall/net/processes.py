@@ -41,14 +41,14 @@ def stop(pids: Iterable[int], grace: float = GRACE_SECONDS) -> None:
     remaining = {pid for pid in pids if _signal(pid, signal.SIGTERM)}
     deadline = time.monotonic() + grace
     while remaining and time.monotonic() < deadline:
-        remaining = {pid for pid in remaining if _alive(pid)}
+        remaining = {pid for pid in remaining if alive(pid)}
         if remaining:
             time.sleep(_POLL_SECONDS)
     for pid in remaining:
         _signal(pid, signal.SIGKILL)
     deadline = time.monotonic() + grace
     while remaining and time.monotonic() < deadline:
-        remaining = {pid for pid in remaining if _alive(pid)}
+        remaining = {pid for pid in remaining if alive(pid)}
         if remaining:
             time.sleep(_POLL_SECONDS)
 
@@ -61,8 +61,8 @@ def _signal(pid: int, signum: signal.Signals) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
-    """False once ``pid`` has exited (reaping it if it is this process's child)."""
+def alive(pid: int) -> bool:
+    """False once ``pid`` has exited or is a zombie (reaped if it is this process's child)."""
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
