@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -20,6 +21,7 @@ from noisewall.censor.policy import load_policy
 from noisewall.censor.runner import CensorOptions, run_censor
 from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
 from noisewall.cli_options import json_option, parse_endpoint
+from noisewall.net import Side, entered, load
 
 
 def _endpoint(text: str) -> Endpoint:
@@ -42,6 +44,10 @@ def _route(text: str) -> Route:
 @click.option("--socks-allow", multiple=True, metavar="CIDR",
               help="Destinations the SOCKS5 gateway may reach "
                    f"(default: {', '.join(DEFAULT_SOCKS_ALLOW)}).")
+@click.option("--net", "net_name", metavar="NAME",
+              help="Sit in the path of lab network NAME (noisewall net up --name NAME): run "
+                   "in its border namespace and take every TCP flow and DNS query the users "
+                   "send out, with no proxy setting anywhere. Needs root.")
 @click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics here.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Append decision JSON lines to this file (default: stdout).")
@@ -60,6 +66,7 @@ def censor(
     routes: tuple[str, ...],
     socks: str | None,
     socks_allow: tuple[str, ...],
+    net_name: str | None,
     metrics: str | None,
     log_path: Path | None,
     seed: int | None,
@@ -69,15 +76,17 @@ def censor(
 ) -> None:
     """A GFW-style DPI middlebox: classify flows, then allow, reset, drop, throttle or flap them.
 
-    Run it with --policy and at least one --route or --socks; every decision is
-    logged as one JSON line. `noisewall censor classify` works on captures.
+    Run it with --policy and at least one --route, --socks or --net; every
+    decision is logged as one JSON line. `noisewall censor classify` works on
+    captures.
     """
     if ctx.invoked_subcommand is not None:
         return
     if policy is None:
         raise click.UsageError("give --policy FILE (or a subcommand such as classify)")
-    if not routes and socks is None:
-        raise click.UsageError("give at least one --route or --socks")
+    if not routes and socks is None and net_name is None:
+        raise click.UsageError("give at least one --route, --socks or --net")
+    network = load(net_name) if net_name is not None else None
     decision_log: TextIO = sys.stdout
     if log_path is not None:
         decision_log = log_path.open("a", encoding="utf-8")
@@ -88,6 +97,7 @@ def censor(
         metrics=_endpoint(metrics) if metrics else None,
         decision_log=decision_log,
         seed=seed,
+        network=network,
         config=MiddleboxConfig(
             max_flows=max_flows,
             idle_timeout=idle_timeout,
@@ -95,11 +105,16 @@ def censor(
             kernel_relay=SPLICE_AVAILABLE and not copy_relay,
         ),
     )
+    tune_allocator()  # a bulk relay: keep glibc out of its page-faulting trim mode
+    border = (entered(network.namespace(Side.BORDER)) if network is not None
+              else contextlib.nullcontext())
     try:
-        tune_allocator()  # a bulk relay: keep glibc out of its page-faulting trim mode
-        asyncio.run(run_censor(options))
+        with border:
+            asyncio.run(run_censor(options))
     except KeyboardInterrupt:
         sys.exit(130)
+    except asyncio.CancelledError:  # SIGTERM
+        sys.exit(143)
 
 
 @censor.command()

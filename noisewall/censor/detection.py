@@ -61,6 +61,7 @@ class FlowRecord:
     client: Endpoint
     server: Endpoint
     protocol: str = "unknown"
+    transport: str = "tcp"
     confidence: float = 0.0
     detections: list[Detection] = field(default_factory=list)
     sni: str | None = None
@@ -77,6 +78,7 @@ class FlowRecord:
             "client": str(self.client),
             "server": str(self.server),
             "protocol": self.protocol,
+            "transport": self.transport,
             "confidence": round(self.confidence, 3),
             "sni": self.sni,
             "host": self.host,

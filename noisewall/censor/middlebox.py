@@ -1,67 +1,56 @@
-"""The censor's middlebox: a TCP relay that classifies each flow and enforces the policy.
+"""The censor's middlebox: classifies each flow, asks the policy once, and enforces the answer.
 
-Clients reach it through port-forward routes or a SOCKS5 gateway. For each
-flow it connects upstream at once, lets server bytes through while it reads
-the client's first bytes (a GFW sees packets pass before it decides), holds
-the client's bytes until the flow is classified, asks the policy for one
-decision, logs it as a JSON line, and then enforces it:
+Flows arrive by the ways in of :mod:`noisewall.censor.arrival` (port routes,
+a SOCKS5 gateway, the transparent redirect in the path); this module does
+the same with each. It connects to the server at once, lets server bytes
+through while it reads the client's first bytes (a GFW sees packets pass
+before it decides), holds the client's bytes until the flow is classified,
+asks the policy for one decision, records it (:mod:`.decisionlog`), and
+then moves bytes as the flow's :class:`~noisewall.censor.enforcement.FlowEnforcement`
+says: what to forward, when, and when to hold or tear down.
 
-* ``allow``: relay both ways; ``delay``: relay with added one-way latency;
-* ``reset``: tear both sides down with TCP RSTs (SO_LINGER 0, then abort);
-* ``drop``: stop forwarding and leave both ends to time out;
-* ``throttle``: a token bucket at the configured rate in each direction;
-* ``flaky``: fail a fraction of flows at once (``fail``) or let them stall
-  after some bytes (``stall``).
-
-Every socket is a :class:`~noisewall.tcp_stream.TcpStream`. Once a flow is
-allowed, the middlebox has nothing left to inspect and hands both sockets to
-the kernel (:mod:`noisewall.censor.splicing`), which relays the bytes
-without copying them through Python. The flow table is bounded
-(``max_flows``; the least recently active flow is evicted) and idle flows
-are closed after ``idle_timeout`` seconds.
+Every socket is a :class:`~noisewall.tcp_stream.TcpStream`. Once an allowed
+flow has moved ``kernel_relay_after`` bytes it has nothing left to inspect,
+and the middlebox hands both sockets to the kernel
+(:mod:`noisewall.censor.splicing`). The flow table is bounded
+(``max_flows``; the least recently active flow is evicted) and idle flows are
+closed after ``idle_timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import json
 import logging
 import random
 import socket
 import struct
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, TextIO
 
-from noisewall import socks5
+from noisewall.censor.arrival import Accept, Arrival, FlowListener
+from noisewall.censor.arrival.routes import Route, route_arrivals
+from noisewall.censor.arrival.socks import DEFAULT_SOCKS_ALLOW, socks_arrivals
+from noisewall.censor.arrival.transparent import transparent_arrivals
+from noisewall.censor.decisionlog import DecisionLog
 from noisewall.censor.detection import Endpoint, FlowRecord
+from noisewall.censor.enforcement import FlowEnforcement, Opening
 from noisewall.censor.flowclassifier import FlowClassifier
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.policy import Decision, Policy
-from noisewall.censor.shaping import TokenBucket, kbit_to_bytes
 from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
 from noisewall.censor.splicing import PipePool, SpliceEnd, splice_relay
 from noisewall.clock import Clock, SystemClock
 from noisewall.tcp_stream import TcpStream
 
-log = logging.getLogger("noisewall.censor")
+__all__ = ["CHUNK", "DEFAULT_SOCKS_ALLOW", "Middlebox", "MiddleboxConfig", "Route"]
 
 #: The most one read takes from a stream (big reads keep the per-byte Python cost low).
 CHUNK = 1 << 20
-#: Loopback only, unless the operator widens it: an open relay is a bug.
-DEFAULT_SOCKS_ALLOW = ("127.0.0.0/8", "::1/128")
-
-
-@dataclass(frozen=True)
-class Route:
-    """Connections to ``listen`` are relayed to ``target``."""
-
-    listen: Endpoint
-    target: Endpoint
+log = logging.getLogger("noisewall.censor")
+_LOST = (ConnectionError, OSError, TimeoutError, asyncio.IncompleteReadError)
 
 
 @dataclass
@@ -84,24 +73,20 @@ class MiddleboxConfig:
 
 @dataclass
 class Flow:
-    """One relayed connection pair and its state."""
+    """One relayed connection pair: its sockets, tasks and enforcement."""
 
     ident: int
     record: FlowRecord
     client: TcpStream
+    enforcement: FlowEnforcement
     server: TcpStream | None = None
-    decision: Decision | None = None
     last_active: float = field(default_factory=time.monotonic)
-    bytes_up: int = 0
-    bytes_down: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    buckets: dict[bool, TokenBucket] = field(default_factory=dict)  # throttle, per direction
-    bulk: bool = False  # relayed enough to go to the kernel relay
 
 
 class Middlebox:
-    """A running censor: routes and/or a SOCKS5 gateway in front of real servers."""
+    """A running censor in front of real servers, reached by routes, SOCKS5 or a redirect."""
 
     def __init__(
         self,
@@ -116,48 +101,42 @@ class Middlebox:
         self._policy = policy
         self.clock: Clock = clock or SystemClock()
         self.rng = rng or random.Random()  # noqa: S311 - censorship simulation, not crypto
-        self._log = decision_log
         self.metrics = metrics
+        self.decisions = DecisionLog(self.clock, decision_log, metrics)
         self.config = config or MiddleboxConfig()
-        self._socks_allow = [ipaddress.ip_network(net) for net in self.config.socks_allow]
-        self._servers: list[asyncio.Server] = []
+        self._listeners: list[FlowListener] = []
         self._flows: dict[int, Flow] = {}
         self._next_id = 0
         self._janitor: asyncio.Task[None] | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
-        self._closing = False
         self._pipes = PipePool()
+        self._closing = False
         #: Flows handed to the kernel relay so far.
         self.kernel_relayed = 0
 
-    # --- lifecycle -----------------------------------------------------
+    # --- ways in ---------------------------------------------------------
 
     async def add_route(self, route: Route) -> Endpoint:
         """Listen for a route; returns the bound endpoint (port 0 picks one)."""
-        return await self._listen(route.listen,
-                                  lambda stream: self._serve_flow(stream, route.target))
+        return await self.add_listener(route.listen, route_arrivals(route.target))
 
     async def add_socks(self, listen: Endpoint) -> Endpoint:
         """Listen as a SOCKS5 gateway; returns the bound endpoint."""
-        return await self._listen(listen, self._serve_socks)
+        return await self.add_listener(
+            listen, socks_arrivals(self.config.socks_allow, self.config.connect_timeout))
 
-    async def _listen(self, listen: Endpoint,
-                      serve: Callable[[TcpStream], Coroutine[Any, Any, None]]) -> Endpoint:
-        server = await asyncio.get_running_loop().create_server(
-            lambda: TcpStream(partial(self._accepted, serve)), listen.host, listen.port)
-        self._servers.append(server)
+    async def add_transparent(self, listen: Endpoint) -> Endpoint:
+        """Listen for flows an nftables redirect turns to us; returns the bound endpoint."""
+        return await self.add_listener(listen, transparent_arrivals())
+
+    async def add_listener(self, listen: Endpoint, accept: Accept) -> Endpoint:
+        """Listen on ``listen``; ``accept`` says where each connection was going."""
+        listener = FlowListener(accept, self.serve)
+        bound = await listener.start(listen)
+        self._listeners.append(listener)
         self._start_janitor()
-        host, port = server.sockets[0].getsockname()[:2]
-        return Endpoint(host, port)
+        return bound
 
-    def _accepted(self, serve: Callable[[TcpStream], Coroutine[Any, Any, None]],
-                  stream: TcpStream) -> None:
-        if self._closing:
-            stream.close()
-            return
-        task = asyncio.get_running_loop().create_task(serve(stream))
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+    # --- lifecycle -----------------------------------------------------
 
     @property
     def flow_count(self) -> int:
@@ -167,21 +146,17 @@ class Middlebox:
     async def close(self) -> None:
         """Stop listening, close every flow, and return once all of their tasks have ended."""
         self._closing = True
-        for server in self._servers:
-            server.close()
-        tasks: set[asyncio.Task[Any]] = set(self._connections)
+        tasks: set[asyncio.Task[Any]] = set()
         if self._janitor is not None:
             self._janitor.cancel()
             tasks.add(self._janitor)
         for flow in list(self._flows.values()):
             tasks.update(flow.tasks)
             self._close_flow(flow)
-        for task in self._connections:
-            task.cancel()  # a throttled or delayed flow may be asleep for a while
+        # A throttled or delayed flow's handler may be asleep for a while: the listeners cancel it.
+        await asyncio.gather(*(listener.close() for listener in self._listeners))
         if tasks:
             await asyncio.wait(tasks)
-        for server in self._servers:
-            await server.wait_closed()
         self._pipes.close()
 
     async def __aenter__(self) -> Middlebox:
@@ -202,46 +177,18 @@ class Middlebox:
             for flow in [f for f in self._flows.values() if f.last_active < limit]:
                 self._close_flow(flow)
 
-    # --- SOCKS5 --------------------------------------------------------
-
-    async def _serve_socks(self, stream: TcpStream) -> None:
-        refusals = (socks5.Socks5Error, TimeoutError, ConnectionError, asyncio.IncompleteReadError)
-        try:
-            async with asyncio.timeout(self.config.connect_timeout):
-                target = await self._socks_handshake(stream)
-        except refusals as exc:
-            log.info("socks: refused %s: %s", stream.get_extra_info("peername"), exc)
-            stream.close()
-            return
-        await self._serve_flow(stream, target, socks=True)
-
-    async def _socks_handshake(self, stream: TcpStream) -> Endpoint:
-        async def write(data: bytes) -> None:
-            stream.write(data)
-            await stream.drain()
-
-        request = await socks5.accept_connect_request(lambda: self._read_some(stream), write)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                request.host, request.port, type=socket.SOCK_STREAM
-            )
-            address = ipaddress.ip_address(infos[0][4][0])
-        except (OSError, ValueError, IndexError):
-            await write(socks5.reply(socks5.Reply.HOST_UNREACHABLE))
-            raise socks5.Socks5Error(f"cannot resolve {request.host}") from None
-        if not any(address in network for network in self._socks_allow):
-            await write(socks5.reply(socks5.Reply.NOT_ALLOWED))
-            raise socks5.Socks5Error(f"destination {address} is outside the allowed networks")
-        return Endpoint(str(address), request.port)
-
-    @staticmethod
-    async def _read_some(stream: TcpStream) -> bytes:
-        data = await stream.read(512)
-        if not data:
-            raise asyncio.IncompleteReadError(b"", None)
-        return data
-
     # --- flows ---------------------------------------------------------
+
+    def decide(self, record: FlowRecord) -> Decision:
+        """Decide on a flow the middlebox does not relay itself (a DNS query), and log it."""
+        decision = self._policy().decide(record, self.clock.now(), self.rng)
+        self.record_decision(record, decision)
+        return decision
+
+    def record_decision(self, record: FlowRecord, decision: Decision) -> None:
+        """Log a decision made elsewhere (the kernel's, on a UDP flow) as a flow of ours."""
+        self._next_id += 1
+        self.decisions.decided(self._next_id, record, decision)
 
     def _admit(self, flow: Flow) -> None:
         while len(self._flows) >= self.config.max_flows:
@@ -250,60 +197,57 @@ class Middlebox:
             self._close_flow(oldest)
         self._flows[flow.ident] = flow
 
-    async def _serve_flow(self, stream: TcpStream, target: Endpoint, socks: bool = False) -> None:
-        peer = stream.get_extra_info("peername") or ("?", 0)
-        client = Endpoint(str(peer[0]), int(peer[1]))
+    async def serve(self, arrival: Arrival) -> None:
+        """Classify, decide and enforce one arriving flow; returns when it is over."""
+        if self._closing:
+            arrival.stream.close()
+            return
         self._next_id += 1
-        flow = Flow(self._next_id, FlowRecord(client, target), stream)
+        after = self.config.kernel_relay_after if self.config.kernel_relay else None
+        flow = Flow(self._next_id, FlowRecord(arrival.client, arrival.target), arrival.stream,
+                    FlowEnforcement(after))
         self._admit(flow)
         try:
-            await self._run_flow(flow, target, socks)
-        except (ConnectionError, OSError, TimeoutError, asyncio.IncompleteReadError):
+            await self._run_flow(flow, arrival)
+        except _LOST:
             pass
         finally:
             self._close_flow(flow)
 
-    async def _run_flow(self, flow: Flow, target: Endpoint, socks: bool) -> None:
-        client = flow.client
+    async def _run_flow(self, flow: Flow, arrival: Arrival) -> None:
+        client, target = flow.client, arrival.target
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 server = await TcpStream.connect(target.host, target.port)
         except (OSError, TimeoutError):
-            if socks:
-                client.write(socks5.reply(socks5.Reply.CONNECTION_REFUSED))
-                await client.drain()
+            await arrival.refused()
             return
         flow.server = server
-        if socks:
-            local = server.get_extra_info("sockname")
-            client.write(socks5.reply(socks5.Reply.SUCCEEDED, local[0], local[1]))
-            await client.drain()
+        local = server.get_extra_info("sockname")
+        await arrival.connected(Endpoint(str(local[0]), int(local[1])))
         classifier = FlowClassifier(flow.record.client, target)
         residual = self._policy().residual_decision(flow.record, self.clock.now())
         downstream = asyncio.get_running_loop().create_task(
-            self._pump(flow, server, client, upstream=False, classifier=classifier)
-        )
+            self._pump(flow, server, client, upstream=False, classifier=classifier))
         flow.tasks.append(downstream)
         held = b""
         if residual is not None:
-            record = classifier.finish()
+            flow.record = classifier.finish()
             decision = residual
         else:
-            record, held = await self._classify(flow, client, classifier)
-            decision = self._policy().decide(record, self.clock.now(), self.rng)
-        flow.record = record
-        flow.decision = decision
-        self._report(flow)
-        effect = decision.effect
-        if effect == "reset":
+            flow.record, held = await self._classify(flow, classifier)
+            decision = self._policy().decide(flow.record, self.clock.now(), self.rng)
+        opening = flow.enforcement.start(decision)
+        self.decisions.decided(flow.ident, flow.record, decision)
+        if opening is Opening.RESET:
             self._reset(flow)
             return
-        if effect == "drop":
+        if opening is Opening.HOLD:
             await flow.closed.wait()
             return
-        if held:
-            await self._forward(flow, server, held, upstream=True)
-        if effect == "allow" and self.config.kernel_relay:
+        if held and not await self._forward(flow, server, held, upstream=True):
+            return
+        if flow.enforcement.kernel_eligible:
             await self._relay_allowed(flow, downstream)
             return
         await self._pump(flow, client, server, upstream=True, classifier=None)
@@ -351,14 +295,17 @@ class Middlebox:
                     SpliceEnd(client_sock, client_pending, client_ended),
                     SpliceEnd(server_sock, server_pending, server_ended),
                     self._pipes,
-                    lambda upstream, size: self._count(flow, size, upstream),
+                    lambda upstream, size: self._moved_in_kernel(flow, size, upstream),
                 ))
                 flow.tasks.append(relay)  # closing the flow (eviction, shutdown) cancels it
                 await self._join(relay)
 
-    async def _classify(
-        self, flow: Flow, client: TcpStream, classifier: FlowClassifier
-    ) -> tuple[FlowRecord, bytes]:
+    def _moved_in_kernel(self, flow: Flow, size: int, upstream: bool) -> None:
+        flow.last_active = time.monotonic()
+        flow.enforcement.count(size, upstream=upstream)
+        self.decisions.moved(size, upstream=upstream)
+
+    async def _classify(self, flow: Flow, classifier: FlowClassifier) -> tuple[FlowRecord, bytes]:
         held = b""
         deadline = time.monotonic() + self.config.classify_timeout
         while not classifier.decided:
@@ -367,7 +314,7 @@ class Middlebox:
                 break
             try:
                 async with asyncio.timeout(remaining):
-                    data = await client.read(CHUNK)
+                    data = await flow.client.read(CHUNK)
             except TimeoutError:
                 break
             if not data:
@@ -377,86 +324,42 @@ class Middlebox:
             classifier.feed_client(data)
         return classifier.finish(), held
 
-    async def _pump(
-        self,
-        flow: Flow,
-        source: TcpStream,
-        target: TcpStream,
-        *,
-        upstream: bool,
-        classifier: FlowClassifier | None,
-    ) -> bool:
+    async def _pump(self, flow: Flow, source: TcpStream, target: TcpStream, *,
+                    upstream: bool, classifier: FlowClassifier | None) -> bool:
         """Relay ``source`` to ``target``; True if it stopped early for the kernel relay."""
+        enforcement = flow.enforcement
         while True:
             data = await source.read(CHUNK)
             if not data:
-                blocked = flow.decision is not None and flow.decision.effect in (
-                    "drop", "reset", "stall"
-                )
-                if not blocked:
+                if enforcement.forwards_eof:
                     with contextlib.suppress(OSError):
                         if target.can_write_eof():
                             target.write_eof()
                 return False
             flow.last_active = time.monotonic()
-            if flow.decision is None and classifier is not None:
+            if enforcement.decision is None and classifier is not None:
                 classifier.feed_server(data)
-            await self._forward(flow, target, data, upstream=upstream)
-            if flow.bulk:
+            if not await self._forward(flow, target, data, upstream=upstream):
+                return False
+            if enforcement.to_kernel:
                 return True
 
-    async def _forward(
-        self, flow: Flow, target: TcpStream, data: bytes, *, upstream: bool
-    ) -> None:
-        decision = flow.decision
-        effect = decision.effect if decision is not None else "allow"
-        if effect in ("drop", "reset"):
-            await flow.closed.wait()
-            return
-        if decision is not None and effect != "allow":
-            action = decision.action
-            if effect == "stall":
-                sent = flow.bytes_up + flow.bytes_down
-                if sent >= action.stall_after_bytes:
-                    await flow.closed.wait()
-                    return
-                data = data[: action.stall_after_bytes - sent]
-            elif effect == "delay":
-                await asyncio.sleep(action.ms / 1000)
-            elif effect == "throttle":
-                await self._throttle(flow, target, data, upstream)
-                return
-        self._count(flow, len(data), upstream)
-        target.write(data)
-        if (decision is not None and effect == "allow" and self.config.kernel_relay
-                and flow.bytes_up + flow.bytes_down >= self.config.kernel_relay_after):
-            flow.bulk = True
-        await target.drain()
-
-    async def _throttle(self, flow: Flow, target: TcpStream, data: bytes, upstream: bool) -> None:
-        assert flow.decision is not None
-        bucket = flow.buckets.get(upstream)
-        if bucket is None:
-            rate = kbit_to_bytes(flow.decision.action.rate_kbps)
-            # A 50 ms burst (at least one packet) keeps the rate smooth at any scale.
-            burst = max(1500.0, rate / 20)
-            bucket = flow.buckets[upstream] = TokenBucket(rate, burst, time.monotonic())
-        step = max(1, int(bucket.burst))
-        for offset in range(0, len(data), step):
-            piece = data[offset : offset + step]
-            await asyncio.sleep(bucket.reserve(len(piece), time.monotonic()))
-            self._count(flow, len(piece), upstream)
-            target.write(piece)
+    async def _forward(self, flow: Flow, target: TcpStream, data: bytes, *,
+                       upstream: bool) -> bool:
+        """Write what the enforcement plans for ``data``; False if the flow is held until closed."""
+        plan = flow.enforcement.forward(data, upstream=upstream, now=time.monotonic())
+        for chunk in plan.chunks:
+            wait = chunk.due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            flow.last_active = time.monotonic()
+            target.write(chunk.data)
+            self.decisions.moved(len(chunk.data), upstream=upstream)
             await target.drain()
-
-    def _count(self, flow: Flow, size: int, upstream: bool) -> None:
-        flow.last_active = time.monotonic()
-        if upstream:
-            flow.bytes_up += size
-        else:
-            flow.bytes_down += size
-        if self.metrics is not None:
-            self.metrics.bytes(upstream, size)
+        if plan.hold:
+            await flow.closed.wait()
+            return False
+        return True
 
     def _reset(self, flow: Flow) -> None:
         for stream in (flow.client, flow.server):
@@ -479,28 +382,3 @@ class Middlebox:
         for stream in (flow.client, flow.server):
             if stream is not None:
                 stream.close()
-
-    def _report(self, flow: Flow) -> None:
-        decision = flow.decision
-        assert decision is not None
-        record = flow.record
-        if self.metrics is not None:
-            self.metrics.flow(record.protocol, decision.effect, decision.rule or "default")
-        if self._log is None:
-            return
-        entry: dict[str, Any] = {
-            "time": self.clock.now(),
-            "flow": flow.ident,
-            "client": str(record.client),
-            "server": str(record.server),
-            "protocol": record.protocol,
-            "sni": record.sni,
-            "host": record.host,
-            "ja3": record.ja3,
-            "ja4": record.ja4,
-            "fully_encrypted": record.fully_encrypted,
-            "exemption": record.exemption,
-            **decision.as_json(),
-        }
-        self._log.write(json.dumps(entry) + "\n")
-        self._log.flush()

@@ -27,12 +27,15 @@ Schema
           ja3: e7d705a3286e19ea42f587b344ee6865   # glob / re: pattern(s), like sni
           ja4: "t13d*"
           fully_encrypted: true            # the GFW fully-encrypted verdict
-        action: reset               # allow | reset | drop | delay | throttle | flaky, or a mapping:
+          # transport: udp                 # tcp | udp (default both); a udp rule matches only
+                                           #   server (IPv4/CIDR) and port, and allows or drops
+        action: reset               # allow | reset | drop | delay | throttle | flaky | dns, or:
                                     #   {kind: throttle, rate_kbps: 128}     rate > 0, each way
                                     #   {kind: delay, ms: 300}               added latency > 0
                                     #   {kind: flaky, fail: 0.3}             fail 30% of flows
                                     #   {kind: flaky, fail: 0.5, mode: stall,
                                     #    stall_after_bytes: 4096}            stall 50% of flows
+                                    #   {kind: dns, answer: 198.51.100.7}    forge DNS answers
         probability: 0.26           # fraction of matching flows inspected, 0..1 (default 1)
         residual: 180               # seconds; after a hit, block client -> server:port (default 0)
         active:                     # optional list of windows; any one active = rule active
@@ -149,10 +152,15 @@ __all__ = [
     "policy_from_node",
 ]
 
-ActionKind: TypeAlias = Literal["allow", "reset", "drop", "delay", "throttle", "flaky"]
-Effect: TypeAlias = Literal["allow", "reset", "drop", "delay", "throttle", "stall"]
+ActionKind: TypeAlias = Literal["allow", "reset", "drop", "delay", "throttle", "flaky", "dns"]
+Effect: TypeAlias = Literal["allow", "reset", "drop", "delay", "throttle", "stall", "dns"]
+Transport: TypeAlias = Literal["tcp", "udp"]
 FlakyMode: TypeAlias = Literal["fail", "stall"]
-ACTION_KINDS: tuple[ActionKind, ...] = ("allow", "reset", "drop", "delay", "throttle", "flaky")
+ACTION_KINDS: tuple[ActionKind, ...] = (
+    "allow", "reset", "drop", "delay", "throttle", "flaky", "dns")
+#: What a ``transport: udp`` rule may use: nftables enforces it in the kernel, per packet.
+UDP_CONDITIONS = ("transport", "server", "port")
+UDP_ACTIONS = ("allow", "drop")
 #: Bytes a ``flaky`` ``stall`` flow forwards before it stalls, unless the rule says.
 DEFAULT_STALL_AFTER_BYTES = 16384
 #: Default bound on live residual entries.
@@ -175,6 +183,7 @@ _PARAMETER_DEFAULTS: dict[str, object] = {
     "fail": 0.0,
     "mode": "fail",
     "stall_after_bytes": 0,
+    "answer": "",
 }
 
 
@@ -187,7 +196,8 @@ class Action:
     bits), each direction on its own. ``ms`` (delay, > 0): added latency.
     ``fail`` (flaky, 0..1): fraction of flows that fail; ``mode`` (flaky): how
     they fail; ``stall_after_bytes`` (flaky, mode ``stall``): bytes forwarded,
-    both directions together, before the flow stalls.
+    both directions together, before the flow stalls. ``answer`` (dns): the
+    IPv4 address a forged DNS answer gives for the query's name.
     """
 
     kind: ActionKind
@@ -196,6 +206,7 @@ class Action:
     fail: float = 0.0
     mode: FlakyMode = "fail"
     stall_after_bytes: int = 0
+    answer: str = ""
 
     def __post_init__(self) -> None:
         kind = self.kind
@@ -207,6 +218,8 @@ class Action:
             raise ValueError("delay action: ms must be greater than 0")
         if kind == "flaky" and not (0 <= self.fail <= 1):
             raise ValueError("flaky action: fail must be within 0..1")
+        if kind == "dns":
+            ipaddress.IPv4Address(self.answer)  # ValueError if it is not one
         if self.mode not in ("fail", "stall") or self.stall_after_bytes < 0:
             raise ValueError("flaky action: mode is fail or stall, stall_after_bytes >= 0")
         applies = self._parameters()
@@ -223,6 +236,8 @@ class Action:
             return (
                 ("fail", "mode", "stall_after_bytes") if self.mode == "stall" else ("fail", "mode")
             )
+        if self.kind == "dns":
+            return ("answer",)
         return ()
 
     @property
@@ -247,6 +262,7 @@ _EFFECTS: dict[ActionKind, Effect] = {
     "drop": "drop",
     "delay": "delay",
     "throttle": "throttle",
+    "dns": "dns",
 }
 
 
@@ -428,14 +444,19 @@ def _all(checks: list[_Check]) -> _Check:
 class Match:
     """A rule's compiled conditions; call it on a flow (or use :attr:`test`)."""
 
-    __slots__ = ("conditions", "test")
+    __slots__ = ("conditions", "spec", "test")
 
     def __init__(self, spec: _MatchSpec | None = None) -> None:
         spec = spec if spec is not None else _MatchSpec()
+        #: The validated conditions (for compiling ``transport: udp`` rules to nftables).
+        self.spec = spec
         #: The conditions (normalised), for logs and ``as_json``.
         self.conditions: dict[str, Any] = _describe(spec)
         # Cheapest first: attribute compares, then set probes, then patterns, then addresses.
         checks: list[_Check] = []
+        if spec.transport is not None:
+            transport = spec.transport
+            checks.append(lambda f: f.transport == transport)
         if spec.fully_encrypted is not None:
             checks.append(
                 (lambda f: f.fully_encrypted)
@@ -488,6 +509,8 @@ def _describe(spec: _MatchSpec) -> dict[str, Any]:
         out["port"] = [lo if lo == hi else f"{lo}-{hi}" for lo, hi in spec.port]
     if spec.fully_encrypted is not None:
         out["fully_encrypted"] = spec.fully_encrypted
+    if spec.transport is not None:
+        out["transport"] = spec.transport
     return out
 
 
@@ -894,6 +917,7 @@ class _MatchSpec(_Spec):
     ja3: _PatternList | None = None
     ja4: _PatternList | None = None
     fully_encrypted: bool | None = None
+    transport: Transport | None = None
 
 
 class _AllowSpec(_Spec):
@@ -925,6 +949,18 @@ class _FlakySpec(_Spec):
     stall_after_bytes: Annotated[int, Field(ge=0)] | None = None
 
 
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address") from None
+
+
+class _DnsSpec(_Spec):
+    kind: Literal["dns"]
+    answer: Annotated[str, AfterValidator(_ipv4)]
+
+
 def _action_shorthand(value: Any) -> Any:
     if isinstance(value, str):
         return {"kind": value.strip()}
@@ -936,7 +972,7 @@ def _action_shorthand(value: Any) -> Any:
 
 
 _ActionSpec = Annotated[
-    _AllowSpec | _ResetSpec | _DropSpec | _DelaySpec | _ThrottleSpec | _FlakySpec,
+    _AllowSpec | _ResetSpec | _DropSpec | _DelaySpec | _ThrottleSpec | _FlakySpec | _DnsSpec,
     Field(discriminator="kind"),
     BeforeValidator(_action_shorthand),
 ]
@@ -947,6 +983,7 @@ _ACTION_SPECS: dict[str, type[_Spec]] = {
     "delay": _DelaySpec,
     "throttle": _ThrottleSpec,
     "flaky": _FlakySpec,
+    "dns": _DnsSpec,
 }
 
 
@@ -1163,6 +1200,8 @@ def _action(spec: Any) -> Action:
         if stall is None:
             stall = DEFAULT_STALL_AFTER_BYTES if spec.mode == "stall" else 0
         return Action("flaky", fail=spec.fail, mode=spec.mode, stall_after_bytes=stall)
+    if isinstance(spec, _DnsSpec):
+        return Action("dns", answer=spec.answer)
     kind: ActionKind = spec.kind
     return Action(kind)
 
@@ -1193,6 +1232,8 @@ def _compile(spec: _PolicySpec, lines: Mapping[SpecPath, int], source: str) -> P
                 field_name((*here, "residual")),
                 "residual needs a blocking action, not allow",
             )
+        if rule.match.transport == "udp":
+            _check_udp_rule(rule, here, lines, source)
         windows = tuple(Window(_timestamp(w.start), _timestamp(w.until)) for w in rule.active or ())
         rules.append(
             Rule(
@@ -1206,3 +1247,27 @@ def _compile(spec: _PolicySpec, lines: Mapping[SpecPath, int], source: str) -> P
             )
         )
     return Policy(rules, source=source, description=spec.description)
+
+
+def _check_udp_rule(rule: _RuleSpec, here: SpecPath, lines: Mapping[SpecPath, int],
+                    source: str) -> None:
+    """A ``transport: udp`` rule becomes an nftables rule: only what nftables can match and do."""
+    def error(at: SpecPath, message: str) -> PolicyError:
+        return PolicyError(source, line_of(lines, at), field_name(at), message)
+
+    given = rule.match.model_dump(exclude_none=True)
+    for condition in given:
+        if condition not in UDP_CONDITIONS:
+            raise error((*here, "match", condition),
+                        f"not for udp rules (they match {', '.join(UDP_CONDITIONS)})")
+    for entry in rule.match.server or ():
+        try:
+            ipaddress.IPv4Network(entry)
+        except ValueError:
+            raise error((*here, "match", "server"),
+                        f"udp rules match IPv4 addresses or CIDRs, not {entry!r}") from None
+    if rule.action.kind not in UDP_ACTIONS:
+        raise error((*here, "action"), f"udp rules {' or '.join(UDP_ACTIONS)}")
+    for name, default in (("probability", 1.0), ("residual", 0.0), ("active", None)):
+        if getattr(rule, name) != default:
+            raise error((*here, name), "not for udp rules (enforced in the kernel, per packet)")

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import TextIO
 
 from noisewall.censor.detection import Endpoint
+from noisewall.censor.inpath import InPath
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import Policy, PolicyError, load_policy
 from noisewall.clock import Clock, SystemClock
+from noisewall.net import Network
 
 log = logging.getLogger("noisewall.censor")
 
@@ -71,10 +73,12 @@ class CensorOptions:
     decision_log: TextIO
     seed: int | None
     config: MiddleboxConfig
+    #: In the path of this lab network (the caller runs us in its border namespace).
+    network: Network | None = None
 
 
 async def run_censor(options: CensorOptions, clock: Clock | None = None) -> None:
-    """Run until cancelled (Ctrl-C)."""
+    """Run until cancelled (Ctrl-C, or SIGTERM in the main thread)."""
     holder = PolicyHolder(options.policy)
     metrics = CensorMetrics()
     middlebox = Middlebox(
@@ -86,10 +90,19 @@ async def run_censor(options: CensorOptions, clock: Clock | None = None) -> None
         config=options.config,
     )
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError):
+    with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, holder.reload)
+        main = asyncio.current_task()
+        if main is not None:  # unwinds as Ctrl-C does: the in-path rules come off
+            loop.add_signal_handler(signal.SIGTERM, main.cancel)
     watcher = loop.create_task(holder.watch())
-    async with middlebox:
+    async with middlebox, contextlib.AsyncExitStack() as stack:
+        if options.network is not None:
+            inpath = await stack.enter_async_context(InPath(options.network, middlebox, holder))
+            assert inpath.redirects is not None
+            print(f"in the path of network {options.network.name}: TCP to "
+                  f"{options.network.border_inside.address.ip}:{inpath.redirects.tcp_port}, "
+                  f"DNS to port {inpath.redirects.dns_port}", file=sys.stderr, flush=True)
         for route in options.routes:
             bound = await middlebox.add_route(route)
             print(f"route {bound} -> {route.target}", file=sys.stderr, flush=True)

@@ -182,28 +182,28 @@ INVALID = [
         "rules:\n  - action: block\n",
         2,
         "rules[0].action",
-        "unknown action 'block' (expected one of: allow, reset, drop, delay, throttle, flaky)",
+        "unknown action 'block' (expected one of: allow, reset, drop, delay, throttle, flaky, dns)",
     ),
     (
         "bad action kind in mapping",
         "rules:\n  - action:\n      kind: block\n",
         3,
         "rules[0].action.kind",
-        "unknown action 'block' (expected one of: allow, reset, drop, delay, throttle, flaky)",
+        "unknown action 'block' (expected one of: allow, reset, drop, delay, throttle, flaky, dns)",
     ),
     (
         "action without kind",
         "rules:\n  - action: {rate_kbps: 5}\n",
         2,
         "rules[0].action",
-        "needs a 'kind' (expected one of: allow, reset, drop, delay, throttle, flaky)",
+        "needs a 'kind' (expected one of: allow, reset, drop, delay, throttle, flaky, dns)",
     ),
     (
         "action of the wrong type",
         "rules:\n  - action: 5\n",
         2,
         "rules[0].action",
-        "must be an action name (allow, reset, drop, delay, throttle, flaky) "
+        "must be an action name (allow, reset, drop, delay, throttle, flaky, dns) "
         "or a mapping with a 'kind'",
     ),
     ("missing action", "rules:\n  - name: x\n", 2, "rules[0].action", "is required"),
@@ -290,7 +290,7 @@ INVALID = [
         4,
         "rules[0].match.sniff",
         "unknown key (expected one of: protocol, sni, host, server, port, ja3, ja4, "
-        "fully_encrypted)",
+        "fully_encrypted, transport)",
     ),
     (
         "unknown top-level key",
