@@ -2,7 +2,9 @@
 
 :func:`run_lab` starts the messenger server, the censor (with the scenario's
 timeline as its policy), a tunnel per tunnel vantage and the probes, all in
-this process on loopback; replays the scenario one probe round at a time on
+this process: on loopback, or (``LabOptions.net``) in a lab network of its own
+made for the run, the servers outside, the censor in the path at the border
+and the probes inside (:mod:`noisewall.lab.sides`); replays the scenario one probe round at a time on
 the simulated clock; then stores the measurements in SQLite, runs the
 observatory's analysis, scores it against the ground truth and writes the
 report. Everything it started is stopped on return, on error and on
@@ -67,6 +69,8 @@ class LabOptions:
     phase_timeout: float = 1.5
     transfer_timeout: float = 4.0
     arms_race: bool = True
+    net: bool = False
+    """Run in a lab network (root, network namespaces) instead of on loopback."""
     samples: SampleSizes = field(default_factory=lambda: SampleSizes(
         text=4096, photo=12 * 1024, video=16 * 1024, voice=8 * 1024))
 
@@ -108,27 +112,24 @@ class LabResult:
         }
 
 
-def _pair(endpoint: Endpoint) -> tuple[str, int]:
-    return endpoint.host, endpoint.port
-
-
 def _probe_settings(scenario: Scenario, services: LabServices, tunnels: dict[str, LabTunnel],
                     options: LabOptions) -> ProbeSettings:
-    assert services.addresses is not None
+    addresses = services.addresses
+    assert addresses is not None
     vantages = []
     for vantage in scenario.vantages:
         if vantage.path == "censor":
-            socks = _pair(services.addresses.socks)
-            vantages.append(ProbeVantage(label=vantage.name, socks5=socks))
+            socks5 = addresses.censored_socks
         elif vantage.path == "direct":
-            vantages.append(ProbeVantage(label=vantage.name))
+            socks5 = addresses.uncensored_socks
         else:
-            socks = _pair(tunnels[vantage.name].socks)
-            vantages.append(ProbeVantage(label=vantage.name, socks5=socks))
+            socks5 = tunnels[vantage.name].socks
+        vantages.append(ProbeVantage(label=vantage.name, socks5=socks5))
     return ProbeSettings(
-        server=_pair(services.addresses.chat),
-        features=scenario.features,  # type: ignore[arg-type]  # validated against the same set
+        server=addresses.chat,
+        features=scenario.features,
         vantages=tuple(vantages),
+        setup_socks5=addresses.uncensored_socks,
         connect_timeout=options.connect_timeout,
         phase_timeout=options.phase_timeout,
         transfer_timeout=options.transfer_timeout,

@@ -1,8 +1,9 @@
 """The lab's tunnels: one server per transport behind the censor, one client (SOCKS5 entry) each.
 
-Each tunnel server listens on :data:`~noisewall.lab.services.TUNNEL_HOST` and
-may only reach the messenger's addresses. Its client reaches it through a
-censored route, so the censor sees and judges every tunnel connection. The
+Each tunnel server listens on the address plan's tunnel address (outside, in a
+lab network) and may only reach the messenger's addresses. Its client (inside)
+reaches it across the censor (a censored route on loopback, the in-path
+censor in a network), so the censor sees and judges every tunnel connection. The
 client reconnects at the start of every round (:meth:`LabTunnel.reconnect`),
 as a VPN app does when it is reopened: the censor's decision is taken per
 connection, so a long-lived session opened before a rule starts would
@@ -12,12 +13,15 @@ otherwise never meet it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from noisewall.censor.detection import Endpoint
-from noisewall.lab.services import CENSOR_HOST, CHAT_HOST, MEDIA_HOST, TUNNEL_HOST, LabServices
+from noisewall.lab.services import LabServices
+from noisewall.lab.sides import LabSides
+from noisewall.net import Side
 from noisewall.noise import dh_function
-from noisewall.tunnel.armsrace import BlockingResult, loopback_sources, measure_blocking
+from noisewall.tunnel.armsrace import BlockingResult, measure_blocking
 from noisewall.tunnel.client import TunnelClient, TunnelUnavailable
 from noisewall.tunnel.config import TransportName, TunnelClientConfig, TunnelServerConfig
 from noisewall.tunnel.server import TunnelServer
@@ -25,13 +29,22 @@ from noisewall.tunnel.server import TunnelServer
 __all__ = ["LabTunnel", "start_tunnel"]
 
 
+#: Where a tunnel client's SOCKS5 entry listens: loopback, of the namespace it runs in.
+SOCKS_HOST = "127.0.0.1"
+
+
 @dataclass
 class LabTunnel:
-    """A running tunnel of one transport: its client's config and SOCKS5 entry."""
+    """A running tunnel of one transport: its client's config and SOCKS5 entry.
+
+    The client lives on the inside (its loop in a lab network); every method
+    runs it there.
+    """
 
     transport: str
     client: TunnelClient
     config: TunnelClientConfig
+    sides: LabSides
 
     @property
     def socks(self) -> Endpoint:
@@ -47,6 +60,9 @@ class LabTunnel:
         censor's residual blocking then covers the rest of this simulated
         moment).
         """
+        await self.sides.run(Side.INSIDE, self._reconnect(background, background_timeout))
+
+    async def _reconnect(self, background: int, background_timeout: float) -> None:
         socks = self.socks
         await self.client.close()
         self.config = self.config.model_copy(update={"socks_port": socks.port})
@@ -61,31 +77,33 @@ class LabTunnel:
 
     async def close(self) -> None:
         """Stop the client."""
-        await self.client.close()
+        await self.sides.run(Side.INSIDE, self.client.close())
 
-    async def arms_race(self, connections: int, timeout: float) -> BlockingResult:
-        """Fresh connections through the censor, each from its own loopback address."""
-        return await measure_blocking(self.config, connections, timeout,
-                                      sources=loopback_sources(connections))
+    async def arms_race(self, connections: int, timeout: float,
+                        sources: Sequence[str]) -> BlockingResult:
+        """Fresh connections through the censor, each from its own source address."""
+        return await self.sides.run(Side.INSIDE, measure_blocking(
+            self.config, connections, timeout, sources=sources))
 
 
 async def start_tunnel(services: LabServices, transport: TransportName,
                        timeout: float) -> LabTunnel:
     """A tunnel server and client for ``transport``, stopped with ``services``."""
+    plan = services.plan
     dh = dh_function("25519")
     server_key, client_key = dh.generate_keypair(), dh.generate_keypair()
     server = TunnelServer(TunnelServerConfig.model_validate({
-        "static": server_key, "transport": transport, "listen_host": TUNNEL_HOST,
-        "clients": [client_key.public], "allow": [f"{CHAT_HOST}/32", f"{MEDIA_HOST}/32"],
+        "static": server_key, "transport": transport, "listen_host": plan.tunnel,
+        "clients": [client_key.public], "allow": [f"{plan.chat}/32", f"{plan.media}/32"],
         "handshake_timeout": timeout, "connect_timeout": timeout, "refuse_linger": timeout}))
     await services.enter(server)
     host, port = server.address
     entry = await services.route(Endpoint(host, port))
     config = TunnelClientConfig.model_validate({
         "static": client_key, "server_host": entry.host, "server_port": entry.port,
-        "server_key": server_key.public, "transport": transport, "socks_host": CENSOR_HOST,
+        "server_key": server_key.public, "transport": transport, "socks_host": SOCKS_HOST,
         "socks_port": 0, "connect_timeout": timeout})
-    tunnel = LabTunnel(transport, TunnelClient(config), config)
-    await tunnel.client.start()
+    tunnel = LabTunnel(transport, TunnelClient(config), config, services.sides)
+    await services.sides.run(Side.INSIDE, tunnel.client.start())
     services.on_close(tunnel.close)
     return tunnel
