@@ -38,7 +38,7 @@ from functools import partial
 from typing import Any, TextIO
 
 from noisewall import socks5
-from noisewall.censor.detection import Endpoint, FlowRecord
+from noisewall.censor.detection import FlowRecord
 from noisewall.censor.flowclassifier import FlowClassifier
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.policy import Decision, Policy
@@ -46,6 +46,7 @@ from noisewall.censor.shaping import TokenBucket, kbit_to_bytes
 from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
 from noisewall.censor.splicing import PipePool, SpliceEnd, splice_relay
 from noisewall.clock import Clock, SystemClock
+from noisewall.records.endpoint import Endpoint
 from noisewall.tcp_stream import TcpStream
 
 log = logging.getLogger("noisewall.censor")

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noisewall.censor.detection import Endpoint
 from noisewall.clock import ManualClock
 from noisewall.lab.groundtruth import TruthEvent, ground_truth, iso
 from noisewall.lab.scenario import Scenario
@@ -108,26 +107,22 @@ class LabResult:
         }
 
 
-def _pair(endpoint: Endpoint) -> tuple[str, int]:
-    return endpoint.host, endpoint.port
-
-
 def _probe_settings(scenario: Scenario, services: LabServices, tunnels: dict[str, LabTunnel],
                     options: LabOptions) -> ProbeSettings:
     assert services.addresses is not None
     vantages = []
     for vantage in scenario.vantages:
         if vantage.path == "censor":
-            socks = _pair(services.addresses.socks)
+            socks = services.addresses.socks
             vantages.append(ProbeVantage(label=vantage.name, socks5=socks))
         elif vantage.path == "direct":
             vantages.append(ProbeVantage(label=vantage.name))
         else:
-            socks = _pair(tunnels[vantage.name].socks)
+            socks = tunnels[vantage.name].socks
             vantages.append(ProbeVantage(label=vantage.name, socks5=socks))
     return ProbeSettings(
-        server=_pair(services.addresses.chat),
-        features=scenario.features,  # type: ignore[arg-type]  # validated against the same set
+        server=services.addresses.chat,
+        features=scenario.features,
         vantages=tuple(vantages),
         connect_timeout=options.connect_timeout,
         phase_timeout=options.phase_timeout,
@@ -182,8 +177,7 @@ async def _arms_race(scenario: Scenario, services: LabServices,
     services.reseed(options.seed, -1)
     results = []
     for transport in scenario.arms_race_transports:
-        tunnel = await start_tunnel(services, transport,  # type: ignore[arg-type]
-                                    options.phase_timeout * 2)
+        tunnel = await start_tunnel(services, transport, options.phase_timeout * 2)
         results.append(await tunnel.arms_race(scenario.arms_race_connections,
                                               options.phase_timeout * 2))
     return results

@@ -24,12 +24,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO, TypeVar
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import Policy
 from noisewall.clock import ManualClock
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer
+from noisewall.records.endpoint import Endpoint
 
 __all__ = ["CENSOR_HOST", "CHAT_HOST", "MEDIA_HOST", "TUNNEL_HOST", "LabServices"]
 

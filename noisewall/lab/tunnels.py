@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from noisewall.censor.detection import Endpoint
 from noisewall.lab.services import CENSOR_HOST, CHAT_HOST, MEDIA_HOST, TUNNEL_HOST, LabServices
 from noisewall.noise import dh_function
+from noisewall.records.endpoint import Endpoint
+from noisewall.records.names import TransportName
 from noisewall.tunnel.armsrace import BlockingResult, loopback_sources, measure_blocking
 from noisewall.tunnel.client import TunnelClient, TunnelUnavailable
-from noisewall.tunnel.config import TransportName, TunnelClientConfig, TunnelServerConfig
+from noisewall.tunnel.config import TunnelClientConfig, TunnelServerConfig
 from noisewall.tunnel.server import TunnelServer
 
 __all__ = ["LabTunnel", "start_tunnel"]

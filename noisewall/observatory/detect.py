@@ -32,9 +32,9 @@ from noisewall.observatory.bernoulli import (
 )
 from noisewall.observatory.config import DetectorConfig
 from noisewall.observatory.cusum import CusumParams, Episode, cusum_episodes
-from noisewall.observatory.measurement import format_ooni_time
 from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
 from noisewall.observatory.throttle import slow_rounds
+from noisewall.records.measurement import ooni_time
 
 EventKind = Literal["blocked", "throttled", "intermittent"]
 _CONTROL_COVERAGE = 0.5  # share of slow rounds the control must confirm to rule out congestion
@@ -59,8 +59,8 @@ class Event:
     def as_json(self) -> dict[str, object]:
         """A JSON object with the fields, plus the times in OONI's format."""
         data: dict[str, object] = asdict(self)
-        data["onset_utc"] = format_ooni_time(self.onset)
-        data["end_utc"] = None if self.end is None else format_ooni_time(self.end)
+        data["onset_utc"] = ooni_time(self.onset)
+        data["end_utc"] = None if self.end is None else ooni_time(self.end)
         return data
 
 

@@ -19,18 +19,17 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from noisewall.errors import InputError
+from noisewall.records.measurement import TEST_NAME, NoisewallTestKeys
+from noisewall.records.measurement import parse_ooni_time as record_time
 
-NOISEWALL_TEST = "noisewall_messaging"
 OONI_WHATSAPP_TEST = "whatsapp"
 OONI_VANTAGE = "ooni"
 DEFAULT_VANTAGE = "direct"
-FEATURES = ("text", "photo", "video", "voice", "location", "register", "tcp")
 OONI_FEATURES = ("endpoints", "registration", "web")
 UNKNOWN_FAILURE = "unknown_failure"
 
@@ -43,44 +42,14 @@ class MeasurementError(InputError):
 
 def parse_ooni_time(text: str) -> float:
     """OONI's ``"YYYY-MM-DD HH:MM:SS"`` (UTC) as POSIX seconds."""
-    if not _OONI_TIME.fullmatch(text):
-        raise MeasurementError(f"time {text!r} is not 'YYYY-MM-DD HH:MM:SS'")
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+        return record_time(text)
     except ValueError as exc:
-        raise MeasurementError(f"time {text!r}: {exc}") from None
-
-
-def format_ooni_time(when: float) -> str:
-    """POSIX seconds as OONI's ``"YYYY-MM-DD HH:MM:SS"`` (UTC)."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        raise MeasurementError(str(exc)) from None
 
 
 _Strict = ConfigDict(strict=True, extra="ignore", frozen=True)
 _Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-class FeatureResult(BaseModel):
-    """``test_keys.features[name]`` of a noisewall measurement."""
-
-    model_config = _Strict
-    status: Literal["ok", "failed"]
-    failure: str | None = None
-    failure_phase: str | None = None
-    t_connect: _Seconds | None = None
-    t_handshake: _Seconds | None = None
-    t_round_trip: _Seconds | None = None
-    bytes: Annotated[int, Field(ge=0)] = 0
-    throughput_kbps: _Seconds | None = None
-    runtime: _Seconds | None = None
-
-
-class NoisewallTestKeys(BaseModel):
-    """The part of a ``noisewall_messaging`` measurement's ``test_keys`` the observatory reads."""
-
-    model_config = _Strict
-    features: dict[Literal["text", "photo", "video", "voice", "location", "register", "tcp"],
-                   FeatureResult] = Field(min_length=1)
 
 
 class TcpStatus(BaseModel):
@@ -162,7 +131,7 @@ def _describe(exc: ValidationError, prefix: str) -> str:
 
 def _noisewall_rows(keys: Mapping[str, Any]) -> tuple[FeatureRow, ...]:
     try:
-        parsed = NoisewallTestKeys.model_validate(keys)
+        parsed = NoisewallTestKeys.model_validate(keys, strict=True)
     except ValidationError as exc:
         raise MeasurementError(_describe(exc, "test_keys")) from None
     rows = []
@@ -223,7 +192,7 @@ def parse_measurement(obj: object, raw: bytes | None = None) -> ParsedMeasuremen
     except ValidationError as exc:
         raise MeasurementError(_describe(exc, "")) from None
     when = parse_ooni_time(base.measurement_start_time)
-    if base.test_name == NOISEWALL_TEST:
+    if base.test_name == TEST_NAME:
         rows = _noisewall_rows(base.test_keys)
         default_vantage = DEFAULT_VANTAGE
         if base.id is None:
@@ -233,7 +202,7 @@ def parse_measurement(obj: object, raw: bytes | None = None) -> ParsedMeasuremen
         default_vantage = OONI_VANTAGE
     else:
         raise MeasurementError(f"test_name {base.test_name!r} is not "
-                               f"{NOISEWALL_TEST!r} or {OONI_WHATSAPP_TEST!r}")
+                               f"{TEST_NAME!r} or {OONI_WHATSAPP_TEST!r}")
     try:
         stored = raw if raw is not None else canonical_json(obj)
     except ValueError as exc:  # NaN or infinity somewhere in the record

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from noisewall.censor.detection import Endpoint, FlowRecord
+from noisewall.censor.detection import FlowRecord
 from noisewall.errors import InputError
 from noisewall.lab.groundtruth import ground_truth
 from noisewall.lab.scenario import (
@@ -20,6 +20,7 @@ from noisewall.lab.scenario import (
     shipped_scenarios,
 )
 from noisewall.lab.services import MEDIA_HOST
+from noisewall.records.endpoint import Endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 CHINA = shipped_scenarios()["china-2017"]

@@ -17,8 +17,8 @@ from noisewall.observatory import (
     ingest_measurements,
     write_html_report,
 )
-from noisewall.observatory.measurement import format_ooni_time, parse_ooni_time
 from noisewall.observatory.synthetic import Injected, SyntheticNetwork, synthetic_measurements
+from noisewall.records.measurement import ooni_time, parse_ooni_time
 from tests.observatory.conftest import ooni_whatsapp_example
 
 
@@ -40,7 +40,7 @@ def test_ooni_series_with_blocked_registration(store: MeasurementStore) -> None:
     hourly = []
     for hour in range(80):
         measurement = copy.deepcopy(example)
-        measurement["measurement_start_time"] = format_ooni_time(start + 3600 * hour)
+        measurement["measurement_start_time"] = ooni_time(start + 3600 * hour)
         if hour >= 40:
             keys = measurement["test_keys"]
             keys["registration_server_status"] = "blocked"
