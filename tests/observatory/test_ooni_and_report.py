@@ -28,7 +28,8 @@ def test_ts018_example_ingests_and_analyses(store: MeasurementStore, tmp_path: P
     report = store.ingest_files([path])
     assert (report.stored, report.errors) == (1, [])
     assert {(k.network, k.vantage, k.feature) for k in store.series()} == {
-        ("Vodafone Italia S.p.A.", "ooni", f) for f in ("endpoints", "registration", "web")}
+        ("Vodafone Italia S.p.A.", "ooni", f) for f in ("whatsapp_endpoints", "registration_server",
+                                                   "whatsapp_web")}
     assert analyze(store) == []
     html = write_html_report(tmp_path / "r.html", store, []).read_text()
     assert "Vodafone Italia S.p.A." in html and "registration" in html
@@ -49,7 +50,7 @@ def test_ooni_series_with_blocked_registration(store: MeasurementStore) -> None:
     assert ingest_measurements(store, hourly).stored == 80
     (event,) = analyze(store)
     assert (event.vantage, event.feature, event.kind, event.failure) == (
-        "ooni", "registration", "blocked", "connection_reset")
+        "ooni", "registration_server", "blocked", "connection_reset")
     assert event.onset == start + 40 * 3600 and event.end is None
 
 
