@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 import click
 
+from noisewall.records.endpoint import Endpoint
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -15,9 +17,9 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")(func)
 
 
-def parse_endpoint(text: str) -> tuple[str, int]:
+def parse_endpoint(text: str) -> Endpoint:
     """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) into host and port."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise click.BadParameter(f"{text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+    return Endpoint(host.strip("[]"), int(port))

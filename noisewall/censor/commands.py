@@ -13,7 +13,6 @@ from typing import Any, TextIO
 import click
 
 from noisewall.allocator import tune_allocator
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.flowclassifier import classify_flow
 from noisewall.censor.middlebox import DEFAULT_SOCKS_ALLOW, MiddleboxConfig, Route
 from noisewall.censor.pcap import read_flows
@@ -22,10 +21,11 @@ from noisewall.censor.runner import CensorOptions, run_censor
 from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
 from noisewall.cli_options import json_option, parse_endpoint
 from noisewall.net import Side, entered, load
+from noisewall.records.endpoint import Endpoint
 
 
 def _endpoint(text: str) -> Endpoint:
-    return Endpoint(*parse_endpoint(text))
+    return parse_endpoint(text)
 
 
 def _route(text: str) -> Route:

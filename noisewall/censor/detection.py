@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from noisewall.records.endpoint import Endpoint
+
 
 class NeedMore(Enum):
     """Sentinel type: the classifier needs more bytes to decide."""
@@ -35,17 +37,6 @@ class Detection:
 
 
 InspectResult = Detection | NeedMore | None
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """An IP address and port."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from noisewall.censor.classify import fully_encrypted, http, noisesocket, ssh, tls, wa
-from noisewall.censor.detection import NEED_MORE, Detection, Endpoint, FlowRecord, InspectResult
+from noisewall.censor.detection import NEED_MORE, Detection, FlowRecord, InspectResult
+from noisewall.records.endpoint import Endpoint
 
 #: Protocol classifiers over client data, in no particular order: the most confident wins.
 CLIENT_CLASSIFIERS: tuple[Callable[[bytes], InspectResult], ...] = (

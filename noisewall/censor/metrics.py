@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from noisewall.censor.detection import Endpoint
+from noisewall.records.endpoint import Endpoint
 
 
 class CensorMetrics:

@@ -35,7 +35,7 @@ from noisewall.censor.arrival.routes import Route, route_arrivals
 from noisewall.censor.arrival.socks import DEFAULT_SOCKS_ALLOW, socks_arrivals
 from noisewall.censor.arrival.transparent import transparent_arrivals
 from noisewall.censor.decisionlog import DecisionLog
-from noisewall.censor.detection import Endpoint, FlowRecord
+from noisewall.censor.detection import FlowRecord
 from noisewall.censor.enforcement import FlowEnforcement, Opening
 from noisewall.censor.flowclassifier import FlowClassifier
 from noisewall.censor.metrics import CensorMetrics
@@ -43,6 +43,7 @@ from noisewall.censor.policy import Decision, Policy
 from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
 from noisewall.censor.splicing import PipePool, SpliceEnd, splice_relay
 from noisewall.clock import Clock, SystemClock
+from noisewall.records.endpoint import Endpoint
 from noisewall.tcp_stream import TcpStream
 
 __all__ = ["CHUNK", "DEFAULT_SOCKS_ALLOW", "Middlebox", "MiddleboxConfig", "Route"]

@@ -20,8 +20,8 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.policy import Policy, Rule
+from noisewall.records.endpoint import Endpoint
 
 TABLE = "noisewall_censor"
 FAMILY = "ip"

@@ -64,8 +64,8 @@ from typing import BinaryIO, Final, Literal
 
 import dpkt
 
-from noisewall.censor.detection import Endpoint
 from noisewall.errors import InputError
+from noisewall.records.endpoint import Endpoint
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.inpath import InPath
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import Policy, PolicyError, load_policy
 from noisewall.clock import Clock, SystemClock
 from noisewall.net import Network
+from noisewall.records.endpoint import Endpoint
 
 log = logging.getLogger("noisewall.censor")
 

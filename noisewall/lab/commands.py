@@ -57,9 +57,13 @@ def score_table(result: LabResult) -> Table:
 @click.option("--interval", metavar="DURATION", default=None,
               help="Probe every DURATION (12h, 1d, ...) instead of the scenario's interval.")
 @click.option("--no-arms-race", is_flag=True, help="Skip the tunnel arms-race table.")
+@click.option("--net", "net", is_flag=True,
+              help="Run in a lab network of network namespaces made for this run (root): "
+                   "servers outside, the censor in the path, probes inside, no proxy on the "
+                   "censored path (docs/net.md). Default: everything on loopback.")
 @json_option
 def lab(scenario: str, out: Path, seed: int, interval: str | None, no_arms_race: bool,
-        as_json: bool) -> None:
+        net: bool, as_json: bool) -> None:
     """Replay a censorship scenario (default: china-2017) and score what was detected.
 
     SCENARIO is a shipped scenario (china-2017, russia-2021, gfw-fet-2021) or a
@@ -67,7 +71,7 @@ def lab(scenario: str, out: Path, seed: int, interval: str | None, no_arms_race:
     """
     loaded = resolve_scenario(scenario)
     options = LabOptions(out=out, seed=seed, interval=_duration(interval),
-                         arms_race=not no_arms_race)
+                         arms_race=not no_arms_race, net=net)
     console = Console(stderr=True)
     days = (loaded.end - loaded.start) / DAY
     with Progress(TextColumn("{task.description}"), BarColumn(),
@@ -93,7 +97,7 @@ def lab(scenario: str, out: Path, seed: int, interval: str | None, no_arms_race:
                 race.add_row(r.transport, str(r.attempted), str(r.blocked), f"{r.fraction:.1%}")
             stdout.print(race)
         verdict = "PASSED" if result.score.passed else "FAILED"
-        stdout.print(f"scoring {verdict} in {result.elapsed:.0f} s; "
+        stdout.print(f"scoring {verdict} in {result.elapsed:.0f} s ({result.mode}); "
                      f"report: {result.files['report']}")
     if not result.score.passed:
         sys.exit(EXIT_SCORING_FAILED)

@@ -4,8 +4,8 @@
 timeline as its policy), a tunnel per tunnel vantage and the probes, all in
 this process: on loopback, or (``LabOptions.net``) in a lab network of its own
 made for the run, the servers outside, the censor in the path at the border
-and the probes inside (:mod:`noisewall.lab.sides`); replays the scenario one probe round at a time on
-the simulated clock; then stores the measurements in SQLite, runs the
+and the probes inside (:mod:`noisewall.lab.sides`); replays the scenario one
+probe round at a time on the simulated clock; then stores the measurements in SQLite, runs the
 observatory's analysis, scores it against the ground truth and writes the
 report. Everything it started is stopped on return, on error and on
 cancellation (Ctrl-C).
@@ -20,6 +20,7 @@ round and vantage), ``measurements.sqlite`` (the observatory's store),
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,21 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noisewall.censor.detection import Endpoint
 from noisewall.clock import ManualClock
+from noisewall.lab.addressplan import client_sources, network_plan, place_servers
 from noisewall.lab.groundtruth import TruthEvent, ground_truth, iso
 from noisewall.lab.scenario import Scenario
 from noisewall.lab.schedule import Round, Schedule
 from noisewall.lab.scoring import SCORE_COLUMNS, Score, score
 from noisewall.lab.services import LabServices
+from noisewall.lab.sides import LabSides
 from noisewall.lab.tunnels import LabTunnel, start_tunnel
+from noisewall.net import Network, Side, temporary_network_async
 from noisewall.observatory.detect import Event, analyze
 from noisewall.observatory.report_html import GroundTruthBand, ReportTable, write_html_report
 from noisewall.observatory.store import MeasurementStore
 from noisewall.probe.prober import Prober
 from noisewall.probe.settings import ProbeSettings, SampleSizes
 from noisewall.probe.settings import Vantage as ProbeVantage
-from noisewall.tunnel.armsrace import BlockingResult
+from noisewall.tunnel.armsrace import BlockingResult, loopback_sources
 
 __all__ = ["LabOptions", "LabResult", "run_lab"]
 
@@ -89,6 +92,8 @@ class LabResult:
     files: dict[str, Path]
     elapsed: float
     timings: dict[str, float] = field(default_factory=dict)
+    mode: str = "loopback"
+    """Where it ran: ``loopback``, or ``lab network`` (namespaces, the censor in the path)."""
 
     def as_json(self) -> dict[str, Any]:
         """The analysis file's content."""
@@ -102,6 +107,7 @@ class LabResult:
                          "features": list(s.features),
                          "vantages": [v.name for v in s.vantages]},
             "seed": self.seed,
+            "mode": self.mode,
             "elapsed_s": round(self.elapsed, 2),
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "ground_truth": [e.as_json() for e in self.truth],
@@ -144,32 +150,50 @@ async def _replay(scenario: Scenario, schedule: Schedule, options: LabOptions, s
                   on_round: Callable[[Round], None] | None, *,
                   timings: dict[str, float]) -> tuple[list[dict[str, Any]],
                                                                      list[BlockingResult]]:
+    if not options.net:
+        return await _replay_in(None, scenario, schedule, options, state, on_round=on_round,
+                                timings=timings)
+    hosts = {scenario.media_name: None} if scenario.media_name else {}
+    async with temporary_network_async(f"lab{os.getpid() % 100_000}", hosts) as network:
+        return await _replay_in(network, scenario, schedule, options, state,
+                                on_round=on_round, timings=timings)
+
+
+async def _replay_in(network: Network | None, scenario: Scenario, schedule: Schedule,
+                     options: LabOptions, state: Path, *,
+                     on_round: Callable[[Round], None] | None,
+                     timings: dict[str, float]) -> tuple[list[dict[str, Any]],
+                                                         list[BlockingResult]]:
     clock = ManualClock(scenario.start)
     measurements: list[dict[str, Any]] = []
     arms_race: list[BlockingResult] = []
     out = options.out
     began = time.monotonic()
     with (out / DECISIONS).open("w", encoding="utf-8") as decisions, \
-            (out / MEASUREMENTS).open("w", encoding="utf-8") as lines:
+            (out / MEASUREMENTS).open("w", encoding="utf-8") as lines, \
+            LabSides(network) as sides:
+        if network is not None:
+            place_servers(network, network_plan(network))
         async with LabServices(state, scenario.policy, clock, decision_log=decisions,
-                               media_name=scenario.media_name) as services:
+                               media_name=scenario.media_name, sides=sides) as services:
             tunnels: dict[str, LabTunnel] = {}
             for vantage in scenario.vantages:
                 if vantage.transport is not None:
                     tunnels[vantage.name] = await start_tunnel(
                         services, vantage.transport, options.phase_timeout)
             settings = _probe_settings(scenario, services, tunnels, options)
-            async with Prober(settings, state / "probe", clock) as prober:
-                for round_ in schedule.run(clock):
-                    services.reseed(options.seed, round_.index)
-                    for name, tunnel in tunnels.items():
-                        await tunnel.reconnect(scenario.vantage(name).background)
-                    for measurement in await prober.run_round(round_.index):
-                        measurements.append(measurement)
-                        lines.write(json.dumps(measurement, sort_keys=True) + "\n")
-                    lines.flush()
-                    if on_round is not None:
-                        on_round(round_)
+            prober = await services.enter(Prober(settings, state / "probe", clock), Side.INSIDE)
+            for round_ in schedule.run(clock):
+                services.reseed(options.seed, round_.index)
+                for name, tunnel in tunnels.items():
+                    await tunnel.reconnect(scenario.vantage(name).background)
+                for measurement in await sides.run(Side.INSIDE,
+                                                   prober.run_round(round_.index)):
+                    measurements.append(measurement)
+                    lines.write(json.dumps(measurement, sort_keys=True) + "\n")
+                lines.flush()
+                if on_round is not None:
+                    on_round(round_)
             timings["rounds"] = time.monotonic() - began
             if options.arms_race and scenario.arms_race_connections:
                 arms_race = await _arms_race(scenario, services, options)
@@ -179,14 +203,20 @@ async def _replay(scenario: Scenario, schedule: Schedule, options: LabOptions, s
 
 async def _arms_race(scenario: Scenario, services: LabServices,
                      options: LabOptions) -> list[BlockingResult]:
-    """Every listed transport, at the end of the timeline, through the censor."""
+    """Every listed transport, at the end of the timeline, through the censor.
+
+    Each fresh connection comes from its own client address (loopback
+    addresses, or user addresses added inside the lab network), so a residual
+    block after one hit does not decide the next attempts.
+    """
     services.reseed(options.seed, -1)
+    count = scenario.arms_race_connections
+    network = services.sides.network
+    sources = loopback_sources(count) if network is None else client_sources(network, count)
     results = []
     for transport in scenario.arms_race_transports:
-        tunnel = await start_tunnel(services, transport,  # type: ignore[arg-type]
-                                    options.phase_timeout * 2)
-        results.append(await tunnel.arms_race(scenario.arms_race_connections,
-                                              options.phase_timeout * 2))
+        tunnel = await start_tunnel(services, transport, options.phase_timeout * 2)
+        results.append(await tunnel.arms_race(count, options.phase_timeout * 2, sources))
     return results
 
 
@@ -214,7 +244,8 @@ async def run_lab(scenario: Scenario, options: LabOptions,
                            {"measurements": out / MEASUREMENTS, "store": store_path,
                             "decisions": out / DECISIONS, "analysis": out / ANALYSIS,
                             "report": out / REPORT},
-                           time.monotonic() - began, timings)
+                           time.monotonic() - began, timings,
+                           "lab network" if options.net else "loopback")
         write_html_report(out / REPORT, store, events, ground_truth=_bands(truth),
                           extra_tables=_tables(result))
     (out / ANALYSIS).write_text(json.dumps(result.as_json(), indent=2) + "\n", encoding="utf-8")

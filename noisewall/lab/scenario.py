@@ -28,6 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import ErrorDetails
 
 from noisewall.censor.policy import Policy, PolicyError, policy_from_node
+from noisewall.records.names import TRANSPORT_NAMES, Feature, TransportName
 from noisewall.selfsigned import dns_name
 from noisewall.yamlspec import (
     LineTracker,
@@ -42,9 +43,7 @@ from noisewall.yamlspec import (
 )
 
 __all__ = [
-    "FEATURES",
     "KINDS",
-    "TRANSPORTS",
     "Expectation",
     "Scenario",
     "ScenarioError",
@@ -56,13 +55,9 @@ __all__ = [
     "shipped_scenarios",
 ]
 
-Feature: TypeAlias = Literal["text", "photo", "video", "voice", "location", "register", "tcp"]
 Kind: TypeAlias = Literal["blocked", "throttled", "intermittent"]
 Path_: TypeAlias = Literal["censor", "direct", "tunnel"]
-Transport: TypeAlias = Literal["tls", "random", "noisesocket-padded"]
-FEATURES: tuple[str, ...] = ("text", "photo", "video", "voice", "location", "register", "tcp")
 KINDS: tuple[str, ...] = ("blocked", "throttled", "intermittent")
-TRANSPORTS: tuple[str, ...] = ("tls", "random", "noisesocket-padded")
 #: Keys of a timeline entry that belong to the lab, not to the censor rule.
 _LAB_KEYS = ("expect", "source", "note")
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -86,7 +81,7 @@ class Vantage:
 
     name: str
     path: Path_
-    transport: Transport | None = None
+    transport: TransportName | None = None
     background: int = 0
 
 
@@ -128,12 +123,12 @@ class Scenario:
     asn: str
     cc: str
     media_name: str | None
-    features: tuple[str, ...]
+    features: tuple[Feature, ...]
     vantages: tuple[Vantage, ...]
     timeline: tuple[TimelineEntry, ...]
     policy: Policy
     arms_race_connections: int
-    arms_race_transports: tuple[str, ...]
+    arms_race_transports: tuple[TransportName, ...]
 
     @property
     def rounds(self) -> int:
@@ -196,7 +191,7 @@ class _NetworkSpec(_Spec):
 class _VantageSpec(_Spec):
     name: _Label
     path: Path_
-    transport: Transport | None = None
+    transport: TransportName | None = None
     background: Annotated[int, Field(ge=0, le=100)] = 0
 
 
@@ -217,7 +212,7 @@ class _EntrySpec(BaseModel):
 
 class _ArmsRaceSpec(_Spec):
     connections: Annotated[int, Field(ge=1, le=10000)] = 200
-    transports: Annotated[tuple[Transport, ...], Field(min_length=1)] = TRANSPORTS  # type: ignore[assignment]
+    transports: Annotated[tuple[TransportName, ...], Field(min_length=1)] = TRANSPORT_NAMES
 
 
 class _ScenarioSpec(_Spec):

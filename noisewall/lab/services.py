@@ -32,7 +32,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO, TypeVar
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.inpath import InPath
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import Policy
@@ -42,6 +41,7 @@ from noisewall.lab.sides import LabSides
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer
 from noisewall.net import Side
+from noisewall.records.endpoint import Endpoint
 
 __all__ = ["Addresses", "LabServices"]
 
@@ -109,7 +109,8 @@ class LabServices:
             policy, clock=self.clock, rng=self.rng, decision_log=decision_log,
             config=MiddleboxConfig(max_flows=_MAX_FLOWS, idle_timeout=60.0,
                                    classify_timeout=self._classify_timeout,
-                                   connect_timeout=5.0),
+                                   connect_timeout=5.0,
+                                   socks_allow=("127.0.0.0/8", str(self.plan.block))),
         )
 
     async def _start(self) -> None:

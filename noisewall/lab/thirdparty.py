@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from noisewall.censor.detection import Endpoint
+from noisewall.records.endpoint import Endpoint
 from noisewall.socks5 import Socks5Error, open_connection
 from noisewall.tunnel.armsrace import BlockingResult
 

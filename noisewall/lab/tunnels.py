@@ -16,14 +16,15 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from noisewall.censor.detection import Endpoint
 from noisewall.lab.services import LabServices
 from noisewall.lab.sides import LabSides
 from noisewall.net import Side
 from noisewall.noise import dh_function
+from noisewall.records.endpoint import Endpoint
+from noisewall.records.names import TransportName
 from noisewall.tunnel.armsrace import BlockingResult, measure_blocking
 from noisewall.tunnel.client import TunnelClient, TunnelUnavailable
-from noisewall.tunnel.config import TransportName, TunnelClientConfig, TunnelServerConfig
+from noisewall.tunnel.config import TunnelClientConfig, TunnelServerConfig
 from noisewall.tunnel.server import TunnelServer
 
 __all__ = ["LabTunnel", "start_tunnel"]

@@ -8,7 +8,7 @@ documentation ranges (RFC 5737) that exist only inside the lab's namespaces::
 
     inside (users)             border (the censor's router)      outside (servers)
     nw-NAME-i 198.51.100.2 --- nw-NAME-bi 198.51.100.1
-                               nw-NAME-bo 203.0.113.1 ---------- nw-NAME-o 203.0.113.10-19
+                               nw-NAME-bo 203.0.113.254 -------- nw-NAME-o 203.0.113.10-19
                                                                            203.0.113.53 (DNS)
 
 Nothing in the root namespace routes to them: no interface or route is ever
@@ -46,7 +46,7 @@ INSIDE_SUBNET = ipaddress.IPv4Network("198.51.100.0/24")  # TEST-NET-2
 OUTSIDE_SUBNET = ipaddress.IPv4Network("203.0.113.0/24")  # TEST-NET-3
 BORDER_INSIDE_ADDRESS = ipaddress.IPv4Address("198.51.100.1")
 CLIENT_ADDRESS = ipaddress.IPv4Address("198.51.100.2")
-BORDER_OUTSIDE_ADDRESS = ipaddress.IPv4Address("203.0.113.1")
+BORDER_OUTSIDE_ADDRESS = ipaddress.IPv4Address("203.0.113.254")
 SERVER_ADDRESSES = tuple(ipaddress.IPv4Address(f"203.0.113.{n}") for n in range(10, 20))
 RESOLVER_ADDRESS = ipaddress.IPv4Address("203.0.113.53")
 

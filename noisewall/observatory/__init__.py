@@ -15,8 +15,9 @@ from typing import Any
 
 from noisewall.observatory.config import DetectorConfig, load_config
 from noisewall.observatory.detect import Event, analyze, detect_series
-from noisewall.observatory.measurement import MeasurementError, parse_line, parse_measurement
+from noisewall.observatory.measurement import parse_line, parse_measurement
 from noisewall.observatory.report_html import GroundTruthBand, ReportTable, write_html_report
+from noisewall.observatory.rows import MeasurementError
 from noisewall.observatory.store import (
     FileError,
     IngestReport,

@@ -48,16 +48,18 @@ def observe() -> None:
 
 
 @observe.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @db_option
 @json_option
 def ingest(files: tuple[str, ...], db_path: str, as_json: bool) -> None:
-    """Store measurement files (JSON lines; noisewall_messaging or OONI whatsapp).
+    """Store measurements: FILES are .jsonl, .jsonl.gz, .json, .json.gz, folders of them, or -.
 
-    Idempotent: a measurement already stored is skipped. A bad line is
+    Analysed: noisewall_messaging and OONI's whatsapp, signal, telegram and
+    facebook_messenger tests; other tests are skipped with one line per test
+    name. Idempotent: a measurement already stored is skipped. A bad line is
     reported on stderr with its file and line number, a file that cannot be
-    read as an error naming the file, and the rest goes on; the exit status
-    is 1 when any line or file was rejected.
+    read (to the end) as one error naming the file, and the rest goes on; the
+    exit status is 1 when any line or file was rejected.
     """
     with MeasurementStore(db_path) as store:
         report = store.ingest_files(files)
@@ -65,6 +67,8 @@ def ingest(files: tuple[str, ...], db_path: str, as_json: bool) -> None:
         click.echo(f"noisewall: error: {file_error}", err=True)
     for error in report.errors:
         click.echo(f"noisewall: {error}", err=True)
+    for line in report.skipped_lines():
+        click.echo(f"noisewall: {line}", err=True)
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:

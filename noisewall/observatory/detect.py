@@ -20,7 +20,7 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from noisewall.observatory.bernoulli import (
@@ -32,9 +32,9 @@ from noisewall.observatory.bernoulli import (
 )
 from noisewall.observatory.config import DetectorConfig
 from noisewall.observatory.cusum import CusumParams, Episode, cusum_episodes
-from noisewall.observatory.measurement import format_ooni_time
 from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
 from noisewall.observatory.throttle import slow_rounds
+from noisewall.records.measurement import ooni_time
 
 EventKind = Literal["blocked", "throttled", "intermittent"]
 _CONTROL_COVERAGE = 0.5  # share of slow rounds the control must confirm to rule out congestion
@@ -59,8 +59,8 @@ class Event:
     def as_json(self) -> dict[str, object]:
         """A JSON object with the fields, plus the times in OONI's format."""
         data: dict[str, object] = asdict(self)
-        data["onset_utc"] = format_ooni_time(self.onset)
-        data["end_utc"] = None if self.end is None else format_ooni_time(self.end)
+        data["onset_utc"] = ooni_time(self.onset)
+        data["end_utc"] = None if self.end is None else ooni_time(self.end)
         return data
 
 
@@ -229,12 +229,51 @@ def _throttle_events(rows: SeriesRows, control: SeriesRows | None,
     return events
 
 
+def _one_state_at_a_time(throttled: list[Event], failing: list[Event],
+                         times: Sequence[float]) -> list[Event]:
+    """Throttled events cut where a failure event (blocked, intermittent) holds the series.
+
+    A policer's slow rounds are only seen while transfers work, so during a
+    block the throttle's evidence pauses rather than ends; the failure event
+    takes over the series. A throttle that still holds after the failure
+    event goes on from its end.
+    """
+    result: list[Event] = []
+    for event in throttled:
+        onset, end = event.onset, event.end
+        for failure in failing:
+            if failure.onset <= onset and (failure.end is None or failure.end > onset):
+                onset = math.inf if failure.end is None else failure.end
+            elif onset < failure.onset and (end is None or failure.onset < end):
+                if failure.end is not None and (end is None or failure.end < end):
+                    result.append(_clipped(event, onset, failure.onset, times))
+                    onset = failure.end
+                else:
+                    end = failure.onset
+        if not math.isinf(onset) and (end is None or onset < end):
+            result.append(_clipped(event, onset, end, times))
+    return result
+
+
+def _clipped(event: Event, onset: float, end: float | None, times: Sequence[float]) -> Event:
+    if (onset, end) == (event.onset, event.end):
+        return event
+    rounds = sum(1 for t in times if t >= onset and (end is None or t < end))
+    return replace(event, onset=onset, end=end, rounds=rounds)
+
+
 def detect_series(rows: SeriesRows, config: DetectorConfig,
                   control: SeriesRows | None = None) -> list[Event]:
-    """All events on one series (``control``: the same feature over the control path)."""
+    """All events on one series (``control``: the same feature over the control path).
+
+    One state at a time: a throttled event ends where a blocked or intermittent one begins.
+    """
     if not rows.times:
         return []
-    return _failure_events(rows, config) + _throttle_events(rows, control, config)
+    failing = _failure_events(rows, config)
+    throttled = _one_state_at_a_time(_throttle_events(rows, control, config), failing,
+                                     rows.times)
+    return failing + throttled
 
 
 def _order(event: Event) -> tuple[float, str, str, str, str]:

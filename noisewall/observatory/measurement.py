@@ -2,10 +2,15 @@
 
 Two kinds of measurement are understood:
 
-* ``noisewall_messaging`` (written by ``noisewall probe``): one row per entry
-  of ``test_keys.features``;
-* OONI's own ``whatsapp`` test (ts-018): rows ``endpoints``, ``registration``
-  and ``web`` under the vantage ``ooni``, so real OONI data can be analysed.
+* ``noisewall_messaging`` (written by ``noisewall probe``, schema in
+  :mod:`noisewall.records.measurement`): one row per entry of
+  ``test_keys.features``;
+* OONI's four instant-messaging tests (whatsapp, signal, telegram,
+  facebook_messenger; :mod:`.ooni_im`): one row per verdict key, under the
+  vantage ``ooni``, so real OONI data can be analysed.
+
+Any other test raises :class:`UnsupportedTest` (ingest counts them per test
+name rather than reporting each line).
 
 Everything here is pure: bytes or a dict in, a :class:`ParsedMeasurement` or a
 :class:`MeasurementError` out.
@@ -15,101 +20,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from noisewall.errors import InputError
+from noisewall.observatory.ooni_im import IM_TESTS, im_rows
+from noisewall.observatory.rows import FeatureRow, MeasurementError, UnsupportedTest
+from noisewall.records.measurement import TEST_NAME, NoisewallTestKeys
+from noisewall.records.measurement import parse_ooni_time as record_time
 
-NOISEWALL_TEST = "noisewall_messaging"
-OONI_WHATSAPP_TEST = "whatsapp"
 OONI_VANTAGE = "ooni"
 DEFAULT_VANTAGE = "direct"
-FEATURES = ("text", "photo", "video", "voice", "location", "register", "tcp")
-OONI_FEATURES = ("endpoints", "registration", "web")
 UNKNOWN_FAILURE = "unknown_failure"
-
-_OONI_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
-
-
-class MeasurementError(InputError):
-    """A measurement line that cannot be used: bad JSON, wrong types, unknown test."""
 
 
 def parse_ooni_time(text: str) -> float:
     """OONI's ``"YYYY-MM-DD HH:MM:SS"`` (UTC) as POSIX seconds."""
-    if not _OONI_TIME.fullmatch(text):
-        raise MeasurementError(f"time {text!r} is not 'YYYY-MM-DD HH:MM:SS'")
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+        return record_time(text)
     except ValueError as exc:
-        raise MeasurementError(f"time {text!r}: {exc}") from None
-
-
-def format_ooni_time(when: float) -> str:
-    """POSIX seconds as OONI's ``"YYYY-MM-DD HH:MM:SS"`` (UTC)."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-_Strict = ConfigDict(strict=True, extra="ignore", frozen=True)
-_Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-class FeatureResult(BaseModel):
-    """``test_keys.features[name]`` of a noisewall measurement."""
-
-    model_config = _Strict
-    status: Literal["ok", "failed"]
-    failure: str | None = None
-    failure_phase: str | None = None
-    t_connect: _Seconds | None = None
-    t_handshake: _Seconds | None = None
-    t_round_trip: _Seconds | None = None
-    bytes: Annotated[int, Field(ge=0)] = 0
-    throughput_kbps: _Seconds | None = None
-    runtime: _Seconds | None = None
-
-
-class NoisewallTestKeys(BaseModel):
-    """The part of a ``noisewall_messaging`` measurement's ``test_keys`` the observatory reads."""
-
-    model_config = _Strict
-    features: dict[Literal["text", "photo", "video", "voice", "location", "register", "tcp"],
-                   FeatureResult] = Field(min_length=1)
-
-
-class TcpStatus(BaseModel):
-    """df-005 ``status``."""
-
-    model_config = _Strict
-    success: bool
-    failure: str | None = None
-
-
-class TcpConnect(BaseModel):
-    """df-005 TCPConnect (only what the observatory reads)."""
-
-    model_config = _Strict
-    ip: str
-    port: int
-    status: TcpStatus
-
-
-class WhatsappTestKeys(BaseModel):
-    """ts-018 test keys."""
-
-    model_config = _Strict
-    registration_server_status: Literal["ok", "blocked"]
-    registration_server_failure: str | None = None
-    whatsapp_web_status: Literal["ok", "blocked"]
-    whatsapp_web_failure: str | None = None
-    whatsapp_endpoints_status: Literal["ok", "blocked"]
-    tcp_connect: list[TcpConnect] | None = None
+        raise MeasurementError(str(exc)) from None
 
 
 class BaseMeasurement(BaseModel):
@@ -122,18 +54,8 @@ class BaseMeasurement(BaseModel):
     probe_cc: str
     probe_network_name: str | None = None
     test_name: str
-    annotations: dict[str, Any] = Field(default_factory=dict)
+    annotations: dict[str, Any] | None = None
     test_keys: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureRow:
-    """One feature's outcome in one measurement: the detector's unit of data."""
-
-    feature: str
-    ok: bool
-    failure: str | None
-    throughput_kbps: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +84,7 @@ def _describe(exc: ValidationError, prefix: str) -> str:
 
 def _noisewall_rows(keys: Mapping[str, Any]) -> tuple[FeatureRow, ...]:
     try:
-        parsed = NoisewallTestKeys.model_validate(keys)
+        parsed = NoisewallTestKeys.model_validate(keys, strict=True)
     except ValidationError as exc:
         raise MeasurementError(_describe(exc, "test_keys")) from None
     rows = []
@@ -171,28 +93,6 @@ def _noisewall_rows(keys: Mapping[str, Any]) -> tuple[FeatureRow, ...]:
         failure = None if ok else (result.failure or UNKNOWN_FAILURE)
         rows.append(FeatureRow(name, ok, failure, result.throughput_kbps if ok else None))
     return tuple(rows)
-
-
-def _whatsapp_rows(keys: Mapping[str, Any]) -> tuple[FeatureRow, ...]:
-    try:
-        parsed = WhatsappTestKeys.model_validate(keys)
-    except ValidationError as exc:
-        raise MeasurementError(_describe(exc, "test_keys")) from None
-    endpoint_failures = Counter(c.status.failure or UNKNOWN_FAILURE
-                                for c in parsed.tcp_connect or () if not c.status.success)
-    endpoints_failure = (endpoint_failures.most_common(1)[0][0] if endpoint_failures
-                         else UNKNOWN_FAILURE)
-
-    def row(feature: str, status: str, failure: str | None) -> FeatureRow:
-        ok = status == "ok"
-        return FeatureRow(feature, ok, None if ok else (failure or UNKNOWN_FAILURE), None)
-
-    return (
-        row("endpoints", parsed.whatsapp_endpoints_status, endpoints_failure),
-        row("registration", parsed.registration_server_status,
-            parsed.registration_server_failure),
-        row("web", parsed.whatsapp_web_status, parsed.whatsapp_web_failure),
-    )
 
 
 def canonical_json(obj: Mapping[str, Any]) -> bytes:
@@ -218,28 +118,31 @@ def parse_measurement(obj: object, raw: bytes | None = None) -> ParsedMeasuremen
     """
     if not isinstance(obj, dict):
         raise MeasurementError(f"a measurement is a JSON object, not {type(obj).__name__}")
+    test_name = obj.get("test_name")
+    if not isinstance(test_name, str):
+        raise MeasurementError("test_name: a measurement names its test")
+    if test_name != TEST_NAME and test_name not in IM_TESTS:
+        raise UnsupportedTest(test_name)
     try:
         base = BaseMeasurement.model_validate(obj)
     except ValidationError as exc:
         raise MeasurementError(_describe(exc, "")) from None
     when = parse_ooni_time(base.measurement_start_time)
-    if base.test_name == NOISEWALL_TEST:
+    annotations = base.annotations or {}
+    if test_name == TEST_NAME:
         rows = _noisewall_rows(base.test_keys)
         default_vantage = DEFAULT_VANTAGE
         if base.id is None:
             raise MeasurementError("id: a noisewall measurement needs its UUID4 id")
-    elif base.test_name == OONI_WHATSAPP_TEST:
-        rows = _whatsapp_rows(base.test_keys)
-        default_vantage = OONI_VANTAGE
     else:
-        raise MeasurementError(f"test_name {base.test_name!r} is not "
-                               f"{NOISEWALL_TEST!r} or {OONI_WHATSAPP_TEST!r}")
+        rows = im_rows(test_name, base.test_keys)
+        default_vantage = OONI_VANTAGE
     try:
         stored = raw if raw is not None else canonical_json(obj)
     except ValueError as exc:  # NaN or infinity somewhere in the record
         raise MeasurementError(f"not strict JSON: {exc}") from None
     digest = hashlib.blake2b(stored, digest_size=16).digest()
-    vantage = base.annotations.get("vantage")
+    vantage = annotations.get("vantage")
     return ParsedMeasurement(
         # OONI collectors clear ``id``: the content digest stands in, so re-ingesting is a no-op.
         id=base.id if base.id is not None else f"ooni-{digest.hex()}",
@@ -247,7 +150,7 @@ def parse_measurement(obj: object, raw: bytes | None = None) -> ParsedMeasuremen
         network=base.probe_network_name or base.probe_asn,
         vantage=vantage if isinstance(vantage, str) and vantage else default_vantage,
         test_name=base.test_name,
-        round=_round(base.annotations),
+        round=_round(annotations),
         rows=rows,
         raw=stored,
         digest=digest,

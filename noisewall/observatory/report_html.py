@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from noisewall.observatory.detect import Event
-from noisewall.observatory.measurement import format_ooni_time
 from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
+from noisewall.records.measurement import ooni_time
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 960, 210, 60, 70, 26, 30
 BUCKETS = 240
@@ -123,7 +123,7 @@ def _svg(rows: SeriesRows, events: Sequence[Event], truth: Sequence[GroundTruthB
         parts.append(f'<rect x="{x0:.1f}" y="{plot_top}" width="{max(x1 - x0, 1):.1f}" '
                      f'height="{plot_height}" fill="{KIND_COLOURS[event.kind]}" opacity="0.22">'
                      f'<title>{_esc(event.kind)} {_esc(detail)} from '
-                     f'{format_ooni_time(event.onset)}</title></rect>')
+                     f'{ooni_time(event.onset)}</title></rect>')
     buckets = _buckets(rows, start, stop)
     success = " ".join(f"{axis.x(t):.1f},{plot_bottom - s * plot_height:.1f}"
                        for t, s, _ in buckets)
@@ -151,7 +151,7 @@ def _svg(rows: SeriesRows, events: Sequence[Event], truth: Sequence[GroundTruthB
         when = start + fraction * (stop - start)
         anchor = ("start", "middle", "end")[int(fraction * 2)]
         parts.append(f'<text x="{axis.x(when):.1f}" y="{HEIGHT - 10}" font-size="10" '
-                     f'text-anchor="{anchor}">{format_ooni_time(when)}</text>')
+                     f'text-anchor="{anchor}">{ooni_time(when)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -165,8 +165,8 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]])
 
 def event_rows(events: Sequence[Event]) -> list[list[object]]:
     """The events as table rows (shared by the HTML and terminal reports)."""
-    return [[e.network, e.vantage, e.feature, e.kind, format_ooni_time(e.onset),
-             "ongoing" if e.end is None else format_ooni_time(e.end), e.rounds,
+    return [[e.network, e.vantage, e.feature, e.kind, ooni_time(e.onset),
+             "ongoing" if e.end is None else ooni_time(e.end), e.rounds,
              e.failure or "", "" if e.rate_kbps is None else f"{e.rate_kbps:,.1f}",
              "" if e.success_fraction is None else f"{e.success_fraction:.0%}",
              f"{e.confidence:.2f}"] for e in events]
@@ -214,8 +214,8 @@ def write_html_report(path: str | Path, store: MeasurementStore, events: Sequenc
                      for kind, colour in KIND_COLOURS.items())
     sections = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>noisewall "
                 f"observatory report</title><style>{_STYLE}</style></head><body>"
-                f"<h1>noisewall observatory</h1><p>{format_ooni_time(start)} to "
-                f"{format_ooni_time(stop)} UTC: {sum(c.rounds for c, _ in series):,} results "
+                f"<h1>noisewall observatory</h1><p>{ooni_time(start)} to "
+                f"{ooni_time(stop)} UTC: {sum(c.rounds for c, _ in series):,} results "
                 f"in {len(series)} series, {len(shown)} events.</p>",
                 _table("Events", EVENT_COLUMNS, event_rows(shown)),
                 _table("Counts", ("network", "vantage", "feature", "rounds", "ok", "failed",

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from noisewall.errors import InputError
-from noisewall.observatory.measurement import (
-    MeasurementError,
-    ParsedMeasurement,
-    parse_line,
-    parse_measurement,
-)
+from noisewall.observatory.inputs import SourceError, expand, read_items
+from noisewall.observatory.measurement import ParsedMeasurement, parse_line, parse_measurement
+from noisewall.observatory.rows import MeasurementError, UnsupportedTest
 
 SCHEMA_VERSION = 1
 BATCH = 2000
@@ -86,7 +84,7 @@ class LineError:
 
 @dataclass(frozen=True, slots=True)
 class FileError:
-    """A file that could not be opened or read: which one and the system's reason."""
+    """A file that could not be read (to the end): which one and why."""
 
     source: str
     message: str
@@ -100,7 +98,8 @@ class IngestReport:
     """What one ingest did: lines read, measurements stored, re-ingested ones, errors.
 
     ``errors`` holds the rejected lines, ``file_errors`` the files that could not be read
-    (a file that fails part-way keeps the batches committed before the failure).
+    (a file that fails part-way keeps the batches committed before the failure),
+    ``skipped`` the measurements of tests the observatory does not analyse, per test name.
     """
 
     lines: int = 0
@@ -108,6 +107,12 @@ class IngestReport:
     already_stored: int = 0
     errors: list[LineError] = field(default_factory=list)
     file_errors: list[FileError] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def skipped_lines(self) -> list[str]:
+        """One line per skipped test name."""
+        return [f"skipped {n} {name} measurement{'s' if n > 1 else ''} (not analysed)"
+                for name, n in sorted(self.skipped.items())]
 
     def as_json(self) -> dict[str, object]:
         """The ``--json`` shape."""
@@ -116,7 +121,8 @@ class IngestReport:
                 "errors": [{"source": e.source, "line": e.line, "message": e.message}
                            for e in self.errors],
                 "file_errors": [{"source": e.source, "message": e.message}
-                                for e in self.file_errors]}
+                                for e in self.file_errors],
+                "skipped": dict(sorted(self.skipped.items()))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,17 @@ class SeriesRows:
     ok: list[bool]
     failures: list[str | None]
     kbps: list[float | None]
+
+
+_Item = Mapping[str, Any] | bytes | str | MeasurementError
+
+
+def _parse(item: _Item) -> ParsedMeasurement:
+    if isinstance(item, MeasurementError):
+        raise item
+    if isinstance(item, (bytes, str)):
+        return parse_line(item)
+    return parse_measurement(dict(item))
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,19 +202,18 @@ class MeasurementStore:
     # ingest ---------------------------------------------------------------------------------
 
     def ingest_files(self, paths: Iterable[str | Path]) -> IngestReport:
-        """Ingest JSON-lines files, streaming; an unreadable file is a :class:`FileError`.
+        """Ingest files, directories or ``-`` (see :mod:`.inputs`), streaming.
 
-        The other files are still ingested: ingest is idempotent, so the caller can
-        fix the path and run it again.
+        A file that cannot be read is a :class:`FileError`; the other files are
+        still ingested: ingest is idempotent, so the caller can fix the file and
+        run it again.
         """
         report = IngestReport()
-        for path in paths:
+        for source in expand(paths):
             try:
-                with open(path, "rb") as handle:
-                    self._ingest(((str(path), n, line) for n, line in enumerate(handle, 1)),
-                                 report)
-            except OSError as exc:
-                report.file_errors.append(FileError(str(path), exc.strerror or str(exc)))
+                self._ingest(((source, n, item) for n, item in read_items(source)), report)
+            except SourceError as exc:
+                report.file_errors.append(FileError(source, str(exc)))
         return report
 
     def ingest_lines(self, lines: Iterable[bytes | str], source: str = "<lines>") -> IngestReport:
@@ -213,25 +229,32 @@ class MeasurementStore:
         self._ingest(((source, n, m) for n, m in enumerate(measurements, 1)), report)
         return report
 
-    def _ingest(self, items: Iterator[tuple[str, int, Mapping[str, Any] | bytes | str]],
-                report: IngestReport) -> None:
+    def _ingest(self, items: Iterator[tuple[str, int, _Item]], report: IngestReport) -> None:
         batch: list[_Pending] = []
         sources: set[str] = set()
-        for source, number, item in items:
-            sources.add(source)
-            if isinstance(item, (bytes, str)) and not item.strip():
-                continue
-            report.lines += 1
-            try:
-                parsed = (parse_line(item) if isinstance(item, (bytes, str))
-                          else parse_measurement(dict(item)))
-            except MeasurementError as exc:
-                report.errors.append(LineError(source, number, str(exc)))
-                continue
-            batch.append(_Pending(parsed, source, number))
-            if len(batch) >= BATCH:
+        try:
+            for source, number, item in items:
+                sources.add(source)
+                if isinstance(item, (bytes, str)) and not item.strip():
+                    continue
+                report.lines += 1
+                try:
+                    parsed = _parse(item)
+                except UnsupportedTest as exc:
+                    report.skipped[exc.test_name] += 1
+                    continue
+                except MeasurementError as exc:
+                    report.errors.append(LineError(source, number, str(exc)))
+                    continue
+                batch.append(_Pending(parsed, source, number))
+                if len(batch) >= BATCH:
+                    self._commit(batch, report, sources)
+                    batch = []
+        except SourceError:
+            # What was read before the source failed is stored: a rerun skips it.
+            if batch:
                 self._commit(batch, report, sources)
-                batch = []
+            raise
         if batch:
             self._commit(batch, report, sources)
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from noisewall.observatory.measurement import FEATURES, NOISEWALL_TEST, format_ooni_time
+from noisewall.records.measurement import TEST_NAME, ooni_time
+from noisewall.records.names import FEATURES
 
 NORMAL_KBPS = {"text": 4000.0, "photo": 90000.0, "video": 120000.0, "voice": 60000.0,
                "location": 3000.0}
@@ -81,7 +82,7 @@ def synthetic_measurements(network: SyntheticNetwork, *, rounds: int, start: flo
     rng = random.Random(seed)  # noqa: S311 -- reproducible test data, not secrets
     report_id = f"synthetic_{network.asn}_{seed}"
     for round_number in range(rounds):
-        when = format_ooni_time(start + round_number * interval)
+        when = ooni_time(start + round_number * interval)
         for vantage in network.vantages:
             features = {}
             for feature in network.features:
@@ -97,7 +98,7 @@ def synthetic_measurements(network: SyntheticNetwork, *, rounds: int, start: flo
                 "probe_asn": network.asn, "probe_cc": "ZZ", "probe_ip": "127.0.0.1",
                 "probe_network_name": network.name, "report_id": report_id,
                 "software_name": "noisewall", "software_version": "0.1.0",
-                "test_name": NOISEWALL_TEST, "test_version": "0.1.0", "test_runtime": 0.1,
+                "test_name": TEST_NAME, "test_version": "0.1.0", "test_runtime": 0.1,
                 "test_keys": {
                     "features": features,
                     "status": {"ok": [f for f, r in features.items() if r["status"] == "ok"],

@@ -8,6 +8,7 @@ and :func:`~noisewall.probe.failures.failure_string`. Format: ``docs/measurement
 
 from noisewall.probe.failures import failure_string
 from noisewall.probe.prober import Prober
-from noisewall.probe.settings import FEATURES, ProbeSettings, SampleSizes, Vantage
+from noisewall.probe.settings import ProbeSettings, SampleSizes, Vantage
+from noisewall.records.names import FEATURES
 
 __all__ = ["FEATURES", "ProbeSettings", "Prober", "SampleSizes", "Vantage", "failure_string"]

@@ -17,7 +17,9 @@ from noisewall.errors import InputError
 from noisewall.messenger.client import ChatError
 from noisewall.messenger.e2e import E2EError
 from noisewall.probe.prober import Prober
-from noisewall.probe.settings import FEATURES, Feature, ProbeSettings, Vantage
+from noisewall.probe.settings import ProbeSettings, Vantage
+from noisewall.records.endpoint import Endpoint
+from noisewall.records.names import FEATURES, Feature
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -41,7 +43,7 @@ def parse_features(text: str) -> tuple[Feature, ...]:
     return tuple(name for name in FEATURES if name in names)
 
 
-def _endpoint(value: str | None) -> tuple[str, int] | None:
+def _endpoint(value: str | None) -> Endpoint | None:
     return None if value is None else parse_endpoint(value)
 
 

@@ -1,6 +1,7 @@
-"""The measurement format: OONI's base data format with noisewall's test keys (sans-IO).
+"""Writing measurements: the trace of network observations and the OONI-format record (sans-IO).
 
-Field-by-field reference: ``docs/measurements.md``. Wall-clock fields come
+The record's schema is :mod:`noisewall.records.measurement` (shared with the
+observatory); field-by-field reference: ``docs/measurements.md``. Wall-clock fields come
 from the injected clock (the lab's simulated time); ``t0`` / ``t`` /
 ``runtime`` are real elapsed seconds, as the network experiences them.
 """
@@ -13,22 +14,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 from noisewall import __version__
+from noisewall.records.measurement import (
+    DATA_FORMAT_VERSION,
+    TEST_NAME,
+    TEST_VERSION,
+    FeatureResult,
+    ooni_time,
+)
 
-TEST_NAME = "noisewall_messaging"
-TEST_VERSION = "0.1.0"
-DATA_FORMAT_VERSION = "0.2.0"
 NOISE_PROTOCOL = "Noise_XX_25519_AESGCM_SHA256"
-
-Phase: TypeAlias = Literal["tcp_connect", "socks5", "noise_handshake", "tls_handshake",
-                           "register", "send", "receipt", "upload", "download"]
-
-
-def ooni_time(posix: float) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` in UTC, OONI's timestamp format."""
-    return datetime.fromtimestamp(posix, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def report_id(posix: float, asn: str) -> str:
@@ -42,40 +39,6 @@ def kbps(num_bytes: int, seconds: float) -> float | None:
     if num_bytes <= 0 or seconds <= 0:
         return None
     return num_bytes * 8 / seconds / 1000
-
-
-@dataclass
-class FeatureResult:
-    """The outcome of one feature on one path in one round."""
-
-    status: Literal["ok", "failed"] = "ok"
-    failure: str | None = None
-    failure_phase: Phase | None = None
-    t_connect: float | None = None
-    t_handshake: float | None = None
-    t_round_trip: float | None = None
-    bytes: int = 0
-    throughput_kbps: float | None = None
-    runtime: float = 0.0
-
-    def fail(self, failure: str, phase: Phase | None) -> None:
-        """Record the failure that ended this feature's measurement."""
-        self.status = "failed"
-        self.failure = failure
-        self.failure_phase = phase
-
-    def as_json(self) -> dict[str, Any]:
-        """The ``test_keys.features[...]`` object."""
-        return {
-            "status": self.status, "failure": self.failure, "failure_phase": self.failure_phase,
-            "t_connect": _round(self.t_connect), "t_handshake": _round(self.t_handshake),
-            "t_round_trip": _round(self.t_round_trip), "bytes": self.bytes,
-            "throughput_kbps": _round(self.throughput_kbps), "runtime": _round(self.runtime),
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
 
 
 @dataclass

@@ -32,9 +32,11 @@ from noisewall.messenger.mediaclient import MediaClient, MediaPinError
 from noisewall.messenger.mediacrypto import MediaKind, blob_size
 from noisewall.noise import NoiseError
 from noisewall.probe.accounts import ProbeAccount
-from noisewall.probe.measurement import FeatureResult, Trace, kbps
+from noisewall.probe.measurement import Trace, kbps
 from noisewall.probe.phases import close_writer, failure_of, measure, open_path, phase
-from noisewall.probe.settings import Endpoint, ProbeSettings, Vantage
+from noisewall.probe.settings import ProbeSettings, Vantage
+from noisewall.records.endpoint import Endpoint
+from noisewall.records.measurement import FeatureResult
 from noisewall.selfsigned import dns_name
 
 MEDIA_KIND = {"photo": MediaKind.IMAGE, "video": MediaKind.VIDEO, "voice": MediaKind.AUDIO}
@@ -58,7 +60,7 @@ class MediaCredentials:
     def endpoint(self) -> Endpoint:
         """The media server's host and port."""
         parts = urlsplit(self.url)
-        return parts.hostname or "", parts.port or 443
+        return Endpoint(parts.hostname or "", parts.port or 443)
 
     @property
     def sni(self) -> str | None:

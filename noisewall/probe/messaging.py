@@ -8,9 +8,10 @@ from typing import Any
 from noisewall.clock import Clock
 from noisewall.messenger.client import ChatConnection
 from noisewall.probe.accounts import ProbeAccount, new_message_id, open_payload, seal, wire_size
-from noisewall.probe.measurement import FeatureResult, Trace, kbps
+from noisewall.probe.measurement import Trace, kbps
 from noisewall.probe.phases import failure_of, measure, open_chat, phase
 from noisewall.probe.settings import ProbeSettings, Vantage
+from noisewall.records.measurement import FeatureResult
 
 #: Coordinates a location probe sends (the app's ``location`` message).
 PROBE_LOCATION = (39.9042, 116.4074)

@@ -17,8 +17,9 @@ from noisewall.messenger.client import ChatConnection, client_settings
 from noisewall.noise import KeyPair
 from noisewall.noise.stream import Framing, NoiseStream, make_connection
 from noisewall.probe.failures import failure_string
-from noisewall.probe.measurement import NOISE_PROTOCOL, FeatureResult, Phase, Trace
-from noisewall.probe.settings import Endpoint
+from noisewall.probe.measurement import NOISE_PROTOCOL, Trace
+from noisewall.records.endpoint import Endpoint
+from noisewall.records.measurement import FeatureResult, Phase
 
 
 class PhaseFailure(Exception):

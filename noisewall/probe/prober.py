@@ -27,18 +27,15 @@ from typing import Any
 from noisewall.clock import Clock, SystemClock
 from noisewall.probe.accounts import ProbeAccount, account_name
 from noisewall.probe.failures import failure_string
-from noisewall.probe.measurement import (
-    FeatureResult,
-    MeasurementMeta,
-    Trace,
-    build_measurement,
-    report_id,
-)
+from noisewall.probe.measurement import MeasurementMeta, Trace, build_measurement, report_id
 from noisewall.probe.media import CredentialSession, MediaCredentials, MediaProbe, sample_file
 from noisewall.probe.messaging import ChatProbe, message_round_trip, register
 from noisewall.probe.peer import ProbePeer
-from noisewall.probe.settings import MEDIA_FEATURES, Endpoint, ProbeSettings, Vantage
+from noisewall.probe.settings import ProbeSettings, Vantage
 from noisewall.probe.tcp import tcp_connects
+from noisewall.records.endpoint import Endpoint
+from noisewall.records.measurement import FeatureResult
+from noisewall.records.names import MEDIA_FEATURES
 
 E2E_FEATURES = ("text", "location")
 

@@ -28,7 +28,8 @@ from pathlib import PurePath
 from typing import Any
 
 from noisewall.probe.failures import ERRNO_FAILURES
-from noisewall.probe.measurement import FeatureResult, MeasurementMeta, Trace, build_measurement
+from noisewall.probe.measurement import MeasurementMeta, Trace, build_measurement
+from noisewall.records.measurement import FeatureResult
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Feature: TypeAlias = Literal["text", "photo", "video", "voice", "location", "register", "tcp"]
-FEATURES: tuple[Feature, ...] = ("text", "photo", "video", "voice", "location", "register", "tcp")
-MEDIA_FEATURES: tuple[Feature, ...] = ("photo", "video", "voice")
-#: Features whose measurement has a bulk phase, hence a throughput.
-BULK_FEATURES: tuple[Feature, ...] = ("text", *MEDIA_FEATURES)
-
-Endpoint: TypeAlias = tuple[str, int]
+from noisewall.records.endpoint import Endpoint
+from noisewall.records.names import FEATURES, Feature
 
 
 class _Settings(BaseModel):

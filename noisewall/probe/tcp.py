@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from noisewall.probe.measurement import FeatureResult, Trace
+from noisewall.probe.measurement import Trace
 from noisewall.probe.phases import PhaseFailure, close_writer, measure, open_path
-from noisewall.probe.settings import Endpoint, Vantage
+from noisewall.probe.settings import Vantage
+from noisewall.records.endpoint import Endpoint
+from noisewall.records.measurement import FeatureResult
 
 
 async def tcp_connects(endpoints: list[Endpoint], vantage: Vantage, trace: Trace,

@@ -32,8 +32,8 @@ from pathlib import Path
 from noisewall import socks5
 from noisewall.allocator import MALLOC_ENV, tune_allocator
 from noisewall.noise.bench import BenchResult, time_bulk_send
+from noisewall.records.names import TRANSPORT_NAMES
 from noisewall.tcp_stream import TcpStream
-from noisewall.tunnel.config import TRANSPORT_NAMES
 from noisewall.tunnel.keyfile import load_or_create_key
 
 BULK = 256 * 1024 * 1024

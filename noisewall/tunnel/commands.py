@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from noisewall.allocator import tune_allocator
 from noisewall.cli_options import json_option, parse_endpoint
 from noisewall.noise.keys import parse_hex_key
+from noisewall.records.names import TRANSPORT_NAMES
 from noisewall.tunnel.armsrace import loopback_sources, measure_blocking
 from noisewall.tunnel.client import TunnelClient
 from noisewall.tunnel.config import (
     KEY_SIZE,
-    TRANSPORT_NAMES,
     TunnelClientConfig,
     TunnelConfigError,
     TunnelServerConfig,

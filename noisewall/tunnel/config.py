@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from noisewall.errors import InputError
 from noisewall.noise.dh import KeyPair
+from noisewall.records.names import TRANSPORT_NAMES, TransportName
 from noisewall.tunnel.mux import DEFAULT_WINDOW
 from noisewall.tunnel.transport import Transport
 from noisewall.tunnel.transport_padded import PaddedNoiseSocketTransport
 from noisewall.tunnel.transport_random import RandomTransport
 from noisewall.tunnel.transport_tls import DEFAULT_ALPN, DEFAULT_SNI, TlsTransport
 
-TransportName = Literal["tls", "random", "noisesocket-padded"]
-TRANSPORT_NAMES: tuple[TransportName, ...] = ("tls", "random", "noisesocket-padded")
 KEY_SIZE = 32
 
 

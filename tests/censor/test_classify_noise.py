@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from noisewall.censor.classify import fully_encrypted, noisesocket, wa
-from noisewall.censor.detection import NEED_MORE, Detection, Endpoint
+from noisewall.censor.detection import NEED_MORE, Detection
 from noisewall.censor.flowclassifier import classify_flow
 from noisewall.noise import NoiseSettings, dh_function
 from noisewall.noise.stream import Framing, connect
+from noisewall.records.endpoint import Endpoint
 from tests.censor.capture import first_bytes, in_thread
 from tests.noise import nsock_peer
 

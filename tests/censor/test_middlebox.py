@@ -18,13 +18,13 @@ from functools import partial
 import pytest
 
 from noisewall import socks5
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import Policy, parse_policy
 from noisewall.clock import ManualClock
 from noisewall.noise import NoiseSettings, dh_function
 from noisewall.noise.stream import connect, serve
+from noisewall.records.endpoint import Endpoint
 from tests.censor.capture import HTTP_REQUEST, http_echo_works
 
 NOISE_FIRST = (28).to_bytes(2, "big") + b"Noise_XX_25519_AESGCM_SHA256" + (32).to_bytes(2, "big")

@@ -24,13 +24,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.pcap import (
     CaptureError,
     CaptureSummary,
     TcpFlow,
     read_flows,
 )
+from noisewall.records.endpoint import Endpoint
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 T0 = 1_700_000_000.25

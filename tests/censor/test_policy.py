@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from noisewall.censor import policy as policy_module
-from noisewall.censor.detection import Endpoint, FlowRecord
+from noisewall.censor.detection import FlowRecord
 from noisewall.censor.policy import (
     ALLOW,
     Action,
@@ -31,6 +31,7 @@ from noisewall.censor.policy import (
     policy_from_node,
 )
 from noisewall.clock import ManualClock
+from noisewall.records.endpoint import Endpoint
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "censor-policy.md"
 T0 = datetime(2017, 9, 20, tzinfo=UTC).timestamp()

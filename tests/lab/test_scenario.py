@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from noisewall.censor.detection import Endpoint, FlowRecord
+from noisewall.censor.detection import FlowRecord
 from noisewall.errors import InputError
+from noisewall.lab.addressplan import LOOPBACK_PLAN
 from noisewall.lab.groundtruth import ground_truth
 from noisewall.lab.scenario import (
     ScenarioError,
@@ -19,7 +20,7 @@ from noisewall.lab.scenario import (
     resolve_scenario,
     shipped_scenarios,
 )
-from noisewall.lab.services import MEDIA_HOST
+from noisewall.records.endpoint import Endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 CHINA = shipped_scenarios()["china-2017"]
@@ -70,7 +71,7 @@ def test_shipped_media_rules_match_the_media_name_not_the_address(
                    if entry.expect is not None and entry.expect.vantages == ("direct",)
                    and set(entry.expect.features) <= {"photo", "video", "voice"}]
     assert media_rules
-    client, media = Endpoint("127.0.0.1", 40000), Endpoint(MEDIA_HOST, 8443)
+    client, media = Endpoint("127.0.0.1", 40000), Endpoint(LOOPBACK_PLAN.media, 8443)
     for rule in scenario.policy.rules:
         if rule.name in media_rules:
             assert "sni" in rule.match.conditions and "server" not in rule.match.conditions

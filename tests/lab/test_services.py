@@ -8,8 +8,9 @@ from pathlib import Path
 
 from noisewall import socks5
 from noisewall.clock import ManualClock
+from noisewall.lab.addressplan import LOOPBACK_PLAN
 from noisewall.lab.scenario import resolve_scenario
-from noisewall.lab.services import MEDIA_HOST, LabServices
+from noisewall.lab.services import LabServices
 
 
 async def _tls_handshake(socks: tuple[str, int], host: str, port: int,
@@ -39,25 +40,27 @@ async def test_censor_follows_the_timeline_on_the_simulated_clock(tmp_path: Path
     async with LabServices(tmp_path, scenario.policy, clock, media_name=name) as services:
         assert services.addresses is not None
         assert services.addresses.media_name == name
-        socks = (services.addresses.socks.host, services.addresses.socks.port)
+        gateway = services.addresses.censored_socks
+        assert gateway is not None
+        socks = (gateway.host, gateway.port)
         media_port = int(services.addresses.media_url.rsplit(":", 1)[1])
-        assert services.addresses.media_url.startswith(f"https://{MEDIA_HOST}:")
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port, name) == "ok"
+        assert services.addresses.media_url.startswith(f"https://{LOOPBACK_PLAN.media}:")
+        assert await _tls_handshake(socks, LOOPBACK_PLAN.media, media_port, name) == "ok"
         clock.set(onset - 1)
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port, name) == "ok"
+        assert await _tls_handshake(socks, LOOPBACK_PLAN.media, media_port, name) == "ok"
         clock.set(onset)
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port, name) != "ok"
+        assert await _tls_handshake(socks, LOOPBACK_PLAN.media, media_port, name) != "ok"
         clock.set(scenario.end - 1)
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port, name) != "ok"
+        assert await _tls_handshake(socks, LOOPBACK_PLAN.media, media_port, name) != "ok"
         # The rule matches the name the client sends, not the address it reaches.
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port, None) == "ok"
-        assert await _tls_handshake(socks, MEDIA_HOST, media_port, "cdn.example") == "ok"
+        assert await _tls_handshake(socks, LOOPBACK_PLAN.media, media_port, None) == "ok"
+        assert await _tls_handshake(socks, LOOPBACK_PLAN.media, media_port, "cdn.example") == "ok"
         # the uncensored path to the same server stays open
         _, writer = await asyncio.wait_for(
-            asyncio.open_connection(MEDIA_HOST, media_port), 5)
+            asyncio.open_connection(LOOPBACK_PLAN.media, media_port), 5)
         writer.close()
     # everything stopped: nothing listens any more
-    for endpoint in (services.addresses.socks, services.addresses.chat):
+    for endpoint in (gateway, services.addresses.chat):
         try:
             _, w = await asyncio.wait_for(asyncio.open_connection(endpoint.host, endpoint.port), 5)
         except OSError:

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import parse_policy
 from noisewall.clock import ManualClock
 from noisewall.lab.thirdparty import SHADOWSOCKS, Shadowsocks, shadowsocks_installed
+from noisewall.records.endpoint import Endpoint
 
 pytestmark = pytest.mark.skipif(not shadowsocks_installed(),
                                 reason="shadowsocks-libev is not installed (ss-server, ss-local)")

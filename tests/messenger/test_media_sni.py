@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.middlebox import Middlebox, Route
 from noisewall.censor.policy import parse_policy
 from noisewall.messenger.app import MessengerClient
@@ -32,6 +31,7 @@ from noisewall.messenger.mediaclient import MediaClient, MediaUnavailableError
 from noisewall.messenger.mediaserver import MediaServer, ensure_certificate
 from noisewall.messenger.profile import ProfileError
 from noisewall.messenger.server import ChatServer
+from noisewall.records.endpoint import Endpoint
 
 BLOCKED = "mmg.example"
 POLICY = f"""

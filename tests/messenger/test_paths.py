@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.middlebox import Middlebox, Route
 from noisewall.censor.policy import parse_policy
 from noisewall.messenger.app import MessengerClient
+from noisewall.records.endpoint import Endpoint
 
 
 class Server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,3 +29,19 @@ def ooni_whatsapp_example() -> dict[str, Any]:
     assert match is not None, "no JSON block under 'Example output sample'"
     example: dict[str, Any] = json.loads(match.group(1))
     return example
+
+
+def ooni_testset(name: str) -> Path:
+    """A file of the real-OONI test set (provenance per line in its ``SOURCES.json``).
+
+    It lives in ``../shared/ooni-measurements/`` (data from OONI's public
+    repositories is kept in shared/, not in this repository);
+    ``NOISEWALL_OONI_TESTSET`` names another folder holding the same files.
+    """
+    folder = os.environ.get("NOISEWALL_OONI_TESTSET")
+    if folder:
+        path = Path(folder) / name
+        if not path.is_file():
+            pytest.fail(f"required input missing: {path}", pytrace=False)
+        return path
+    return shared_file(f"ooni-measurements/{name}")

@@ -175,3 +175,18 @@ def test_event_json() -> None:
     data = event.as_json()
     assert data["onset_utc"] == "2017-09-20 00:00:00" and data["end_utc"] is None
     assert data["kind"] == "throttled" and data["rate_kbps"] == 128.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_throttle_followed_by_a_block_is_two_events_one_after_the_other(
+        store: MeasurementStore, seed: int) -> None:
+    network = SyntheticNetwork("Net", "AS64500", ("direct", "control"), features=("photo",),
+                               events=(Injected("throttled", "photo", 80, 160, rate_kbps=64),
+                                       Injected("blocked", "photo", 160, 240)))
+    events = _only(_events(store, network, rounds=320, seed=seed), "photo")
+    assert [e.kind for e in events] == ["throttled", "blocked"]
+    throttled, blocked = events
+    assert abs(_round(throttled.onset) - 80) <= 2 and abs(_round(blocked.onset) - 160) <= 2
+    assert throttled.end == blocked.onset  # not at 240, when throughput is seen again
+    assert abs(_round(blocked.end) - 240) <= 2
+    assert throttled.rounds == round(_round(throttled.end) - _round(throttled.onset))

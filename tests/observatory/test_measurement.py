@@ -9,12 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from noisewall.observatory.measurement import (
-    MeasurementError,
-    parse_line,
-    parse_measurement,
-    parse_ooni_time,
-)
+from noisewall.observatory.measurement import parse_line, parse_measurement, parse_ooni_time
+from noisewall.observatory.rows import MeasurementError
 from noisewall.observatory.synthetic import Injected, SyntheticNetwork, synthetic_measurements
 from tests.observatory.conftest import ooni_whatsapp_example
 
@@ -44,13 +40,13 @@ def test_ooni_whatsapp_example_parses() -> None:
     assert parsed.vantage == "ooni"
     assert parsed.network == "Vodafone Italia S.p.A."
     assert parsed.time == parse_ooni_time("2022-12-07 09:52:48")
-    assert {r.feature: r.ok for r in parsed.rows} == {"endpoints": True, "registration": True,
-                                                       "web": True}
+    assert {r.feature: r.ok for r in parsed.rows} == {
+        "whatsapp_endpoints": True, "registration_server": True, "whatsapp_web": True}
     assert parsed.id.startswith("ooni-")  # collectors clear ids: the content digest stands in
     assert parse_measurement(example).id == parsed.id
 
 
-def test_ooni_blocked_endpoints_take_the_dominant_tcp_failure() -> None:
+def test_ooni_rows_read_the_verdict_keys_only() -> None:
     example = ooni_whatsapp_example()
     keys = example["test_keys"]
     keys["whatsapp_endpoints_status"] = "blocked"
@@ -58,10 +54,29 @@ def test_ooni_blocked_endpoints_take_the_dominant_tcp_failure() -> None:
         connect["status"] = {"success": False, "failure": "generic_timeout_error"}
     keys["registration_server_status"] = "blocked"
     keys["registration_server_failure"] = "connection_reset"
+    keys["whatsapp_web_failure"] = False  # ooniprobe 2.x writes false for "no failure"
     rows = {r.feature: r for r in parse_measurement(example).rows}
-    assert rows["endpoints"].failure == "generic_timeout_error"
-    assert rows["registration"].failure == "connection_reset"
-    assert rows["web"].ok
+    assert (rows["whatsapp_endpoints"].ok, rows["whatsapp_endpoints"].failure) == (False, None)
+    assert rows["registration_server"].failure == "connection_reset"
+    assert rows["whatsapp_web"].ok and rows["whatsapp_web"].failure is None
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("whatsapp_web_status", "maybe", "whatsapp_web_status"),
+    ("registration_server_failure", 7, "registration_server_failure"),
+])
+def test_ooni_bad_verdicts_are_named(key: str, value: object, expected: str) -> None:
+    example = ooni_whatsapp_example()
+    example["test_keys"][key] = value
+    with pytest.raises(MeasurementError, match=expected):
+        parse_measurement(example)
+
+
+def test_ooni_missing_verdict_gives_no_row() -> None:
+    example = ooni_whatsapp_example()
+    example["test_keys"]["whatsapp_web_status"] = None
+    assert {r.feature for r in parse_measurement(example).rows} == {
+        "whatsapp_endpoints", "registration_server"}
 
 
 @pytest.mark.parametrize(("mutate", "expected"), [

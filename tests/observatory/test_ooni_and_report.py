@@ -17,8 +17,8 @@ from noisewall.observatory import (
     ingest_measurements,
     write_html_report,
 )
-from noisewall.observatory.measurement import format_ooni_time, parse_ooni_time
 from noisewall.observatory.synthetic import Injected, SyntheticNetwork, synthetic_measurements
+from noisewall.records.measurement import ooni_time, parse_ooni_time
 from tests.observatory.conftest import ooni_whatsapp_example
 
 
@@ -28,7 +28,8 @@ def test_ts018_example_ingests_and_analyses(store: MeasurementStore, tmp_path: P
     report = store.ingest_files([path])
     assert (report.stored, report.errors) == (1, [])
     assert {(k.network, k.vantage, k.feature) for k in store.series()} == {
-        ("Vodafone Italia S.p.A.", "ooni", f) for f in ("endpoints", "registration", "web")}
+        ("Vodafone Italia S.p.A.", "ooni", f) for f in ("whatsapp_endpoints", "registration_server",
+                                                   "whatsapp_web")}
     assert analyze(store) == []
     html = write_html_report(tmp_path / "r.html", store, []).read_text()
     assert "Vodafone Italia S.p.A." in html and "registration" in html
@@ -40,7 +41,7 @@ def test_ooni_series_with_blocked_registration(store: MeasurementStore) -> None:
     hourly = []
     for hour in range(80):
         measurement = copy.deepcopy(example)
-        measurement["measurement_start_time"] = format_ooni_time(start + 3600 * hour)
+        measurement["measurement_start_time"] = ooni_time(start + 3600 * hour)
         if hour >= 40:
             keys = measurement["test_keys"]
             keys["registration_server_status"] = "blocked"
@@ -49,7 +50,7 @@ def test_ooni_series_with_blocked_registration(store: MeasurementStore) -> None:
     assert ingest_measurements(store, hourly).stored == 80
     (event,) = analyze(store)
     assert (event.vantage, event.feature, event.kind, event.failure) == (
-        "ooni", "registration", "blocked", "connection_reset")
+        "ooni", "registration_server", "blocked", "connection_reset")
     assert event.onset == start + 40 * 3600 and event.end is None
 
 

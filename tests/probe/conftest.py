@@ -11,6 +11,7 @@ import pytest
 
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer
+from noisewall.records.endpoint import Endpoint
 
 
 @dataclass
@@ -21,8 +22,8 @@ class Messenger:
     media_port: int
 
     @property
-    def server(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.chat_port)
+    def server(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.chat_port)
 
     @property
     def media_url(self) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.middlebox import Middlebox
 from noisewall.censor.policy import parse_policy
 from noisewall.clock import ManualClock
@@ -25,6 +24,7 @@ from noisewall.observatory.detect import Event, analyze
 from noisewall.observatory.store import MeasurementStore
 from noisewall.probe.prober import Prober
 from noisewall.probe.settings import ProbeSettings, SampleSizes, Vantage
+from noisewall.records.endpoint import Endpoint
 from tests.probe.conftest import Messenger
 
 T0 = datetime(2017, 7, 1, tzinfo=UTC).timestamp()
@@ -91,7 +91,7 @@ async def test_probes_and_observatory_date_every_scripted_event(
         settings = ProbeSettings(
             server=messenger.server, media_url=messenger.media_url,
             features=("text", "photo", "tcp"),
-            vantages=(Vantage(label="direct", socks5=(gateway.host, gateway.port)),
+            vantages=(Vantage(label="direct", socks5=gateway),
                       Vantage(label="control")),
             connect_timeout=2.0, phase_timeout=1.0, transfer_timeout=5.0,
             samples=SampleSizes(text=8192, photo=16384),

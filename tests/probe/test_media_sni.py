@@ -8,13 +8,13 @@ import json
 import random
 from pathlib import Path
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.middlebox import Middlebox
 from noisewall.censor.policy import Policy, parse_policy
 from noisewall.clock import ManualClock
 from noisewall.observatory.measurement import parse_measurement
 from noisewall.probe.prober import Prober
 from noisewall.probe.settings import ProbeSettings, SampleSizes, Vantage
+from noisewall.records.endpoint import Endpoint
 from tests.probe.conftest import MEDIA_NAME, Messenger
 
 START = 1_505_865_600.0  # 2017-09-20 00:00:00 UTC
@@ -34,7 +34,7 @@ async def test_the_announced_name_is_sent_and_recorded(
         # No media URL override: the probe reaches the announced https://127.0.0.1:PORT.
         settings = ProbeSettings(
             server=named_messenger.server, features=("photo", "voice"),
-            vantages=(Vantage(label="direct", socks5=(gateway.host, gateway.port)),
+            vantages=(Vantage(label="direct", socks5=gateway),
                       Vantage(label="control")),
             phase_timeout=1.0, samples=SampleSizes(photo=4096, voice=2048))
         async with Prober(settings, tmp_path / "probe", ManualClock(START)) as prober:

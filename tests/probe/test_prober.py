@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.middlebox import Middlebox
 from noisewall.censor.policy import parse_policy
 from noisewall.clock import ManualClock
 from noisewall.observatory.measurement import parse_measurement
-from noisewall.probe.measurement import ooni_time
 from noisewall.probe.media import pinned_client_context
 from noisewall.probe.prober import Prober
-from noisewall.probe.settings import FEATURES, ProbeSettings, SampleSizes, Vantage
+from noisewall.probe.settings import ProbeSettings, SampleSizes, Vantage
+from noisewall.records.endpoint import Endpoint
+from noisewall.records.measurement import ooni_time
+from noisewall.records.names import FEATURES
 from tests.probe.conftest import Messenger
 
 START = 1_505_865_600.0  # 2017-09-20 00:00:00 UTC
@@ -96,8 +97,8 @@ async def test_failures_are_named_with_their_phase_behind_a_real_censor(
         settings = ProbeSettings(
             server=messenger.server, media_url=messenger.media_url,
             features=("text", "photo", "register", "tcp"),
-            vantages=(Vantage(label="direct", socks5=(gateway.host, gateway.port)),),
-            tcp_endpoints=(messenger.server, ("127.0.0.1", closed)),
+            vantages=(Vantage(label="direct", socks5=gateway),),
+            tcp_endpoints=(messenger.server, Endpoint("127.0.0.1", closed)),
             phase_timeout=0.5, samples=SMALL)
         async with Prober(settings, tmp_path / "probe", ManualClock(START)) as prober:
             (measurement,) = await prober.run_round(0)
@@ -156,7 +157,7 @@ def test_bad_settings_are_refused(bad: dict[str, object]) -> None:
 def test_vantage_labels_are_checked() -> None:
     with pytest.raises(ValidationError):
         Vantage(label="no spaces")
-    assert ProbeSettings(server=("h", 1), features=("text", "text")).features == ("text",)
+    assert ProbeSettings(server=Endpoint("h", 1), features=("text", "text")).features == ("text",)
 
 
 def test_the_media_handshake_context_is_made_once_and_skips_the_ca_store() -> None:

@@ -14,9 +14,9 @@ import pytest
 from noisewall import socks5
 from noisewall.censor.classify import fully_encrypted
 from noisewall.noise.noisesocket import NoiseSocketConnection
+from noisewall.records.names import TRANSPORT_NAMES
 from noisewall.tunnel.client import TunnelClient, TunnelUnavailable, open_session
 from noisewall.tunnel.config import (
-    TRANSPORT_NAMES,
     TunnelConfigError,
     TunnelServerConfig,
     build_transport,

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from noisewall import socks5
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import parse_policy
 from noisewall.clock import ManualClock
 from noisewall.messenger.app import MessengerClient
+from noisewall.records.endpoint import Endpoint
 from noisewall.tunnel.armsrace import loopback_sources, measure_blocking
 from noisewall.tunnel.client import TunnelClient
 from noisewall.tunnel.server import TunnelServer

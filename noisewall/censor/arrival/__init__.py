@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from noisewall.censor.detection import Endpoint
+from noisewall.records.endpoint import Endpoint
 from noisewall.serving import ConnectionServer
 from noisewall.tcp_stream import TcpStream
 

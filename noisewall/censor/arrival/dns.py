@@ -17,10 +17,12 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from noisewall.censor import dnsforge
-from noisewall.censor.detection import Endpoint, FlowRecord
+from noisewall.censor.detection import FlowRecord
 from noisewall.censor.policy import Decision
+from noisewall.records.endpoint import Endpoint
 
 log = logging.getLogger("noisewall.censor")
 
@@ -40,8 +42,9 @@ class DnsForger(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the socket's transport."""
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # A datagram endpoint's transport (Python 3.11's selector transport does not
+        # subclass asyncio.DatagramTransport, so no isinstance check).
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         """Decide on one query; answer, forge or drop it."""

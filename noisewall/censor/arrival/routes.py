@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisewall.censor.arrival import Accept, Arrival, peer_of
-from noisewall.censor.detection import Endpoint
+from noisewall.records.endpoint import Endpoint
 from noisewall.tcp_stream import TcpStream
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from noisewall import socks5
 from noisewall.censor.arrival import Accept, Arrival, peer_of
-from noisewall.censor.detection import Endpoint
+from noisewall.records.endpoint import Endpoint
 from noisewall.tcp_stream import TcpStream
 
 log = logging.getLogger("noisewall.censor")

@@ -13,7 +13,7 @@ import socket
 import struct
 
 from noisewall.censor.arrival import Accept, Arrival, peer_of
-from noisewall.censor.detection import Endpoint
+from noisewall.records.endpoint import Endpoint
 from noisewall.tcp_stream import TcpStream
 
 #: From linux/netfilter_ipv4.h (Python's socket module does not name it).
