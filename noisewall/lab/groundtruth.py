@@ -64,5 +64,6 @@ def ground_truth(scenario: Scenario) -> list[TruthEvent]:
                            entry.source, rate)
                 for vantage in expect.vantages
                 for feature in expect.features
+                if scenario.vantage(vantage).measures(feature)
             )
     return sorted(events, key=lambda e: (e.onset, e.vantage, e.feature))

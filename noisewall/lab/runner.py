@@ -19,6 +19,7 @@ round and vantage), ``measurements.sqlite`` (the observatory's store),
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -31,6 +32,7 @@ from typing import Any
 from noisewall.clock import ManualClock
 from noisewall.lab.addressplan import client_sources, network_plan, place_servers
 from noisewall.lab.groundtruth import TruthEvent, ground_truth, iso
+from noisewall.lab.programs import ProgramVantages
 from noisewall.lab.scenario import Scenario
 from noisewall.lab.schedule import Round, Schedule
 from noisewall.lab.scoring import SCORE_COLUMNS, Score, score
@@ -124,6 +126,8 @@ def _probe_settings(scenario: Scenario, services: LabServices, tunnels: dict[str
     assert addresses is not None
     vantages = []
     for vantage in scenario.vantages:
+        if vantage.path == "program":
+            continue
         if vantage.path == "censor":
             socks5 = addresses.censored_socks
         elif vantage.path == "direct":
@@ -183,12 +187,16 @@ async def _replay_in(network: Network | None, scenario: Scenario, schedule: Sche
                         services, vantage.transport, options.phase_timeout)
             settings = _probe_settings(scenario, services, tunnels, options)
             prober = await services.enter(Prober(settings, state / "probe", clock), Side.INSIDE)
+            programs = ProgramVantages(scenario, services, clock)
+            await programs.prepare()
             for round_ in schedule.run(clock):
                 services.reseed(options.seed, round_.index)
                 for name, tunnel in tunnels.items():
                     await tunnel.reconnect(scenario.vantage(name).background)
-                for measurement in await sides.run(Side.INSIDE,
-                                                   prober.run_round(round_.index)):
+                probed, ran = await asyncio.gather(
+                    sides.run(Side.INSIDE, prober.run_round(round_.index)),
+                    programs.run_round(round_.index))
+                for measurement in [*probed, *ran]:
                     measurements.append(measurement)
                     lines.write(json.dumps(measurement, sort_keys=True) + "\n")
                 lines.flush()

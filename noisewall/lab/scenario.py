@@ -17,7 +17,7 @@ Any error raises :class:`ScenarioError` naming file, line and field, e.g.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import ErrorDetails
 
 from noisewall.censor.policy import Policy, PolicyError, policy_from_node
+from noisewall.probe.program import ProgramTemplateError, placeholders
 from noisewall.records.names import TRANSPORT_NAMES, Feature, TransportName
 from noisewall.selfsigned import dns_name
 from noisewall.yamlspec import (
@@ -56,7 +57,10 @@ __all__ = [
 ]
 
 Kind: TypeAlias = Literal["blocked", "throttled", "intermittent"]
-Path_: TypeAlias = Literal["censor", "direct", "tunnel"]
+Path_: TypeAlias = Literal["censor", "direct", "tunnel", "program"]
+#: What a program vantage's command may name: the lab fills them in each run.
+PROGRAM_PLACEHOLDERS = ("chat_host", "chat_port", "media_host", "media_port", "media_name")
+_PROGRAM_TIMEOUT = 10.0
 KINDS: tuple[str, ...] = ("blocked", "throttled", "intermittent")
 #: Keys of a timeline entry that belong to the lab, not to the censor rule.
 _LAB_KEYS = ("expect", "source", "note")
@@ -75,14 +79,23 @@ class ScenarioError(SpecError):
 @dataclass(frozen=True, slots=True)
 class Vantage:
     """Where probes run from: ``censor`` (through the middlebox), ``direct``
-    (straight to the server: the control), or ``tunnel`` (through the censor
-    inside a circumvention ``transport``). ``background``: connections the
-    user's other traffic opens through a tunnel at the start of each round."""
+    (straight to the server: the control), ``tunnel`` (through the censor
+    inside a circumvention ``transport``), or ``program`` (an unmodified
+    ``command`` run each round across the censor, measuring ``feature``).
+    ``background``: connections the user's other traffic opens through a
+    tunnel at the start of each round."""
 
     name: str
     path: Path_
     transport: TransportName | None = None
     background: int = 0
+    command: tuple[str, ...] = ()
+    feature: Feature | None = None
+    timeout: float = _PROGRAM_TIMEOUT
+
+    def measures(self, feature: str) -> bool:
+        """Whether this vantage measures ``feature`` (a program measures its own only)."""
+        return self.path != "program" or feature == self.feature
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +206,10 @@ class _VantageSpec(_Spec):
     path: Path_
     transport: TransportName | None = None
     background: Annotated[int, Field(ge=0, le=100)] = 0
+    command: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    feature: Feature | None = None
+    timeout: Annotated[float, BeforeValidator(parse_duration),
+                       Field(gt=0, le=600, allow_inf_nan=False)] = _PROGRAM_TIMEOUT
 
 
 class _ExpectSpec(_Spec):
@@ -330,6 +347,7 @@ def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[SpecPath, int],
                        "a tunnel vantage needs a transport; other paths take none")
         if vantage.background and vantage.path != "tunnel":
             raise fail(("vantages", index, "background"), "only a tunnel vantage has one")
+        _check_program(vantage, spec, ("vantages", index), fail)
     for index, feature in enumerate(spec.features):
         if feature in spec.features[:index]:
             raise fail(("features", index), f"feature {feature!r} is listed twice")
@@ -352,6 +370,10 @@ def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[SpecPath, int],
                 if label not in names:
                     raise fail((*at, "vantages", v_index), f"no vantage called {label!r} "
                                f"(vantages: {', '.join(names)})")
+                program = spec.vantages[names.index(label)]
+                if program.path == "program" and program.feature not in entry.expect.features:
+                    raise fail((*at, "vantages", v_index), f"program vantage {label!r} "
+                               f"measures only {program.feature}, not listed here")
             if not rule.active:
                 raise fail((*here, "active"), "an expected effect needs an active window with "
                            "a 'from' after the start (the observatory needs a baseline)")
@@ -364,6 +386,29 @@ def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[SpecPath, int],
         entries.append(TimelineEntry(entry.name, entry.source, entry.note, expectation,
                                      line_of(lines, here)))
     return entries
+
+
+def _check_program(vantage: _VantageSpec, spec: _ScenarioSpec, here: SpecPath,
+                   fail: Callable[[SpecPath, str], ScenarioError]) -> None:
+    if vantage.path != "program":
+        for key in ("command", "feature"):
+            if getattr(vantage, key):
+                raise fail((*here, key), "only a program vantage has one")
+        return
+    if not vantage.command:
+        raise fail((*here, "command"), "a program vantage needs a command (a list of arguments)")
+    if vantage.feature is None:
+        raise fail((*here, "feature"), "a program vantage says which feature it measures")
+    if vantage.feature not in spec.features:
+        raise fail((*here, "feature"), f"feature {vantage.feature!r} is not probed "
+                   f"(features: {', '.join(spec.features)})")
+    try:
+        unknown = placeholders(vantage.command) - set(PROGRAM_PLACEHOLDERS)
+    except ProgramTemplateError as exc:
+        raise fail((*here, "command"), str(exc)) from None
+    if unknown:
+        raise fail((*here, "command"), f"unknown placeholder {{{sorted(unknown)[0]}}} "
+                   f"(known: {', '.join(PROGRAM_PLACEHOLDERS)})")
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
@@ -396,8 +441,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         cc=spec.network.cc,
         media_name=spec.media_name,
         features=tuple(spec.features),
-        vantages=tuple(Vantage(v.name, v.path, v.transport, v.background)
-                       for v in spec.vantages),
+        vantages=tuple(Vantage(v.name, v.path, v.transport, v.background, v.command,
+                               v.feature, v.timeout) for v in spec.vantages),
         timeline=tuple(entries),
         policy=policy,
         arms_race_connections=race.connections if race is not None else 0,
