@@ -11,6 +11,7 @@ import click
 
 from noisewall.cli_options import json_option
 from noisewall.net import lifecycle
+from noisewall.net.errors import NetError
 from noisewall.net.hosts import add_host
 from noisewall.net.lifecycle import HostAddress
 from noisewall.net.run import ProgramNotFound, exec_in
@@ -103,7 +104,7 @@ def status(name: str | None, as_json: bool) -> None:
     """Show the networks that exist, wholly or in part (exit 1 if NAME does not)."""
     names = [name] if name else lifecycle.list_networks()
     if name and name not in lifecycle.list_networks():
-        raise click.ClickException(f"network {name!r} does not exist")
+        raise NetError(f"network {name!r} does not exist")
     if as_json:
         click.echo(json.dumps({"networks": [network_status(n).as_json() for n in names]},
                               indent=2))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import itertools
 import os
 import shutil
 import subprocess
@@ -100,7 +101,10 @@ def _install_trust_store(target: Path, name: str, ca_pem: bytes) -> None:
     (target / "certs" / ca_name).write_bytes(ca_pem)
     subject_hash = _openssl_subject_hash(ca_pem)
     if subject_hash is not None:
-        (target / "certs" / f"{subject_hash}.0").symlink_to(ca_name)
+        # OpenSSL tries HASH.0, HASH.1, ... in turn: another CA may already hold HASH.0.
+        link = next(target / "certs" / f"{subject_hash}.{n}" for n in itertools.count()
+                    if not (target / "certs" / f"{subject_hash}.{n}").is_symlink())
+        link.symlink_to(ca_name)
 
 
 def _openssl_subject_hash(ca_pem: bytes) -> str | None:

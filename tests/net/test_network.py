@@ -80,6 +80,10 @@ def test_up_status_run_down_from_the_command_line() -> None:
         resolver_pid = entry["resolver"]["pid"]
         assert alive(resolver_pid)
         assert noisewall("net", "run", "--name", name, "--", "true").returncode == 0
+        declared = noisewall("net", "host", "--name", name, "late.lab")
+        assert declared.stdout == "late.lab 203.0.113.11\n", declared.stderr
+        assert noisewall("net", "run", "--name", name, "--", "getent", "hosts",
+                         "late.lab").stdout.split() == ["203.0.113.11", "late.lab"]
         again = noisewall("net", "up", "--name", name)
         assert again.returncode == 1
         assert again.stderr.count("\n") == 1 and "already exists" in again.stderr
