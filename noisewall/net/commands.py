@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
 from pathlib import Path
@@ -12,12 +11,13 @@ import click
 from noisewall.cli_options import json_option
 from noisewall.net import lifecycle
 from noisewall.net.errors import NetError
-from noisewall.net.hosts import add_host
+from noisewall.net.hosts import add_host, check_address
 from noisewall.net.lifecycle import HostAddress
 from noisewall.net.run import ProgramNotFound, exec_in
 from noisewall.net.status import network_status
 from noisewall.net.topology import DEFAULT_NAME, Network, Side, check_name
-from noisewall.net.trust import CA_FILE, issue_server_certificate, write_certificate
+from noisewall.net.trust import issue_server_certificate, write_certificate
+from noisewall.selfsigned import dns_name
 
 
 def _name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -29,12 +29,10 @@ def _name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> st
 
 def _host(text: str) -> tuple[str, HostAddress]:
     name, sep, address = text.partition("=")
-    if not sep:
-        return name, None
     try:
-        return name, ipaddress.IPv4Address(address)
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: {address!r} is not an IPv4 address") from None
+        return dns_name(name), (check_address(Network.named(), address) if sep else None)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}") from None
 
 
 def _hosts(_ctx: click.Context, _param: click.Parameter,
@@ -138,7 +136,7 @@ def cert(names: tuple[str, ...], name: str, folder: Path) -> None:
     """Issue a server certificate for NAMES (host names or addresses) from the lab's CA."""
     network = Network.named(name)
     cert_path, key_path = write_certificate(issue_server_certificate(network, names), folder)
-    click.echo(f"{cert_path}\n{key_path}\nCA: {network.state_dir / CA_FILE}")
+    click.echo(f"{cert_path}\n{key_path}\nCA: {network.ca_file}")
 
 
 def _print_status(name: str, as_json: bool) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from noisewall.net import processes, resolver_process, tools
 from noisewall.net.enter import NETNS_DIR, entered
 from noisewall.net.errors import NetError
-from noisewall.net.hosts import add_host
+from noisewall.net.hosts import add_host, check_address
 from noisewall.net.topology import (
     INTERFACE_PREFIX,
     NAMESPACE_PREFIX,
@@ -31,6 +31,7 @@ from noisewall.net.topology import (
     Side,
 )
 from noisewall.net.trust import create_authority
+from noisewall.selfsigned import dns_name
 
 DESCRIPTION_FILE = "network.json"
 RESOLV_CONF = "nameserver {resolver}\noptions timeout:1 attempts:2\n"
@@ -47,6 +48,10 @@ def up(name: str, hosts: Mapping[str, HostAddress] | None = None) -> Network:
     removed again.
     """
     network = Network.named(name)
+    for host, address in (hosts or {}).items():
+        dns_name(host)
+        if address is not None:
+            check_address(network, address)
     tools.require_root()
     tools.tool("ip")
     existing = _existing_parts(network)
@@ -127,8 +132,8 @@ def load(name: str) -> Network:
 def _existing_parts(network: Network) -> list[str]:
     present = set(_namespace_list())
     parts = [namespace for namespace in network.namespaces if namespace in present]
-    if network.state_dir.exists():
-        parts.append(str(network.state_dir))
+    parts += [str(path) for path in (*map(network.etc_dir, Side), network.state_dir)
+              if path.exists()]
     return parts
 
 

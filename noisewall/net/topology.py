@@ -155,6 +155,14 @@ class Network(BaseModel):
         """The servers' subnet."""
         return self.server.address.network
 
+    @property
+    def ca_file(self) -> Path:
+        """The lab CA's certificate (PEM), for clients that do not read the namespace's store.
+
+        In-process Python code: ``ssl.create_default_context(cafile=network.ca_file)``.
+        """
+        return self.state_dir / "ca.pem"
+
     def etc_dir(self, side: Side) -> Path:
         """Files that ``ip netns exec`` shows in place of /etc's for ``side``."""
         return NETNS_ETC / self.namespace(side)
