@@ -25,6 +25,7 @@ from noisewall.net.topology import (
     NAMESPACE_PREFIX,
     NETNS_ETC,
     NFT_TABLE_PREFIX,
+    RESOLVER_NAME,
     STATE_ROOT,
     Link,
     Network,
@@ -55,15 +56,20 @@ def up(name: str, hosts: Mapping[str, HostAddress] | None = None) -> Network:
     tools.require_root()
     tools.tool("ip")
     existing = _existing_parts(network)
+    try:
+        if not existing:
+            # Made first and exclusively: of two `up`s of one name, the second stops here.
+            network.state_dir.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        existing.append(str(network.state_dir))
     if existing:
         raise NetError(f"network {name!r} already exists ({', '.join(existing)}): "
                        f"noisewall net down --name {name} first")
     try:
-        network.state_dir.mkdir(parents=True, mode=0o700)
         _create_namespaces(network)
         _write_etc(network)
         create_authority(network)
-        add_host(network, "resolver.lab", network.resolver)
+        add_host(network, RESOLVER_NAME, network.resolver)
         for host, address in (hosts or {}).items():
             add_host(network, host, address)
         resolver_process.start(network)

@@ -49,6 +49,8 @@ CLIENT_ADDRESS = ipaddress.IPv4Address("198.51.100.2")
 BORDER_OUTSIDE_ADDRESS = ipaddress.IPv4Address("203.0.113.1")
 SERVER_ADDRESSES = tuple(ipaddress.IPv4Address(f"203.0.113.{n}") for n in range(10, 20))
 RESOLVER_ADDRESS = ipaddress.IPv4Address("203.0.113.53")
+RESOLVER_NAME = "resolver.lab"
+"""A lab name that always names the resolver."""
 
 
 def check_name(value: str) -> str:

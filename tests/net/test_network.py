@@ -245,3 +245,19 @@ def test_in_process_code_enters_the_inside_and_trusts_the_ca_file(lab_network: N
             while chunk := tls.recv(4096):
                 reply += chunk
     assert reply.endswith(f"hello {lab_network.client_address}\n".encode())
+
+
+def test_two_ups_of_one_name_at_once_leave_one_whole_network() -> None:
+    require_netns()
+    name = unique_network_name()
+    command = [sys.executable, "-m", "noisewall", "net", "up", "--name", name]
+    racers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    try:
+        results = sorted((racer.wait(TIMEOUT), racer.communicate()[1]) for racer in racers)
+        report = json.loads(noisewall("net", "status", "--name", name, "--json").stdout)
+    finally:
+        noisewall("net", "down", "--name", name)
+    assert [status for status, _ in results] == [0, 1]
+    assert "already exists" in results[1][1]
+    assert report["networks"][0]["state"] == "up"  # the loser removed nothing of the winner's
