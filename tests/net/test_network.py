@@ -247,7 +247,7 @@ def test_in_process_code_enters_the_inside_and_trusts_the_ca_file(lab_network: N
     assert reply.endswith(f"hello {lab_network.client_address}\n".encode())
 
 
-def test_two_ups_of_one_name_at_once_leave_one_whole_network() -> None:
+def test_a_second_up_of_a_name_fails_and_leaves_the_first_network_whole() -> None:
     require_netns()
     name = unique_network_name()
     command = [sys.executable, "-m", "noisewall", "net", "up", "--name", name]
