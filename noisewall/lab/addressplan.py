@@ -12,12 +12,15 @@ block; every other entry is left as written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from noisewall.censor.policy import Match, Policy
 from noisewall.net import Network, tools
+from noisewall.records.endpoint import Endpoint
 
 LOOPBACK_BLOCK = ipaddress.IPv4Network("127.0.10.0/24")
 _CHAT, _MEDIA, _TUNNEL = 1, 2, 3
@@ -87,6 +90,33 @@ def client_sources(network: Network, count: int) -> list[str]:
     addresses = [subnet[n] for n in range(_FIRST_SOURCE, last + 1)]
     _add_addresses(network.client.namespace, network.client.interface, addresses, subnet)
     return [str(a) for a in addresses]
+
+
+#: The inside namespace's nftables table for :func:`spread_sources`.
+_SOURCES_TABLE = "noisewall_lab_sources"
+
+
+@contextlib.contextmanager
+def spread_sources(network: Network, target: Endpoint, sources: list[str]) -> Iterator[None]:
+    """While entered, new TCP connections from the inside to ``target`` leave from ``sources``
+    in turn (source NAT in the inside namespace).
+
+    For programs that cannot choose their source address (a third-party
+    tunnel's client): each fresh connection then looks like another user's.
+    """
+    entries = ", ".join(f"{index} : {address}" for index, address in enumerate(sources))
+    ruleset = (f"table ip {_SOURCES_TABLE}\ndelete table ip {_SOURCES_TABLE}\n"
+               f"table ip {_SOURCES_TABLE} {{\n  chain postrouting {{\n"
+               "    type nat hook postrouting priority srcnat; policy accept;\n"
+               f"    ip daddr {target.host} tcp dport {target.port} "
+               f"snat to numgen inc mod {len(sources)} map {{ {entries} }}\n  }}\n}}\n")
+    namespace = network.client.namespace
+    tools.run("ip", "netns", "exec", namespace, tools.tool("nft"), "-f", "-", stdin=ruleset)
+    try:
+        yield
+    finally:
+        tools.run_quietly("ip", "netns", "exec", namespace, tools.tool("nft"), "delete", "table",
+                          "ip", _SOURCES_TABLE)
 
 
 def _add_addresses(namespace: str, interface: str, addresses: list[ipaddress.IPv4Address],

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 import time
@@ -38,6 +39,7 @@ from noisewall.lab.schedule import Round, Schedule
 from noisewall.lab.scoring import SCORE_COLUMNS, Score, score
 from noisewall.lab.services import LabServices
 from noisewall.lab.sides import LabSides
+from noisewall.lab.thirdparty import shadowsocks_race
 from noisewall.lab.tunnels import LabTunnel, start_tunnel
 from noisewall.net import Network, Side, temporary_network_async
 from noisewall.observatory.detect import Event, analyze
@@ -49,6 +51,8 @@ from noisewall.probe.settings import Vantage as ProbeVantage
 from noisewall.tunnel.armsrace import BlockingResult, loopback_sources
 
 __all__ = ["LabOptions", "LabResult", "run_lab"]
+
+log = logging.getLogger("noisewall.lab")
 
 #: Files in the output folder.
 MEASUREMENTS = "measurements.jsonl"
@@ -225,6 +229,13 @@ async def _arms_race(scenario: Scenario, services: LabServices,
     for transport in scenario.arms_race_transports:
         tunnel = await start_tunnel(services, transport, options.phase_timeout * 2)
         results.append(await tunnel.arms_race(count, options.phase_timeout * 2, sources))
+    for name in scenario.arms_race_third_party:
+        if network is None:
+            log.warning("arms race: %s runs only in a lab network (--net): its client cannot "
+                        "choose a source address per connection", name)
+            continue
+        results.append(await shadowsocks_race(services, count, options.phase_timeout * 2,
+                                              sources))
     return results
 
 

@@ -58,6 +58,8 @@ __all__ = [
 
 Kind: TypeAlias = Literal["blocked", "throttled", "intermittent"]
 Path_: TypeAlias = Literal["censor", "direct", "tunnel", "program"]
+#: Third-party tunnels the arms race can run (Debian packages, unmodified; ``--net`` only).
+ThirdPartyTunnel: TypeAlias = Literal["shadowsocks-libev"]
 #: What a program vantage's command may name: the lab fills them in each run.
 PROGRAM_PLACEHOLDERS = ("chat_host", "chat_port", "media_host", "media_port", "media_name")
 _PROGRAM_TIMEOUT = 10.0
@@ -142,6 +144,7 @@ class Scenario:
     policy: Policy
     arms_race_connections: int
     arms_race_transports: tuple[TransportName, ...]
+    arms_race_third_party: tuple[ThirdPartyTunnel, ...] = ()
 
     @property
     def rounds(self) -> int:
@@ -229,6 +232,7 @@ class _EntrySpec(BaseModel):
 
 class _ArmsRaceSpec(_Spec):
     connections: Annotated[int, Field(ge=1, le=10000)] = 200
+    third_party: tuple[ThirdPartyTunnel, ...] = ()
     transports: Annotated[tuple[TransportName, ...], Field(min_length=1)] = TRANSPORT_NAMES
 
 
@@ -447,6 +451,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         policy=policy,
         arms_race_connections=race.connections if race is not None else 0,
         arms_race_transports=tuple(race.transports) if race is not None else (),
+        arms_race_third_party=tuple(race.third_party) if race is not None else (),
     )
 
 

@@ -30,11 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from noisewall.lab.addressplan import spread_sources
+from noisewall.lab.services import LabServices
+from noisewall.net import Side, tools
 from noisewall.records.endpoint import Endpoint
 from noisewall.socks5 import Socks5Error, open_connection
 from noisewall.tunnel.armsrace import BlockingResult
 
-__all__ = ["SHADOWSOCKS", "Shadowsocks", "ShadowsocksUnavailable", "shadowsocks_installed"]
+__all__ = ["SHADOWSOCKS", "EchoServer", "Shadowsocks", "ShadowsocksUnavailable", "free_port",
+           "shadowsocks_installed", "shadowsocks_race"]
 
 #: The transport's name in the arms-race table.
 SHADOWSOCKS = "shadowsocks-libev"
@@ -72,6 +76,9 @@ class Shadowsocks:
         if not shadowsocks_installed():
             raise ShadowsocksUnavailable("shadowsocks-libev is not installed "
                                          "(Debian: apt-get install shadowsocks-libev)")
+        if (server_prefix and not server.port) or (local_prefix and not local.port):
+            raise ValueError("a side placed by a prefix needs its port chosen where it runs "
+                             "(free_port there)")
         self._server = _Side(_with_port(server), tuple(server_prefix))
         self._local = _Side(_with_port(local), tuple(local_prefix))
         self._entry = entry
@@ -181,13 +188,54 @@ class Shadowsocks:
                     await writer.wait_closed()
 
 
-def _with_port(endpoint: Endpoint) -> Endpoint:
-    if endpoint.port:
-        return endpoint
-    # shadowsocks takes a port number, not 0: take one the system hands out now.
+def free_port(host: str) -> int:
+    """A TCP port free on ``host`` now, in the calling thread's namespace.
+
+    shadowsocks takes a port number, not 0.
+    """
     with socket.socket() as probe:
-        probe.bind((endpoint.host, 0))
-        return Endpoint(endpoint.host, probe.getsockname()[1])
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _with_port(endpoint: Endpoint) -> Endpoint:
+    return endpoint if endpoint.port else Endpoint(endpoint.host, free_port(endpoint.host))
+
+
+class EchoServer:
+    """A TCP echo server (the arms race's target beyond the censor), for ``async with``."""
+
+    def __init__(self, listen: Endpoint) -> None:
+        self._listen = listen
+        self._server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> Endpoint:
+        """Where it listens."""
+        assert self._server is not None, "start it first"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return Endpoint(host, port)
+
+    async def __aenter__(self) -> EchoServer:
+        self._server = await asyncio.start_server(self._echo, self._listen.host,
+                                                  self._listen.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @staticmethod
+    async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(4096):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
 
 
 async def _wait_listening(process: asyncio.subprocess.Process, program: str, side: _Side) -> None:
@@ -223,3 +271,31 @@ def _listening(pid: int, port: int) -> bool:
             if fields[3] == _TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
+
+
+async def shadowsocks_race(services: LabServices, connections: int, timeout: float,
+                           sources: Sequence[str]) -> BlockingResult:
+    """shadowsocks-libev across the in-path censor of ``services``' lab network.
+
+    ``ss-server`` (and an echo target) run outside on the tunnel address,
+    ``ss-local`` inside; its connections to the server leave from ``sources``
+    in turn, one user address each, like the other transports' attempts.
+    """
+    network = services.sides.network
+    if network is None:
+        raise ShadowsocksUnavailable("the shadowsocks arms race needs a lab network (--net)")
+    sides, host = services.sides, services.plan.tunnel
+    echo = await services.enter(EchoServer(Endpoint(host, 0)), Side.OUTSIDE)
+    server = Endpoint(host, await sides.call(Side.OUTSIDE, lambda: free_port(host)))
+    local = Endpoint(_LOCAL, await sides.call(Side.INSIDE, lambda: free_port(_LOCAL)))
+    tunnel = Shadowsocks(
+        server, local, timeout=timeout,
+        server_prefix=tools.netns_exec_argv(network.namespace(Side.OUTSIDE), []),
+        local_prefix=tools.netns_exec_argv(network.namespace(Side.INSIDE), []))
+    with spread_sources(network, server, list(sources)):
+        async with tunnel:
+            return await sides.run(Side.INSIDE, tunnel.measure(echo.address, connections,
+                                                               timeout))
+
+
+_LOCAL = "127.0.0.1"

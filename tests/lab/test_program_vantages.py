@@ -105,6 +105,6 @@ def test_bad_program_vantages_are_refused_with_file_line_and_field(change: str,
               --resolve, "{media_name}:{media_port}:{media_host}",
               "https://{media_name}:{media_port}/"]
 """, "")
-    with pytest.raises(ScenarioError, match="curl-media.yaml:[0-9]+: vantages") as caught:
+    with pytest.raises(ScenarioError, match=r"curl-media\.yaml:[0-9]+: vantages") as caught:
         parse_scenario(text, "curl-media.yaml")
     assert message in str(caught.value)
