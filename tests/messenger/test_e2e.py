@@ -726,7 +726,7 @@ async def test_encrypt_undoes_the_ratchet_step_when_on_saved_fails(
 async def test_ratchet_state_copies_are_deep_and_refuse_unknown_state(
     alice: Party, bob: Party
 ) -> None:
-    from noisewall.messenger.e2e import _clone_state
+    from noisewall.messenger.e2e.primitives import clone_state
 
     await _established(alice, bob)
     record, _ = alice.sessions._load("bob")
@@ -744,4 +744,4 @@ async def test_ratchet_state_copies_are_deep_and_refuse_unknown_state(
             self.keys = [b"mutable"]
 
     with pytest.raises(TypeError, match="list"):
-        _clone_state(Holder())
+        clone_state(Holder())
