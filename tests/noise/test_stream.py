@@ -397,7 +397,8 @@ async def test_the_server_says_why_each_connection_ended() -> None:
                              handshake_timeout=HANDSHAKE_TIMEOUT)
         async with server:
             reader, writer = await raw_client(server.port)
-            await send_quietly(writer, transport_frame("noisesocket", b"not a protocol") + b"\x00\x00")
+            not_a_protocol = transport_frame("noisesocket", b"not a protocol") + b"\x00\x00"
+            await send_quietly(writer, not_a_protocol)
             await read_until_closed(reader, TEST_TIMEOUT)
             await close_writer(writer)
             await handshake_then(server.port, server_key, transport_frame(
