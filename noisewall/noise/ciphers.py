@@ -28,6 +28,14 @@ class AEAD(Protocol):
     def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
 
 
+class AEADInto(AEAD, Protocol):
+    """An AEAD that can also encrypt into a caller's buffer (``cryptography`` >= 47)."""
+
+    def encrypt_into(
+        self, nonce: bytes, data: bytes, associated_data: bytes | None, buf: memoryview
+    ) -> int: ...
+
+
 def _aesgcm_nonce(n: int) -> bytes:
     return _NONCE_PREFIX + n.to_bytes(8, "big")
 
@@ -43,6 +51,14 @@ class CipherFunction:
     name: str
     new_aead: Callable[[bytes], AEAD]
     nonce: Callable[[int], bytes]
+
+    def encrypt_into(self, aead: AEAD, nonce: bytes, plaintext: bytes, out: memoryview) -> None:
+        """ENCRYPT(k, n, empty, plaintext) written into ``out``, in place where the AEAD can."""
+        if isinstance(aead, AESGCM | ChaCha20Poly1305):
+            into: AEADInto = aead
+            into.encrypt_into(nonce, plaintext, b"", out)
+        else:
+            out[:] = aead.encrypt(nonce, plaintext, b"")
 
     def rekey(self, aead: AEAD) -> bytes:
         """REKEY(k): the first 32 bytes of ENCRYPT(k, 2^64-1, empty, 32 zero bytes)."""

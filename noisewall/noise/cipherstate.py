@@ -69,6 +69,25 @@ class CipherState:
         self.n = n + 1
         return ciphertext
 
+    def encrypt_into(self, plaintext: bytes, out: memoryview) -> None:
+        """Encrypt a transport message into ``out`` (exactly ``len(plaintext) + 16`` bytes).
+
+        The bulk path: the ciphertext lands in the caller's frame buffer, so a
+        64 KiB message is not copied again after encryption.
+        """
+        aead = self._aead or self._build_aead()
+        if aead is None:
+            raise NonceExhaustedError("encrypt_into needs a key")
+        if len(plaintext) > MAX_PLAINTEXT_LEN:
+            raise MessageTooLongError(
+                f"plaintext of {len(plaintext)} bytes exceeds {MAX_PLAINTEXT_LEN}"
+            )
+        n = self.n
+        if n >= MAX_NONCE:
+            raise NonceExhaustedError("nonce 2^64-1 is reserved; start a new handshake")
+        self._cipher.encrypt_into(aead, self._nonce(n), plaintext, out)
+        self.n = n + 1
+
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
         """DecryptWithAd(ad, ciphertext); on failure ``n`` is left unchanged."""
         aead = self._aead or self._build_aead()

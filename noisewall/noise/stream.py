@@ -96,14 +96,14 @@ class NoiseStream:
         return self._eof
 
     async def _flush(self) -> None:
-        data = self.connection.data_to_send()
+        data = self.connection.take_outgoing()
         if data:
             self._writer.write(data)
             await self._writer.drain()
 
     def _write_out(self) -> None:
         self._write_scheduled = False
-        data = self.connection.data_to_send()
+        data = self.connection.take_outgoing()
         if data and not self._writer.is_closing():
             self._writer.write(data)
 
