@@ -5,7 +5,12 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 
 from noisewall.noise.ciphers import AEAD, MAX_NONCE, TAGLEN, CipherFunction
-from noisewall.noise.errors import DecryptError, MessageTooLongError, NonceExhaustedError
+from noisewall.noise.errors import (
+    DecryptError,
+    HandshakeStateError,
+    MessageTooLongError,
+    NonceExhaustedError,
+)
 
 MAX_MESSAGE_LEN = 65535
 #: The largest transport plaintext: one Noise message minus the AEAD tag.
@@ -77,7 +82,7 @@ class CipherState:
         """
         aead = self._aead or self._build_aead()
         if aead is None:
-            raise NonceExhaustedError("encrypt_into needs a key")
+            raise HandshakeStateError("encrypt_into needs a key: the handshake has not set one")
         if len(plaintext) > MAX_PLAINTEXT_LEN:
             raise MessageTooLongError(
                 f"plaintext of {len(plaintext)} bytes exceeds {MAX_PLAINTEXT_LEN}"

@@ -143,7 +143,7 @@ def cat_command(
     ):
         static = dh.generate_keypair()
         click.echo(f"static public key: {static.public.hex()}", err=True)
-    remote = parse_hex_key(remote_key, dh.dhlen, "--remote-key") if remote_key else None
+    remote = parse_hex_key(remote_key, dh.publen, "--remote-key") if remote_key else None
     remote_pre = parsed.pattern.initiator_pre if listening else parsed.pattern.responder_pre
     settings = NoiseSettings(
         protocol=protocol,
