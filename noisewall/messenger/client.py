@@ -7,7 +7,7 @@ import contextlib
 import itertools
 from typing import Any
 
-from noisewall.messenger import wire
+from noisewall.messenger import fragments, wire
 from noisewall.messenger.server import IK, XX, XX_FALLBACK
 from noisewall.noise import ConnectionClosedError, KeyPair, NoiseError, NoiseSettings
 from noisewall.noise.stream import Framing, NoiseStream, connect
@@ -66,7 +66,7 @@ class ChatConnection:
     async def _read(self) -> None:
         failure: BaseException = ConnectionClosedError("the server closed the connection")
         try:
-            async for data in self.stream:
+            async for data in fragments.receive(self.stream):
                 message = wire.decode(data)
                 request_id = message.get("id")
                 waiter = (
@@ -101,7 +101,7 @@ class ChatConnection:
     async def notify(self, message: dict[str, Any]) -> None:
         """Send a message that gets no reply (e.g. ``delivered``)."""
         async with self._send_lock:
-            await self.stream.send(wire.encode(message))
+            await fragments.send(self.stream, wire.encode(message))
 
     async def close(self) -> None:
         """Close the connection."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noisewall.messenger import wire
+from noisewall.messenger import fragments, wire
 from noisewall.messenger.store import (
     DEFAULT_TTL,
     ChatStore,
@@ -74,7 +74,7 @@ class _Client:
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self.lock:
-            await self.stream.send(wire.encode(message))
+            await fragments.send(self.stream, wire.encode(message))
 
 
 class ChatServer:
@@ -146,7 +146,7 @@ class ChatServer:
             account = await self.store.account_for_key(remote)
             if account is not None:
                 await self._attach(client, account)
-            async for data in stream:
+            async for data in fragments.receive(stream):
                 request_id = None
                 try:
                     request = wire.decode(data)

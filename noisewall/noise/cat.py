@@ -10,7 +10,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from noisewall.noise.errors import ConnectionClosedError, HandshakeStateError
+from noisewall.noise.errors import HandshakeStateError
 from noisewall.noise.settings import NoiseSettings
 from noisewall.noise.stream import Framing, NoiseStream, connect, serve
 
@@ -68,7 +68,7 @@ async def _stream_to_stdout(stream: NoiseStream) -> None:
 
 async def pipe(stream: NoiseStream) -> None:
     """Copy stdin to the peer and the peer's messages to stdout until the peer closes."""
-    sender = asyncio.create_task(_stdin_to_stream(stream, stream.connection.max_body - 1))
+    sender = asyncio.create_task(_stdin_to_stream(stream, stream.max_message_size))
     try:
         await _stream_to_stdout(stream)
     finally:
@@ -81,6 +81,13 @@ async def echo(stream: NoiseStream) -> None:
     """Send every message back until the peer closes."""
     async for message in stream:
         await stream.send(message)
+
+
+def report_close(peer: object, reason: str) -> None:
+    """The listener's one line on stderr per ended connection."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        peer = f"{peer[0]}:{peer[1]}"
+    print(f"connection from {peer} closed: {reason}", file=sys.stderr, flush=True)
 
 
 async def run_cat(options: CatOptions) -> None:
@@ -103,14 +110,12 @@ async def run_cat(options: CatOptions) -> None:
             return
         try:
             await pipe(stream)
-        except ConnectionClosedError:
-            pass
         finally:
             done.set()
 
     server = await serve(
         handle, options.host, options.port, options.settings,
-        framing=options.framing, handshake_timeout=options.timeout,
+        framing=options.framing, handshake_timeout=options.timeout, on_close=report_close,
     )
     async with server:
         print(f"listening on {options.host}:{server.port}", file=sys.stderr, flush=True)

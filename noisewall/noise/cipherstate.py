@@ -5,7 +5,12 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 
 from noisewall.noise.ciphers import AEAD, MAX_NONCE, TAGLEN, CipherFunction
-from noisewall.noise.errors import DecryptError, MessageTooLongError, NonceExhaustedError
+from noisewall.noise.errors import (
+    DecryptError,
+    HandshakeStateError,
+    MessageTooLongError,
+    NonceExhaustedError,
+)
 
 MAX_MESSAGE_LEN = 65535
 #: The largest transport plaintext: one Noise message minus the AEAD tag.
@@ -68,6 +73,25 @@ class CipherState:
         ciphertext = aead.encrypt(self._nonce(n), plaintext, ad)
         self.n = n + 1
         return ciphertext
+
+    def encrypt_into(self, plaintext: bytes, out: memoryview) -> None:
+        """Encrypt a transport message into ``out`` (exactly ``len(plaintext) + 16`` bytes).
+
+        The bulk path: the ciphertext lands in the caller's frame buffer, so a
+        64 KiB message is not copied again after encryption.
+        """
+        aead = self._aead or self._build_aead()
+        if aead is None:
+            raise HandshakeStateError("encrypt_into needs a key: the handshake has not set one")
+        if len(plaintext) > MAX_PLAINTEXT_LEN:
+            raise MessageTooLongError(
+                f"plaintext of {len(plaintext)} bytes exceeds {MAX_PLAINTEXT_LEN}"
+            )
+        n = self.n
+        if n >= MAX_NONCE:
+            raise NonceExhaustedError("nonce 2^64-1 is reserved; start a new handshake")
+        self._cipher.encrypt_into(aead, self._nonce(n), plaintext, out)
+        self.n = n + 1
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
         """DecryptWithAd(ad, ciphertext); on failure ``n`` is left unchanged."""

@@ -67,6 +67,13 @@ def keygen(dh_name: str, as_json: bool) -> None:
         click.echo(f"private {private}\npublic  {public}")
 
 
+def _listener_needs_static(responding: list[str], switching_to: str | None) -> bool:
+    """Whether any protocol the listener may run needs its static key."""
+    if switching_to and parse_protocol_name(switching_to).pattern.uses_static(True):
+        return True  # after a switch the listener is the new protocol's initiator
+    return any(parse_protocol_name(name).pattern.uses_static(False) for name in responding)
+
+
 @noise.command(name="cat")
 @click.option("--listen", "listen_at", metavar="HOST:PORT", help="Accept connections here.")
 @click.option("--connect", "connect_to", metavar="HOST:PORT", help="Connect to a listener.")
@@ -77,6 +84,9 @@ def keygen(dh_name: str, as_json: bool) -> None:
 @click.option("--fallback", metavar="NAME",
               help="Listener: switch to this protocol when the first message cannot be read "
                    "(Noise Pipes: Noise_XXfallback_25519_AESGCM_SHA256). Connector: accept it.")
+@click.option("--retry-with", "retry_with", metavar="NAME",
+              help="Listener: ask a connector whose initial protocol is not accepted to retry "
+                   "with this one (instead of rejecting it).")
 @click.option("--static-key", type=click.Path(path_type=Path),
               help="File holding our hex static private key.")
 @click.option("--remote-key", metavar="HEX",
@@ -98,6 +108,7 @@ def cat_command(
     protocol: str,
     accept: tuple[str, ...],
     fallback: str | None,
+    retry_with: str | None,
     static_key: Path | None,
     remote_key: str | None,
     psks: tuple[str, ...],
@@ -109,22 +120,30 @@ def cat_command(
 ) -> None:
     """Netcat over NoiseSocket: stdin to the peer, the peer's messages to stdout.
 
-    Exactly one of --listen and --connect. A listener that needs a static key
-    and has none gets a fresh one and prints its public key on stderr.
+    Exactly one of --listen and --connect. Each chunk of stdin goes out as
+    one NoiseSocket message, exactly as the 2draft spec frames it, so any
+    spec peer reads it. A listener that needs a static key and has none gets
+    a fresh one and prints its public key on stderr; it prints one line on
+    stderr for every connection it closes, saying why (handshake failure,
+    decrypt failure, malformed body, the peer's close), and keeps serving.
     """
     if (listen_at is None) == (connect_to is None):
         raise click.UsageError("give exactly one of --listen and --connect")
     if echo and listen_at is None:
         raise click.UsageError("--echo only applies with --listen")
+    if retry_with and listen_at is None:
+        raise click.UsageError("--retry-with only applies with --listen")
     listening = listen_at is not None
     host, port = parse_endpoint(listen_at or connect_to or "")
     parsed = parse_protocol_name(protocol)
     dh = parsed.dh
     static = load_private_key(static_key, dh) if static_key else None
-    if static is None and listening and parsed.pattern.uses_static(False):
+    if static is None and listening and _listener_needs_static(
+        [protocol, *accept, *([retry_with] if retry_with else [])], fallback
+    ):
         static = dh.generate_keypair()
         click.echo(f"static public key: {static.public.hex()}", err=True)
-    remote = parse_hex_key(remote_key, dh.dhlen, "--remote-key") if remote_key else None
+    remote = parse_hex_key(remote_key, dh.publen, "--remote-key") if remote_key else None
     remote_pre = parsed.pattern.initiator_pre if listening else parsed.pattern.responder_pre
     settings = NoiseSettings(
         protocol=protocol,
@@ -135,6 +154,7 @@ def cat_command(
         padding=pad,
         accept=[*accept, *([fallback] if fallback and not listening else [])],
         fallbacks={protocol: fallback} if fallback and listening else {},
+        retry_with=retry_with,
     )
     options = CatOptions(
         host, port, listening, settings, framing, echo,

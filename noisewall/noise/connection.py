@@ -31,6 +31,9 @@ from noisewall.noise.settings import NoiseSettings
 
 #: A cap on buffered, unframed input: one maximal frame plus its headers.
 MAX_BUFFERED = 2 * 65535 + 8
+#: Transport plaintexts from this size up are encrypted straight into their frame;
+#: below it a buffer and a memoryview cost more than the copy they save.
+IN_PLACE_THRESHOLD = 4096
 
 
 class NoiseConnection(ABC):
@@ -89,8 +92,16 @@ class NoiseConnection(ABC):
 
     def data_to_send(self) -> bytes:
         """Take the bytes waiting to be written to the peer."""
-        data = bytes(self._outbox)
-        self._outbox.clear()
+        return bytes(self.take_outgoing())
+
+    def take_outgoing(self) -> bytearray:
+        """Like :meth:`data_to_send`, but hand over the buffer itself, uncopied.
+
+        The bulk path (:class:`NoiseStream` uses it): the caller owns the
+        returned buffer; the connection starts a new one.
+        """
+        data = self._outbox
+        self._outbox = bytearray()
         return data
 
     def send_message(self, body: bytes) -> None:
@@ -104,7 +115,21 @@ class NoiseConnection(ABC):
                 f"body of {len(body)} bytes exceeds the {self.max_body}-byte frame limit"
             )
         plaintext = self._encode_body(body, True, MAX_PLAINTEXT_LEN)
-        self._outbox += self._frame_transport(send.encrypt(plaintext))
+        prefix = self._transport_prefix(len(plaintext) + TAGLEN)
+        if len(plaintext) < IN_PLACE_THRESHOLD:
+            outbox = self._outbox
+            outbox += prefix
+            outbox += send.encrypt(plaintext)
+            return
+        # Build the frame in one buffer and encrypt straight into it: the body
+        # is copied once (into the plaintext) and the ciphertext never.
+        frame = bytearray(len(prefix) + len(plaintext) + TAGLEN)
+        frame[: len(prefix)] = prefix
+        send.encrypt_into(plaintext, memoryview(frame)[len(prefix) :])
+        if self._outbox:
+            self._outbox += frame
+        else:
+            self._outbox = frame
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Process bytes from the peer; ``b""`` signals end of stream.
@@ -230,8 +255,8 @@ class NoiseConnection(ABC):
         """Frame a handshake message for the wire (with any pending negotiation data)."""
 
     @abstractmethod
-    def _frame_transport(self, noise_message: bytes) -> bytes:
-        """Frame an encrypted transport message for the wire."""
+    def _transport_prefix(self, length: int) -> bytes:
+        """The framing's bytes before a transport message of ``length`` bytes."""
 
     @abstractmethod
     def _body_overhead(self) -> int:

@@ -54,7 +54,7 @@ def _layouts(protocol: NoiseProtocol) -> tuple[MessageLayout, ...]:
     # Whether k is set depends only on the pattern: DH and psk tokens set it,
     # and so does "e" in a PSK handshake (spec 9.2).
     pattern = protocol.pattern
-    dhlen = protocol.dh.dhlen
+    publen = protocol.dh.publen
     psk_mode = pattern.psk_count > 0
     has_key = False
     layouts: list[MessageLayout] = []
@@ -62,10 +62,10 @@ def _layouts(protocol: NoiseProtocol) -> tuple[MessageLayout, ...]:
         overhead = 0
         for token in message:
             if token == "e":
-                overhead += dhlen
+                overhead += publen
                 has_key = has_key or psk_mode
             elif token == "s":
-                overhead += dhlen + (TAGLEN if has_key else 0)
+                overhead += publen + (TAGLEN if has_key else 0)
             else:
                 has_key = True
         layouts.append(MessageLayout(overhead, has_key))
@@ -102,7 +102,7 @@ class HandshakeState:
         self.initiator = initiator
         pattern = protocol.pattern
         self._dh = protocol.dh
-        self._dhlen = protocol.dh.dhlen
+        self._publen = protocol.dh.publen
         self._psk_mode = pattern.psk_count > 0
         self._check_keys(s, e, rs, re, psks)
         self._s = s
@@ -291,16 +291,16 @@ class HandshakeState:
             self._failed = True
             raise DecryptError("handshake message is truncated")
         symmetric = self._symmetric
-        dhlen = self._dhlen
+        publen = self._publen
         offset = 0
         try:
             for token in self._messages[self._index]:
                 if token == "e":
-                    self._re = message[offset : offset + dhlen]
-                    offset += dhlen
+                    self._re = message[offset : offset + publen]
+                    offset += publen
                     self._mix_public(self._re)
                 elif token == "s":
-                    length = dhlen + (TAGLEN if symmetric.cipher_state.has_key() else 0)
+                    length = publen + (TAGLEN if symmetric.cipher_state.has_key() else 0)
                     self._rs = symmetric.decrypt_and_hash(message[offset : offset + length])
                     offset += length
                 elif token == "psk":

@@ -27,4 +27,4 @@ def load_private_key(path: Path, dh: DHFunction) -> KeyPair:
         raise InvalidKeyError(f"cannot read key file {path}: {exc}") from None
     if not text:
         raise InvalidKeyError(f"key file {path} is empty")
-    return dh.keypair_from_private(parse_hex_key(text[0], dh.dhlen, f"key file {path}"))
+    return dh.keypair_from_private(parse_hex_key(text[0], dh.privlen, f"key file {path}"))

@@ -129,8 +129,8 @@ class NoiseSocketConnection(NoiseConnection):
     def _decode_body(self, payload: bytes, encrypted: bool) -> bytes:
         return decode_payload(payload) if encrypted else payload
 
-    def _frame_transport(self, noise_message: bytes) -> bytes:
-        return _u16(len(noise_message)) + noise_message
+    def _transport_prefix(self, length: int) -> bytes:
+        return _u16(length)
 
     def _start_handshake_if_needed(self) -> None:
         if self._handshake is not None:

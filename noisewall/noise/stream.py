@@ -1,10 +1,11 @@
 """asyncio adapter: an encrypted, framed message stream over TCP.
 
 The sans-IO connection does all protocol work; this module only moves bytes.
-On top of the framing it adds noisewall's message layer: every transport body
-starts with one flag byte, ``0x01`` when more fragments of the same
-application message follow and ``0x00`` on the last one, so messages of any
-size (up to ``max_message_size``) cross the 65535-byte Noise limit intact.
+A message is one transport body, exactly as the framing's spec frames it (at
+most ``connection.max_body`` bytes): nothing of noisewall's own is added, so
+any NoiseSocket (or WA) peer reads it. Applications that need larger messages
+layer their own fragmentation on top, as the messenger does
+(:mod:`noisewall.messenger.fragments`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from noisewall import socks5 as socks5_client
 from noisewall.noise.connection import NoiseConnection
 from noisewall.noise.errors import (
     ConnectionClosedError,
+    DecryptError,
     FramingError,
     MessageTooLongError,
     NegotiationError,
@@ -35,9 +37,6 @@ log = logging.getLogger("noisewall.noise")
 
 Framing = Literal["noisesocket", "wa"]
 FRAMINGS: tuple[Framing, ...] = ("noisesocket", "wa")
-FLAG_LAST = 0x00
-FLAG_MORE = 0x01
-DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 READ_CHUNK = 65536
 
 
@@ -62,16 +61,12 @@ class NoiseStream:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         connection: NoiseConnection,
-        max_message_size: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self.connection = connection
-        self.max_message_size = max_message_size
         self.handshake_payloads: list[bytes] = []
         self._pending: deque[Event] = deque()
-        self._fragments: list[bytes] = []
-        self._fragment_bytes = 0
         self._eof = False
         self._write_scheduled = False
 
@@ -95,15 +90,20 @@ class NoiseStream:
         """The peer's socket address."""
         return self._writer.get_extra_info("peername")
 
+    @property
+    def peer_closed(self) -> bool:
+        """True once the peer ended its side cleanly (a FIN at a frame boundary)."""
+        return self._eof
+
     async def _flush(self) -> None:
-        data = self.connection.data_to_send()
+        data = self.connection.take_outgoing()
         if data:
             self._writer.write(data)
             await self._writer.drain()
 
     def _write_out(self) -> None:
         self._write_scheduled = False
-        data = self.connection.data_to_send()
+        data = self.connection.take_outgoing()
         if data and not self._writer.is_closing():
             self._writer.write(data)
 
@@ -135,22 +135,17 @@ class NoiseStream:
                 remaining.append(event)
         self._pending = remaining
 
+    @property
+    def max_message_size(self) -> int:
+        """The largest message :meth:`send` takes: one transport body."""
+        return self.connection.max_body
+
     async def send(self, message: bytes) -> None:
-        """Send one application message of any size up to ``max_message_size``."""
-        if len(message) > self.max_message_size:
-            raise MessageTooLongError(
-                f"message of {len(message)} bytes exceeds the {self.max_message_size}-byte limit"
-            )
-        chunk = self.connection.max_body - 1
-        view = memoryview(message)
-        offset = 0
-        while True:
-            piece = view[offset : offset + chunk]
-            offset += chunk
-            flag = FLAG_MORE if offset < len(message) else FLAG_LAST
-            self.connection.send_message(bytes((flag,)) + piece)
-            if flag == FLAG_LAST:
-                break
+        """Send one message as one transport body (at most :attr:`max_message_size` bytes).
+
+        Raises :class:`MessageTooLongError` for a larger one.
+        """
+        self.connection.send_message(message)
         # Messages sent in the same event-loop turn (pipelined requests, a
         # group of replies) leave in one write: one system call, not one each.
         if not self._write_scheduled:
@@ -159,40 +154,18 @@ class NoiseStream:
         await self._writer.drain()  # backpressure, and an error if the peer is gone
 
     async def receive(self, timeout: float | None = None) -> bytes:
-        """The next whole application message; raises :class:`ConnectionClosedError` at EOF."""
+        """The next message (one transport body); raises :class:`ConnectionClosedError` at EOF."""
         async with asyncio.timeout(timeout):
             while True:
                 while self._pending:
-                    message = self._take(self._pending.popleft())
-                    if message is not None:
-                        return message
+                    event = self._pending.popleft()
+                    if isinstance(event, MessageReceived):
+                        return event.body
+                    if isinstance(event, PeerClosed):
+                        self._eof = True
                 if self._eof:
                     raise ConnectionClosedError("the peer closed the stream")
                 await self._feed(None)
-
-    def _take(self, event: Event) -> bytes | None:
-        if isinstance(event, PeerClosed):
-            if self._fragments:
-                raise ConnectionClosedError("the peer closed the stream inside a message")
-            self._eof = True
-            return None
-        if not isinstance(event, MessageReceived):
-            return None
-        body = event.body
-        if not body or body[0] not in (FLAG_LAST, FLAG_MORE):
-            raise FramingError("transport body lacks a valid noisewall fragment flag")
-        self._fragment_bytes += len(body) - 1
-        if self._fragment_bytes > self.max_message_size:
-            raise MessageTooLongError(
-                f"incoming message exceeds the {self.max_message_size}-byte limit"
-            )
-        self._fragments.append(body[1:])
-        if body[0] == FLAG_MORE:
-            return None
-        message = b"".join(self._fragments)
-        self._fragments.clear()
-        self._fragment_bytes = 0
-        return message
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         """Yield messages until the peer closes the stream cleanly."""
@@ -233,7 +206,6 @@ async def connect(
     framing: Framing = "noisesocket",
     payload: bytes = b"",
     timeout: float | None = 10.0,
-    max_message_size: int = DEFAULT_MAX_MESSAGE,
     socks5: tuple[str, int] | None = None,
 ) -> NoiseStream:
     """Open a TCP connection (through a SOCKS5 proxy if given) and handshake as initiator."""
@@ -242,9 +214,7 @@ async def connect(
             reader, writer = await socks5_client.open_connection(socks5, host, port)
         else:
             reader, writer = await asyncio.open_connection(host, port)
-    stream = NoiseStream(
-        reader, writer, make_connection(framing, True, settings), max_message_size
-    )
+    stream = NoiseStream(reader, writer, make_connection(framing, True, settings))
     try:
         await stream.handshake(payload, timeout)
     except BaseException:
@@ -254,6 +224,29 @@ async def connect(
 
 
 Handler = Callable[[NoiseStream], Awaitable[None]]
+#: Told why each connection of a server ended: the peer's address and one line of reason.
+CloseReporter = Callable[[object, str], None]
+
+
+def close_reason(error: BaseException | None, stream: NoiseStream) -> str:
+    """One line saying why a served connection ended (never keys or plaintext)."""
+    if error is None:
+        return "the peer closed the connection" if stream.peer_closed else "session finished"
+    detail = f"{type(error).__name__}: {error}"
+    if isinstance(error, TimeoutError):
+        stage = "the handshake" if not stream.connection.handshake_complete else "the session"
+        return f"{stage} timed out"
+    if isinstance(error, ConnectionError | OSError):
+        return f"connection lost: {type(error).__name__}"
+    if not stream.connection.handshake_complete:
+        return f"handshake failed: {detail}"
+    if isinstance(error, DecryptError):
+        return f"decrypt failed: {detail}"
+    if isinstance(error, FramingError | MessageTooLongError):
+        return f"malformed body: {detail}"
+    if isinstance(error, ConnectionClosedError):
+        return f"the peer closed mid-frame: {detail}"
+    return detail
 
 
 class NoiseServer(ConnectionServer):
@@ -271,6 +264,10 @@ class NoiseServer(ConnectionServer):
         await self.close()
 
 
+def _log_close(peer: object, reason: str) -> None:
+    log.info("connection from %s closed: %s", peer, reason)
+
+
 async def serve(
     handler: Handler,
     host: str,
@@ -279,12 +276,14 @@ async def serve(
     *,
     framing: Framing = "noisesocket",
     handshake_timeout: float | None = 10.0,
-    max_message_size: int = DEFAULT_MAX_MESSAGE,
+    on_close: CloseReporter = _log_close,
 ) -> NoiseServer:
     """Listen for initiators; run ``handler`` on each completed handshake.
 
     A peer that sends garbage, fails the handshake, times out or violates the
     protocol later loses its own connection only; the server keeps serving.
+    ``on_close`` hears why each connection ended (:func:`close_reason`); by
+    default it goes to the ``noisewall.noise`` log.
     """
     server = NoiseServer()
 
@@ -292,26 +291,23 @@ async def serve(
         task = asyncio.current_task()
         assert task is not None
         server._track(task)
-        stream = NoiseStream(
-            reader, writer, make_connection(framing, False, settings), max_message_size
-        )
+        stream = NoiseStream(reader, writer, make_connection(framing, False, settings))
         peer = stream.peername
+        error: BaseException | None = None
         try:
             await stream.handshake(timeout=handshake_timeout)
             await handler(stream)
-        except NoiseError as exc:
-            log.info("connection from %s closed: %s: %s", peer, type(exc).__name__, exc)
-        except TimeoutError:
-            log.info("connection from %s closed: timed out", peer)
-        except (ConnectionError, OSError) as exc:
-            log.info("connection from %s lost: %s", peer, type(exc).__name__)
+        except (NoiseError, TimeoutError, ConnectionError, OSError) as exc:
+            error = exc
         except asyncio.CancelledError:
-            pass  # the server is closing: this connection's task ends here
-        except Exception:
+            return  # the server is closing: this connection's task ends here
+        except Exception as exc:
             log.exception("handler failed for connection from %s", peer)
+            error = exc
         finally:
             stream._write_out()  # what the handler sent last still goes out
             writer.close()
+        on_close(peer, close_reason(error, stream))
 
     server._server = await asyncio.start_server(on_connection, host, port)
     return server

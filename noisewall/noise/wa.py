@@ -59,8 +59,8 @@ class WAConnection(NoiseConnection):
     def _decode_body(self, payload: bytes, encrypted: bool) -> bytes:
         return payload
 
-    def _frame_transport(self, noise_message: bytes) -> bytes:
-        return encode_wa_frame(noise_message)
+    def _transport_prefix(self, length: int) -> bytes:
+        return length.to_bytes(LENGTH_LEN, "big")
 
     def _start_handshake_if_needed(self) -> None:
         if self._handshake is None:

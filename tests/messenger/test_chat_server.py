@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from noisewall.messenger import fragments
 from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.server import IK, XX, XX_FALLBACK, ChatServer
 from noisewall.messenger.store import ChatStore
@@ -153,7 +154,7 @@ async def test_prekey_directory_hands_out_each_one_time_key_once(server: ChatSer
 async def test_garbage_gets_an_error_and_the_connection_lives(server: ChatServer) -> None:
     alice, _ = await registered(server, "alice")
     for junk in (b"\xff\xfe not json", b"[1,2,3]", b'{"type": 5}', b'{"type": "explode"}'):
-        await alice.stream.send(junk)
+        await fragments.send(alice.stream, junk)
     await alice.request({"type": "hello"})  # still served after four bad requests
     for queue_ids in ([2**70], [-1], [True], list(range(1001)), "1,2"):
         with pytest.raises(ChatError) as ids:

@@ -12,14 +12,18 @@ What it implements:
   ``u16 noise_message_len | noise_message`` (big-endian).
 * The initial prologue: ``"NoiseSocketInit1" | u16 len | negotiation_data``
   followed by the application prologue.
-* noisewall's negotiation data: Alice sends the initial protocol name; Bob
-  accepts with empty negotiation data; every later message has none.
+* Negotiation data as the README documents it (UTF-8 protocol names): Alice
+  sends the initial protocol name; Bob accepts (empty), switches (a protocol
+  name and the new protocol's first message, written by Bob as its Noise
+  initiator; prologue ``NoiseSocketInit2``), requests a retry (a protocol name
+  and an empty message; Alice's retry prologue is ``NoiseSocketInit3``) or
+  rejects (a reason not starting with ``Noise_``, an empty message).
 * Payloads: an encrypted payload's plaintext is ``u16 body_len | body |
   padding`` (zero padding; ``pad`` N makes ``body + padding`` the smallest
   multiple of N that holds the body, at least N, capped at 65517); a cleartext
   handshake payload is the bare body.
-* noisewall's message layer: every transport body starts with a flag byte,
-  0x00 = last fragment, 0x01 = more follow.
+* Transport bodies are the application's bytes exactly (one message per body);
+  nothing of noisewall's own layers is known here.
 * End of session: TCP half-close at a frame boundary.
 """
 
@@ -37,16 +41,14 @@ from types import TracebackType
 from noise.connection import Keypair, NoiseConnection
 
 INIT1 = b"NoiseSocketInit1"
+INIT2 = b"NoiseSocketInit2"
+INIT3 = b"NoiseSocketInit3"
 MAX_NOISE_MESSAGE = 65535
 TAGLEN = 16
 #: ``body + padding`` of one encrypted payload: 65535 - tag - body_len field.
 MAX_BODY_AND_PADDING = MAX_NOISE_MESSAGE - TAGLEN - 2
-#: Application bytes per transport body (one byte goes to the flag).
-MAX_FRAGMENT = MAX_BODY_AND_PADDING - 1
-FLAG_LAST = 0x00
-FLAG_MORE = 0x01
-#: Bound on fragments per application message (no loop here is unbounded).
-MAX_FRAGMENTS_PER_MESSAGE = 4096
+#: The largest application message one transport body carries.
+MAX_BODY = MAX_BODY_AND_PADDING
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -116,6 +118,10 @@ def initial_prologue(negotiation_data: bytes, application_prologue: bytes) -> by
     return INIT1 + u16(len(negotiation_data)) + negotiation_data + application_prologue
 
 
+def frame_handshake(negotiation_data: bytes, noise_message: bytes) -> bytes:
+    return u16(len(negotiation_data)) + negotiation_data + u16(len(noise_message)) + noise_message
+
+
 class PeerError(Exception):
     """The other side broke the protocol (or closed at a bad moment)."""
 
@@ -143,7 +149,6 @@ class ReceivedPayload:
     body_len: int
     padding_len: int
     padding_is_zero: bool
-    flag: int | None = None  # transport only
 
 
 def recv_exact(sock: socket.socket, count: int, *, eof_ok: bool = False) -> bytes | None:
@@ -174,11 +179,14 @@ def _recv(sock: socket.socket, count: int) -> bytes:
 class NoiseSocketPeer:
     """One NoiseSocket session over a connected socket, either role.
 
-    As initiator (Alice) it offers ``protocol``; as responder (Bob) it accepts
-    an initial protocol in ``accept`` (default: just ``protocol``) and rejects
-    anything else explicitly. ``static_private``: our raw X25519 private key;
+    As initiator (Alice) it offers ``protocol`` and follows a switch or retry
+    to a protocol in ``accept`` (anything else raises :class:`Rejected`). As
+    responder (Bob) it accepts an initial protocol in ``accept`` (default:
+    just ``protocol``), or, with ``respond`` set, answers every initial
+    message with that choice: ``("switch", name)``, ``("retry", name)`` or
+    ``("reject", reason)``. ``static_private``: our raw X25519 private key;
     ``remote_static``: the peer's public key where the pattern needs it in
-    advance (NK, IK initiator).
+    advance. After :meth:`handshake`, ``protocol`` is the one that ran.
     """
 
     def __init__(
@@ -192,6 +200,7 @@ class NoiseSocketPeer:
         prologue: bytes = b"",
         pad: int = 0,
         accept: Collection[str] | None = None,
+        respond: tuple[str, str] | None = None,
         handshake_bodies: Collection[bytes] = (),
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
@@ -203,31 +212,35 @@ class NoiseSocketPeer:
         self.application_prologue = prologue
         self.pad = pad
         self.accept = set(accept) if accept is not None else {protocol}
+        self.respond = respond
         self.handshake_bodies = list(handshake_bodies)
         self.received: list[ReceivedPayload] = []
         self.received_handshake_bodies: list[bytes] = []
         self.handshake_hash: bytes | None = None
+        self.negotiation: str = "accept"  # what happened: accept, switch or retry
         self._conn: NoiseConnection | None = None
         sock.settimeout(timeout)
 
     # --- handshake -----------------------------------------------------
 
-    def _new_connection(self, protocol: str, prologue: bytes) -> NoiseConnection:
+    def _new_connection(
+        self, protocol: str, prologue: bytes, noise_initiator: bool
+    ) -> NoiseConnection:
         pattern = pattern_of(protocol)
         conn = NoiseConnection.from_name(protocol.encode("ascii"))
-        if self.initiator:
+        if noise_initiator:
             conn.set_as_initiator()
         else:
             conn.set_as_responder()
-        conn.set_prologue(prologue)
+        conn.set_prologue(prologue + self.application_prologue)
         local_static_needed = any(
-            "s" in message for message in pattern.messages[(0 if self.initiator else 1) :: 2]
-        ) or ("s" in (pattern.initiator_pre if self.initiator else pattern.responder_pre))
+            "s" in message for message in pattern.messages[(0 if noise_initiator else 1) :: 2]
+        ) or ("s" in (pattern.initiator_pre if noise_initiator else pattern.responder_pre))
         if local_static_needed:
             if self.static_private is None:
                 raise ValueError(f"{protocol} needs our static private key")
             conn.set_keypair_from_private_bytes(Keypair.STATIC, self.static_private)
-        remote_pre = pattern.responder_pre if self.initiator else pattern.initiator_pre
+        remote_pre = pattern.responder_pre if noise_initiator else pattern.initiator_pre
         if "s" in remote_pre:
             if self.remote_static is None:
                 raise ValueError(f"{protocol} needs the peer's static public key")
@@ -235,15 +248,16 @@ class NoiseSocketPeer:
         conn.start_handshake()
         return conn
 
-    def _body_for(self, index: int) -> bytes:
+    def _body_for(self, written: int) -> bytes:
         # Our handshake bodies, in the order we write messages; empty by default.
-        ours = index // 2
-        return self.handshake_bodies[ours] if ours < len(self.handshake_bodies) else b""
+        if written < len(self.handshake_bodies):
+            return self.handshake_bodies[written]
+        return b""
 
-    def _send_handshake_frame(self, negotiation_data: bytes, noise_message: bytes) -> None:
-        frame = u16(len(negotiation_data)) + negotiation_data
-        frame += u16(len(noise_message)) + noise_message
+    def _send_handshake_frame(self, negotiation_data: bytes, noise_message: bytes) -> bytes:
+        frame = frame_handshake(negotiation_data, noise_message)
         self.sock.sendall(frame)
+        return frame
 
     def _read_handshake_frame(self) -> tuple[bytes, bytes]:
         negotiation_data = _recv(self.sock, struct.unpack(">H", _recv(self.sock, 2))[0])
@@ -264,82 +278,131 @@ class NoiseSocketPeer:
             raise PeerError(f"body_len {body_len} exceeds the {len(plaintext) - 2}-byte payload")
         body = plaintext[2 : 2 + body_len]
         padding = plaintext[2 + body_len :]
-        flag = body[0] if stage == "transport" and body else None
         self.received.append(
-            ReceivedPayload(
-                stage,
-                True,
-                message_len,
-                body_len,
-                len(padding),
-                not any(padding),
-                flag,
-            )
+            ReceivedPayload(stage, True, message_len, body_len, len(padding), not any(padding))
         )
         return body
 
-    def handshake(self) -> None:
-        """Run the whole NoiseSocket handshake; raise on any deviation."""
-        pattern = pattern_of(self.protocol)
-        layout = pattern.payload_encrypted()
-        if self.initiator:
-            negotiation_data = self.protocol.encode("utf-8")
-            conn = self._new_connection(
-                self.protocol, initial_prologue(negotiation_data, self.application_prologue)
-            )
-            first_to_read = None
-        else:
-            negotiation_data, first_to_read = self._read_handshake_frame()
-            try:
-                offered = negotiation_data.decode("utf-8")
-            except UnicodeDecodeError:
-                offered = ""
-            if offered not in self.accept:
-                # Explicit reject: a reason not starting with "Noise_", no message.
-                self._send_handshake_frame(b"unsupported protocol", b"")
-                raise PeerError(f"refused initial protocol {negotiation_data!r}")
-            self.protocol = offered
-            pattern = pattern_of(offered)
-            layout = pattern.payload_encrypted()
-            conn = self._new_connection(
-                offered, initial_prologue(negotiation_data, self.application_prologue)
-            )
-        self._conn = conn
+    def _write(self, conn: NoiseConnection, index: int, negotiation_data: bytes) -> None:
+        encrypted = pattern_of(self.protocol).payload_encrypted()[index]
+        payload = encode_payload(self._body_for(self._written), encrypted, self.pad)
+        self._written += 1
+        message = bytes(conn.write_message(payload))
+        if len(message) > MAX_NOISE_MESSAGE:
+            raise ValueError("handshake message too long")
+        self._send_handshake_frame(negotiation_data, message)
 
-        for index, encrypted in enumerate(layout):
-            ours = (index % 2 == 0) == self.initiator
-            if ours:
-                payload = encode_payload(self._body_for(index), encrypted, self.pad)
-                message = bytes(conn.write_message(payload))
-                if len(message) > MAX_NOISE_MESSAGE:
-                    raise ValueError("handshake message too long")
-                nd = negotiation_data if (self.initiator and index == 0) else b""
-                self._send_handshake_frame(nd, message)
+    def _read(self, conn: NoiseConnection, index: int, message: bytes) -> None:
+        encrypted = pattern_of(self.protocol).payload_encrypted()[index]
+        # Keep the HandshakeState: noiseprotocol drops it once the handshake ends.
+        state = conn.noise_protocol.handshake_state
+        plaintext = bytes(conn.read_message(message))
+        self.received_handshake_bodies.append(
+            self._record("handshake", encrypted, len(message), plaintext)
+        )
+        learned = getattr(state.rs, "public_bytes", None)
+        if learned is not None:
+            if self.remote_static is not None and learned != self.remote_static:
+                raise PeerError("the peer proved a different static key")
+            self.remote_static = bytes(learned)
+
+    def _finish(
+        self, conn: NoiseConnection, noise_initiator: bool, start: int, first: bytes | None
+    ) -> None:
+        """Run the pattern's messages from ``start``; ``first`` is one already read."""
+        for index in range(start, len(pattern_of(self.protocol).messages)):
+            if (index % 2 == 0) == noise_initiator:
+                self._write(conn, index, b"")
                 continue
-            if first_to_read is not None and index == 0:
-                message = first_to_read
+            if first is None:
+                negotiation_data, message = self._read_handshake_frame()
+                if negotiation_data:
+                    raise PeerError(f"negotiation data in message {index}: {negotiation_data!r}")
             else:
-                nd, message = self._read_handshake_frame()
-                if nd:
-                    if self.initiator and index == 1:
-                        if message:
-                            raise Rejected("switch", nd)
-                        kind = "retry" if nd.startswith(b"Noise_") else "reject"
-                        raise Rejected(kind, nd)
-                    raise PeerError(f"unexpected negotiation data in message {index}: {nd!r}")
-            # Keep the HandshakeState: noiseprotocol drops it once the handshake ends.
-            state = conn.noise_protocol.handshake_state
-            plaintext = bytes(conn.read_message(message))
-            body = self._record("handshake", encrypted, len(message), plaintext)
-            self.received_handshake_bodies.append(body)
-            learned = getattr(state.rs, "public_bytes", None)
-            if learned is not None:
-                if self.remote_static is not None and learned != self.remote_static:
-                    raise PeerError("the peer proved a different static key")
-                self.remote_static = bytes(learned)
+                message, first = first, None
+            self._read(conn, index, message)
         if not conn.handshake_finished:
             raise PeerError("handshake did not finish")
+        self._conn = conn
         self.handshake_hash = bytes(conn.get_handshake_hash())
+
+    def handshake(self) -> None:
+        """Run the whole NoiseSocket handshake, negotiation included; raise on any deviation."""
+        self._written = 0
+        if self.initiator:
+            self._alice()
+        else:
+            self._bob()
+
+    def _alice(self) -> None:
+        offered = self.protocol.encode("utf-8")
+        conn = self._new_connection(self.protocol, initial_prologue(offered, b""), True)
+        encrypted = pattern_of(self.protocol).payload_encrypted()[0]
+        payload = encode_payload(self._body_for(0), encrypted, self.pad)
+        self._written = 1
+        transcript = self._send_handshake_frame(offered, bytes(conn.write_message(payload)))
+        negotiation_data, message = self._read_handshake_frame()
+        if not negotiation_data:  # accepted
+            self._read(conn, 1, message)
+            self._finish(conn, True, 2, None)
+            return
+        kind = "reject"
+        if negotiation_data.startswith(b"Noise_"):
+            kind = "switch" if message else "retry"
+        name = negotiation_data.decode("utf-8", "replace")
+        if kind == "reject" or name not in self.accept:
+            raise Rejected(kind, negotiation_data)
+        self.protocol = name
+        self.negotiation = kind
+        if "s" not in pattern_of(name).responder_pre:
+            self.remote_static = None  # learned anew from the protocol that runs now
+        chosen = u16(len(negotiation_data)) + negotiation_data
+        if kind == "switch":  # Bob wrote the new protocol's first message as its initiator
+            conn = self._new_connection(name, INIT2 + transcript + chosen, False)
+            self._finish(conn, False, 0, message)
+            return
+        transcript += frame_handshake(negotiation_data, b"")
+        conn = self._new_connection(name, INIT3 + transcript + chosen, True)
+        self._written = 0
+        self._write(conn, 0, negotiation_data)
+        self._finish(conn, True, 1, None)
+
+    def _bob(self) -> None:
+        negotiation_data, first = self._read_handshake_frame()
+        transcript = frame_handshake(negotiation_data, first)
+        if self.respond is not None:
+            kind, name = self.respond
+            choice = name.encode("utf-8")
+            if kind == "reject":
+                self._send_handshake_frame(choice, b"")
+                raise Rejected("reject", choice)
+            self.protocol = name
+            self.negotiation = kind
+            chosen = u16(len(choice)) + choice
+            if kind == "switch":
+                conn = self._new_connection(name, INIT2 + transcript + chosen, True)
+                self._write(conn, 0, choice)
+                self._finish(conn, True, 1, None)
+                return
+            transcript += self._send_handshake_frame(choice, b"")
+            retried, first = self._read_handshake_frame()
+            if retried and retried != choice:
+                raise PeerError(f"retried with {retried!r}, not {choice!r}")
+            prologue = INIT3 + transcript + u16(len(retried)) + retried
+            conn = self._new_connection(name, prologue, False)
+            self._finish(conn, False, 0, first)
+            return
+        try:
+            offered = negotiation_data.decode("utf-8")
+        except UnicodeDecodeError:
+            offered = ""
+        if offered not in self.accept:
+            # Explicit reject: a reason not starting with "Noise_", no message.
+            self._send_handshake_frame(b"unsupported protocol", b"")
+            raise PeerError(f"refused initial protocol {negotiation_data!r}")
+        self.protocol = offered
+        conn = self._new_connection(offered, initial_prologue(negotiation_data, b""), False)
+        self._finish(conn, False, 0, first)
 
     # --- transport -----------------------------------------------------
 
@@ -350,41 +413,29 @@ class NoiseSocketPeer:
         ciphertext = self._conn.encrypt(plaintext)
         self.sock.sendall(u16(len(ciphertext)) + ciphertext)
 
-    def send_message(self, data: bytes) -> int:
-        """Send one application message, split into fragments; return their count."""
-        chunks = [data[i : i + MAX_FRAGMENT] for i in range(0, len(data), MAX_FRAGMENT)] or [b""]
-        for position, chunk in enumerate(chunks):
-            flag = FLAG_LAST if position == len(chunks) - 1 else FLAG_MORE
-            self._send_body(bytes([flag]) + chunk)
-        return len(chunks)
+    def send_raw_plaintext(self, plaintext: bytes) -> None:
+        """Encrypt ``plaintext`` as a transport payload as is (e.g. with a lying body_len)."""
+        assert self._conn is not None
+        ciphertext = self._conn.encrypt(plaintext)
+        self.sock.sendall(u16(len(ciphertext)) + ciphertext)
 
-    def send_raw_body(self, body: bytes) -> None:
-        """Send one transport body as is (no flag added), e.g. an invalid one."""
-        self._send_body(body)
+    def send_message(self, data: bytes) -> None:
+        """Send one application message as one transport body, nothing added."""
+        if len(data) > MAX_BODY:
+            raise ValueError(f"a message of {len(data)} bytes does not fit one body")
+        self._send_body(data)
 
     def receive_message(self) -> bytes | None:
-        """The next application message, reassembled; ``None`` on EOF at a boundary."""
+        """The next application message (one transport body); ``None`` on EOF at a boundary."""
         assert self._conn is not None
-        parts: list[bytes] = []
-        for _ in range(MAX_FRAGMENTS_PER_MESSAGE):
-            header = recv_exact(self.sock, 2, eof_ok=not parts)
-            if header is None:
-                return None
-            length = struct.unpack(">H", header)[0]
-            if length < TAGLEN:
-                raise PeerError(f"transport message of {length} bytes is shorter than a tag")
-            ciphertext = _recv(self.sock, length)
-            plaintext = self._conn.decrypt(ciphertext)
-            body = self._record("transport", True, length, plaintext)
-            if not body or body[0] not in (FLAG_LAST, FLAG_MORE):
-                raise PeerError(f"transport body without a valid flag: {body[:1]!r}")
-            parts.append(body[1:])
-            if body[0] == FLAG_LAST:
-                return b"".join(parts)
-        raise PeerError(f"more than {MAX_FRAGMENTS_PER_MESSAGE} fragments in one message")
-
-    def transport_flags(self) -> list[int | None]:
-        return [r.flag for r in self.received if r.stage == "transport"]
+        header = recv_exact(self.sock, 2, eof_ok=True)
+        if header is None:
+            return None
+        length = struct.unpack(">H", header)[0]
+        if length < TAGLEN:
+            raise PeerError(f"transport message of {length} bytes is shorter than a tag")
+        ciphertext = _recv(self.sock, length)
+        return self._record("transport", True, length, self._conn.decrypt(ciphertext))
 
     def close_write(self) -> None:
         """End of session: half-close at a frame boundary."""
@@ -407,9 +458,10 @@ def connect(
     prologue: bytes = b"",
     pad: int = 0,
     handshake_bodies: Collection[bytes] = (),
+    accept: Collection[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
 ) -> NoiseSocketPeer:
-    """Connect as Alice and complete the handshake."""
+    """Connect as Alice and complete the handshake (following a switch or retry to ``accept``)."""
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
         peer = NoiseSocketPeer(
@@ -421,6 +473,7 @@ def connect(
             prologue=prologue,
             pad=pad,
             handshake_bodies=handshake_bodies,
+            accept=[protocol, *accept],
             timeout=timeout,
         )
         peer.handshake()
@@ -438,7 +491,7 @@ class SessionReport:
     remote_static: bytes | None = None
     handshake_bodies: list[bytes] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
-    sent_fragments: list[int] = field(default_factory=list)  # per echoed message
+    negotiation: str = ""
     received: list[ReceivedPayload] = field(default_factory=list)
     clean_eof: bool = False
     error: BaseException | None = None
@@ -447,12 +500,10 @@ class SessionReport:
 class EchoListener:
     """A NoiseSocket echo server (Bob) on 127.0.0.1, in a background thread.
 
-    It accepts the initial protocol(s) in ``accept``, echoes every application
+    It accepts the initial protocol(s) in ``accept`` (or answers as
+    ``respond`` says: switch, retry or reject), echoes every application
     message back as one message, and closes its side after the client's FIN.
-    With ``coalesce`` N it instead echoes the bytes received so far as one
-    message once at least N are pending (and the rest at the FIN), so the
-    client must reassemble fragmented messages. Connections are served one
-    after another; use as a context manager.
+    Connections are served one after another; use as a context manager.
     """
 
     def __init__(
@@ -463,7 +514,7 @@ class EchoListener:
         accept: Collection[str] | None = None,
         prologue: bytes = b"",
         pad: int = 0,
-        coalesce: int = 0,
+        respond: tuple[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_connections: int = 8,
         max_lifetime: float = 60.0,
@@ -473,7 +524,7 @@ class EchoListener:
         self.accept = set(accept) if accept is not None else {protocol}
         self.prologue = prologue
         self.pad = pad
-        self.coalesce = coalesce
+        self.respond = respond
         self.timeout = timeout
         self.max_connections = max_connections
         self.max_lifetime = max_lifetime
@@ -536,6 +587,7 @@ class EchoListener:
             prologue=self.prologue,
             pad=self.pad,
             accept=self.accept,
+            respond=self.respond,
             timeout=self.timeout,
         )
         try:
@@ -543,19 +595,14 @@ class EchoListener:
             report.protocol = peer.protocol
             report.remote_static = peer.remote_static
             report.handshake_bodies = peer.received_handshake_bodies
-            pending = b""
+            report.negotiation = peer.negotiation
             for _ in range(100_000):
                 message = peer.receive_message()
                 if message is None:
                     report.clean_eof = True
                     break
                 report.messages.append(message)
-                pending += message
-                if len(pending) >= self.coalesce:
-                    report.sent_fragments.append(peer.send_message(pending))
-                    pending = b""
-            if pending:
-                report.sent_fragments.append(peer.send_message(pending))
+                peer.send_message(message)
         except Exception as exc:  # reported to the test, which asserts on it
             report.error = exc
         finally:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -14,9 +15,9 @@ from noisewall.noise.dh import DH_FUNCTIONS, KeyPair
 from noisewall.noise.errors import (
     ConnectionClosedError,
     MessageTooLongError,
-    NoiseError,
     RejectedError,
 )
+from noisewall.noise.events import Event, MessageReceived, PeerClosed
 from noisewall.noise.settings import NoiseSettings
 from noisewall.noise.stream import Framing, NoiseStream, connect, make_connection, serve
 
@@ -106,16 +107,9 @@ async def test_echo_round_trip(framing: Framing, protocol: str) -> None:
             async with client:
                 assert client.remote_static == server_key.public
                 assert client.protocol_name == protocol
-                chunk = client.connection.max_body - 1  # one frame's share of a message
-                messages = [
-                    b"",
-                    b"hello",
-                    os.urandom(1 << 20),  # 1 MiB: many frames, rejoined
-                    b"",
-                    os.urandom(chunk),
-                    os.urandom(chunk + 1),
-                    os.urandom(2 * chunk),
-                ]
+                largest = client.max_message_size
+                assert largest == client.connection.max_body
+                messages = [b"", b"hello", b"\x00\x01", b"", os.urandom(largest)]
                 for message in messages:
                     await client.send(message)
                     assert await client.receive(timeout=5) == message
@@ -130,31 +124,60 @@ async def test_echo_round_trip(framing: Framing, protocol: str) -> None:
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
-async def test_large_message_is_split_into_frames(framing: Framing) -> None:
+async def test_a_message_is_one_plain_transport_body(framing: Framing) -> None:
+    """What ``send`` writes is the framing's transport body and nothing of noisewall's own."""
     server_key = keypair()
-    sizes: list[int] = []
+    peer = make_connection(framing, True, client_settings(server_key, XX))
+    settings = NoiseSettings(protocol=XX, static=server_key)
+    messages = [b"", b"\x00", b"\x01more", b"\x02", bytes(range(256)) * 10]
 
-    async def count_frames(stream: NoiseStream) -> None:
-        receive = stream.connection.transport.receive
-        assert receive is not None
-        message = await stream.receive()
-        sizes.append(len(message))
-        sizes.append(receive.n)  # transport messages it took
-        await stream.send(b"ok")
+    async def send_all(stream: NoiseStream) -> None:
+        for message in messages:
+            await stream.send(message)
+        await stream.write_eof()
 
+    async with asyncio.timeout(TEST_TIMEOUT):
+        server = await serve(send_all, HOST, 0, settings, framing=framing)
+        async with server:
+            reader, writer = await raw_client(server.port)
+            try:
+                peer.send_handshake()
+                writer.write(peer.data_to_send())
+                events: list[Event] = []
+                while True:
+                    data = await reader.read(65536)
+                    events += peer.receive_data(data)
+                    if peer.needs_write:
+                        peer.send_handshake()
+                    writer.write(peer.data_to_send())
+                    if not data:
+                        break
+            finally:
+                await close_writer(writer)
+    bodies = [event.body for event in events if isinstance(event, MessageReceived)]
+    assert bodies == messages
+    assert isinstance(events[-1], PeerClosed)
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+async def test_a_message_larger_than_one_body_is_refused_before_writing(
+    framing: Framing,
+) -> None:
+    server_key = keypair()
     settings = NoiseSettings(protocol=XX, static=server_key)
     async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(count_frames, HOST, 0, settings, framing=framing)
-        async with (
-            server,
-            await connect(
-                HOST, server.port, client_settings(server_key, XX), framing=framing, timeout=5
-            ) as client,
-        ):
-            await client.send(bytes(1 << 20))
-            assert await client.receive(timeout=5) == b"ok"
-    per_frame = 65535 - 16 - (2 if framing == "noisesocket" else 0) - 1
-    assert sizes == [1 << 20, -(-(1 << 20) // per_frame)]
+        server = await serve(echo, HOST, 0, settings, framing=framing)
+        async with server:
+            client = await connect(
+                HOST, server.port, client_settings(server_key, XX), framing=framing
+            )
+            async with client:
+                with pytest.raises(MessageTooLongError):
+                    await client.send(bytes(client.max_message_size + 1))
+                send = client.connection.transport.send
+                assert send is not None and send.n == 0
+                await client.send(b"still usable")
+                assert await client.receive(timeout=5) == b"still usable"
 
 
 # --- hostile clients --------------------------------------------------------------
@@ -325,67 +348,69 @@ async def test_ik_falls_back_to_xx_with_a_stale_key(stale: bool) -> None:
             assert seen == [(expected, client_static.public, client.handshake_hash)]
 
 
-# --- max_message_size --------------------------------------------------------------
+# --- why a connection ended --------------------------------------------------------
 
 
-@pytest.mark.parametrize("framing", FRAMINGS)
-@pytest.mark.parametrize(("limit", "size"), [(1000, 1001), (100_000, 100_001)])
-async def test_oversize_message_closes_the_receiver(
-    framing: Framing, limit: int, size: int
+async def handshake_then(
+    port: int, server: KeyPair, frame: bytes | Callable[[NoiseConnection], bytes] | None
 ) -> None:
+    """A client that completes an XX handshake, then sends ``frame`` raw (None: just a FIN)."""
+    connection = make_connection("noisesocket", True, client_settings(server, XX))
+    reader, writer = await raw_client(port)
+    try:
+        connection.send_handshake()
+        await send_quietly(writer, connection.data_to_send())
+        while not connection.handshake_complete:
+            data = await reader.read(65536)
+            assert data, "the server closed during the handshake"
+            connection.receive_data(data)
+            if connection.needs_write:
+                connection.send_handshake()
+            await send_quietly(writer, connection.data_to_send())
+        if frame is None:
+            writer.write_eof()
+        else:
+            await send_quietly(writer, frame(connection) if callable(frame) else frame)
+        await read_until_closed(reader, TEST_TIMEOUT)
+    finally:
+        await close_writer(writer)
+
+
+def bad_body_len(connection: NoiseConnection) -> bytes:
+    """A well-encrypted payload whose body_len claims more bytes than follow."""
+    send = connection.transport.send
+    assert send is not None
+    return transport_frame("noisesocket", send.encrypt(b"\xff\xffshort"))
+
+
+async def test_the_server_says_why_each_connection_ended() -> None:
     server_key = keypair()
-    errors: asyncio.Queue[BaseException] = asyncio.Queue()
-
-    async def handler(stream: NoiseStream) -> None:
-        try:
-            while True:
-                await stream.send(await stream.receive())
-        except NoiseError as exc:
-            errors.put_nowait(exc)
-            raise
-
+    reasons: list[str] = []
     settings = NoiseSettings(protocol=XX, static=server_key)
+
+    def on_close(peer: object, reason: str) -> None:
+        assert isinstance(peer, tuple)
+        reasons.append(reason)
+
     async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(handler, HOST, 0, settings, framing=framing, max_message_size=limit)
+        server = await serve(echo, HOST, 0, settings, on_close=on_close,
+                             handshake_timeout=HANDSHAKE_TIMEOUT)
         async with server:
-            client = await connect(
-                HOST, server.port, client_settings(server_key, XX), framing=framing
-            )
-            async with client:
-                await client.send(bytes(limit))  # exactly the limit is fine
-                assert await client.receive(timeout=5) == bytes(limit)
-                await client.send(bytes(size))
-                error = await asyncio.wait_for(errors.get(), 5)
-                assert isinstance(error, MessageTooLongError)
-                with pytest.raises(ConnectionClosedError):
-                    await client.receive(timeout=5)
-            assert server.connections == 0
-
-
-@pytest.mark.parametrize("framing", FRAMINGS)
-async def test_client_side_limits(framing: Framing) -> None:
-    server_key = keypair()
-
-    async def flood(stream: NoiseStream) -> None:
-        await stream.send(bytes(5000))
-        await stream.receive()
-
-    settings = NoiseSettings(protocol=XX, static=server_key)
-    async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(flood, HOST, 0, settings, framing=framing)
-        async with server:
-            client = await connect(
-                HOST,
-                server.port,
-                client_settings(server_key, XX),
-                framing=framing,
-                max_message_size=1000,
-            )
-            async with client:
-                # The sender refuses its own oversize message before writing anything.
-                with pytest.raises(MessageTooLongError):
-                    await client.send(bytes(1001))
-                send = client.connection.transport.send
-                assert send is not None and send.n == 0
-                with pytest.raises(MessageTooLongError):
-                    await client.receive(timeout=5)
+            reader, writer = await raw_client(server.port)
+            not_a_protocol = transport_frame("noisesocket", b"not a protocol") + b"\x00\x00"
+            await send_quietly(writer, not_a_protocol)
+            await read_until_closed(reader, TEST_TIMEOUT)
+            await close_writer(writer)
+            await handshake_then(server.port, server_key, transport_frame(
+                "noisesocket", os.urandom(40)))
+            await handshake_then(server.port, server_key, bad_body_len)
+            await handshake_then(server.port, server_key, None)
+            for _ in range(100):
+                if len(reasons) == 4:
+                    break
+                await asyncio.sleep(0.02)
+    assert len(reasons) == 4, reasons
+    assert reasons[0].startswith("handshake failed: ")
+    assert reasons[1].startswith("decrypt failed: DecryptError")
+    assert reasons[2].startswith("malformed body: FramingError: body_len")
+    assert reasons[3] == "the peer closed the connection"
