@@ -1,20 +1,24 @@
-"""``noisewall bench tunnel``: each transport's throughput and round trip vs direct loopback.
+"""``noisewall bench tunnel``: each transport's throughput both ways, next to OpenSSH's ``ssh -D``.
 
-Everything runs as separate processes, as in real use: the byte sink (the
-censor benchmark's), a ``noisewall tunnel server`` and a ``noisewall tunnel
-client`` per transport; this process is the application, pushing bytes
-through the client's SOCKS5 entry or straight to the sink. Direct and
-tunnelled runs alternate; each row keeps its best round and is compared with
-the best direct round of the whole run. The sink runs with glibc malloc
-settings (:data:`noisewall.allocator.MALLOC_ENV`) that keep it out of a page-faulting slow
-mode which otherwise made the baseline bimodal; the tunnel processes apply
-the same settings themselves (``noisewall.allocator``). Round trips
-are 64-byte echoes through a fresh connection's stream, median of many.
+Everything runs as separate processes, as in real use: a byte sink (the
+censor benchmark's), a byte source, a ``noisewall tunnel server`` and
+``noisewall tunnel client`` per transport, and, when OpenSSH's server is
+installed, a real ``sshd`` on loopback with an ``ssh -D`` client
+(:mod:`noisewall.tunnel.bench_ssh`, ``aes128-gcm@openssh.com``). This
+process is the application: it pushes the same bytes through each path's
+SOCKS5 entry to the sink (upload) and pulls them from the source
+(download), with the same SOCKS5 client. Every round visits every path in
+turn, so a busy shared machine slows all of them alike; each figure is the
+median of its rounds. Each round also charges every process tree with the
+CPU seconds it spent (``/proc``), per GB moved.
 
-A second reference shows what the two extra hops cost without any tunnel
-work: two plain TCP relays in child processes (the same ``TcpStream`` copy
-loop the tunnel uses, no crypto, no mux) between the application and the
-sink, measured in the same alternating rounds. A tunnel cannot beat it.
+Two references: direct loopback (no hop at all), and two plain TCP relays
+in child processes (the same ``TcpStream`` copy loop the tunnel uses, no
+crypto, no mux): the cost of the two extra hops alone. The sink and the
+source run with glibc malloc settings (:data:`noisewall.allocator.MALLOC_ENV`)
+that keep them out of a page-faulting slow mode; the tunnel processes apply
+the same settings themselves. Round trips are 64-byte echoes through one
+stream, median of many.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from noisewall import socks5
@@ -34,11 +39,16 @@ from noisewall.allocator import MALLOC_ENV, tune_allocator
 from noisewall.noise.bench import BenchResult, time_bulk_send
 from noisewall.records.names import TRANSPORT_NAMES
 from noisewall.tcp_stream import TcpStream
+from noisewall.tunnel import bench_ssh
 from noisewall.tunnel.keyfile import load_or_create_key
+from noisewall.tunnel.proc_cpu import tree_cpu_seconds
 
 BULK = 256 * 1024 * 1024
 CHUNK = 256 * 1024
-DIRECT = "direct loopback, best of run"
+ROUNDS = 5
+DIRECT = "direct loopback"
+RELAYS = "two plain TCP relays (no crypto, no mux)"
+DIRECTIONS = ("upload", "download")
 Opener = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
@@ -86,10 +96,25 @@ def _via(socks_port: int) -> Opener:
     return opener
 
 
-async def _bulk(opener: Opener, port: int, size: int) -> float:
+async def _upload(opener: Opener, port: int, size: int) -> float:
     """Seconds to push ``size`` bytes to the sink and hear that it has them all."""
     reader, writer = await opener(port)
     return await time_bulk_send(reader, writer, size, CHUNK)
+
+
+async def _download(opener: Opener, port: int, size: int) -> float:
+    """Seconds to ask the source for ``size`` bytes and receive them all."""
+    reader, writer = await opener(port)
+    start = time.perf_counter()
+    writer.write(size.to_bytes(8, "big"))
+    received = 0
+    while data := await reader.read(CHUNK):
+        received += len(data)
+    elapsed = time.perf_counter() - start
+    writer.close()
+    if received != size:
+        raise RuntimeError(f"the source sent {received} of {size} bytes")
+    return elapsed
 
 
 async def _round_trips(opener: Opener, port: int, count: int) -> float:
@@ -113,7 +138,21 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-async def _tunnel(transport: str, workdir: Path, allow: list[str]) -> tuple[_Child, _Child]:
+@dataclass
+class _Path:
+    """One way from the application to the sink and source, and the processes it runs on."""
+
+    name: str
+    opener: Opener
+    #: (role, pid) of each process tree charged with CPU, e.g. ("tunnel client", 1234).
+    processes: list[tuple[str, int]]
+    stop: Callable[[], Awaitable[None]]
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    #: CPU seconds per GB, per direction and role, one entry per round.
+    cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+
+async def _tunnel(transport: str, workdir: Path, allow: list[str]) -> _Path:
     server_key, client_key = workdir / f"{transport}.server", workdir / f"{transport}.client"
     client_public = load_or_create_key(client_key).public.hex()
     server_public = load_or_create_key(server_key).public.hex()
@@ -130,7 +169,152 @@ async def _tunnel(transport: str, workdir: Path, allow: list[str]) -> tuple[_Chi
     except BaseException:
         await server.stop()
         raise
-    return server, client
+
+    async def stop() -> None:
+        await client.stop()
+        await server.stop()
+
+    return _Path(transport, _via(client.port), [("tunnel client", client.process.pid),
+                                                 ("tunnel server", server.process.pid)], stop)
+
+
+async def _ssh(workdir: Path) -> _Path:
+    ssh = await bench_ssh.SshTunnel.start(workdir)
+    return _Path(bench_ssh.NAME, _via(ssh.socks_port),
+                 [("ssh", ssh.client.pid), ("sshd", ssh.server.pid)], ssh.stop)
+
+
+async def _relays(sink_port: int, source_port: int) -> _Path:
+    """Two chains of two plain relays, to the sink and to the source."""
+    children: list[_Child] = []
+
+    async def stop() -> None:
+        for child in reversed(children):
+            await child.stop()
+
+    try:
+        for target in (sink_port, source_port):
+            second = await _Child.start(["-m", "noisewall.tunnel.bench", "relay", str(target)],
+                                        r"on 127\.0\.0\.1:(\d+)", stdout=True)
+            children.append(second)
+            children.append(await _Child.start(
+                ["-m", "noisewall.tunnel.bench", "relay", str(second.port)],
+                r"on 127\.0\.0\.1:(\d+)", stdout=True))
+    except BaseException:
+        await stop()
+        raise
+    entries = {sink_port: children[1].port, source_port: children[3].port}
+
+    async def opener(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await _direct(entries[port])
+
+    return _Path(RELAYS, opener, [], stop)
+
+
+def _helper_role(direction: str) -> str:
+    return "sink" if direction == "upload" else "source"
+
+
+async def _measure(path: _Path, direction: str, helper: _Child, size: int) -> None:
+    """One transfer along ``path`` (to the sink or from the source), with the CPU it cost."""
+    port = helper.port
+    roles = [*path.processes, (_helper_role(direction), helper.process.pid)]
+    before = [tree_cpu_seconds(pid) for _, pid in roles]
+    app_before = time.process_time()
+    move = _upload if direction == "upload" else _download
+    path.seconds.setdefault(direction, []).append(await move(path.opener, port, size))
+    gigabytes = size / 1e9
+    for (role, pid), spent in zip(roles, before, strict=True):
+        path.cpu.setdefault((direction, role), []).append(
+            (tree_cpu_seconds(pid) - spent) / gigabytes)
+    path.cpu.setdefault((direction, "application"), []).append(
+        (time.process_time() - app_before) / gigabytes)
+
+
+def _results(paths: list[_Path], size: int,
+             trips_ms: dict[str, tuple[float, float]]) -> list[BenchResult]:
+    """Medians: throughput against ``ssh -D`` (or direct), CPU per GB of every process."""
+    by_name = {path.name: path for path in paths}
+    baseline = by_name.get(bench_ssh.NAME, by_name[DIRECT])
+    rate: dict[tuple[str, str], float] = {
+        (path.name, direction): size / statistics.median(path.seconds[direction]) / 1e6
+        for path in paths for direction in DIRECTIONS
+    }
+    results: list[BenchResult] = []
+    for direction in DIRECTIONS:
+        for path in paths:
+            if path.name == DIRECT:
+                continue
+            against = by_name[DIRECT] if path in (baseline, by_name[RELAYS]) else baseline
+            results.append(BenchResult(
+                f"tunnel {path.name}: {direction}", "MB/s", rate[path.name, direction],
+                f"{against.name}, median", rate[against.name, direction]))
+    for direction in DIRECTIONS:
+        for path in paths:
+            if not path.processes or path is baseline:
+                continue
+            common = [_helper_role(direction), "application"]
+            pairs = [*zip([role for role, _ in path.processes],
+                          [role for role, _ in baseline.processes], strict=True),
+                     *zip(common, common, strict=True)]
+            for role, base_role in pairs:
+                results.append(BenchResult(
+                    f"tunnel {path.name}: {direction}, {role}", "CPU-s/GB",
+                    statistics.median(path.cpu[direction, role]), f"{base_role}",
+                    statistics.median(baseline.cpu[direction, base_role])))
+    for label, (tunnel_ms, direct_ms) in trips_ms.items():
+        results.append(BenchResult(f"tunnel {label}: 64 B round trip p50", "ms", tunnel_ms,
+                                   DIRECT, direct_ms))
+    return results
+
+
+async def _run(quick: bool, workdir: Path) -> list[BenchResult]:
+    size = BULK // 16 if quick else BULK
+    rounds = 2 if quick else ROUNDS
+    trips = 50 if quick else 500
+    sink = await _Child.start(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)",
+                              stdout=True, env=MALLOC_ENV)
+    source = await _Child.start(["-m", "noisewall.tunnel.bench", "source"], r"port (\d+)",
+                                stdout=True, env=MALLOC_ENV)
+    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    echo_port = int(echo.sockets[0].getsockname()[1])
+    allow = [f"127.0.0.1:{port}" for port in (sink.port, source.port, echo_port)]
+
+    async def nothing() -> None:
+        return None
+
+    paths = [_Path(DIRECT, _direct, [], nothing)]
+    trips_ms: dict[str, tuple[float, float]] = {}
+    try:
+        paths.append(await _relays(sink.port, source.port))
+        if bench_ssh.available():
+            paths.append(await _ssh(workdir))
+        for transport in TRANSPORT_NAMES:
+            paths.append(await _tunnel(transport, workdir, allow))
+        for _ in range(rounds):
+            for direction in DIRECTIONS:
+                helper = sink if direction == "upload" else source
+                for path in paths:
+                    await _measure(path, direction, helper, size)
+        for path in paths[2:]:
+            trips_ms[path.name] = (await _round_trips(path.opener, echo_port, trips) * 1e3,
+                                   await _round_trips(_direct, echo_port, trips) * 1e3)
+    finally:
+        for path in reversed(paths):
+            await path.stop()
+        echo.close()
+        await source.stop()
+        await sink.stop()
+    return _results(paths, size, trips_ms)
+
+
+def run_tunnel_benchmarks(quick: bool = False) -> list[BenchResult]:
+    """Each transport's throughput both ways next to ``ssh -D``, CPU per GB, round trips."""
+    with tempfile.TemporaryDirectory(prefix="noisewall-bench-") as tmp:
+        return asyncio.run(_run(quick, Path(tmp)))
+
+
+# --- the child processes: plain relays and the byte source ---------------------
 
 
 async def _pipe(source: TcpStream, target: TcpStream) -> None:
@@ -165,79 +349,26 @@ async def _serve_relay(port: int) -> None:
         await server.serve_forever()
 
 
-async def _relays(size: int, rounds: int, sink_port: int, directs: list[float]) -> float:
-    """Best-round seconds through two plain relays; direct rounds alternate into ``directs``."""
-    second = await _Child.start(["-m", "noisewall.tunnel.bench", "relay", str(sink_port)],
-                                r"on 127\.0\.0\.1:(\d+)", stdout=True)
-    try:
-        first = await _Child.start(["-m", "noisewall.tunnel.bench", "relay", str(second.port)],
-                                   r"on 127\.0\.0\.1:(\d+)", stdout=True)
-        try:
-            relayed = float("inf")
-            for _ in range(rounds):
-                directs.append(await _bulk(_direct, sink_port, size))
-                relayed = min(relayed, await _bulk(_direct, first.port, size))
-        finally:
-            await first.stop()
-    finally:
-        await second.stop()
-    return relayed
+async def _send_requested(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read an 8-byte size, send that many bytes, close."""
+    size = int.from_bytes(await reader.readexactly(8), "big")
+    block = os.urandom(CHUNK)
+    while size > 0:
+        writer.write(block[:size] if size < CHUNK else block)
+        size -= CHUNK
+        await writer.drain()
+    writer.close()
 
 
-async def _run(quick: bool, workdir: Path) -> list[BenchResult]:
-    size = BULK // 16 if quick else BULK
-    rounds = 2 if quick else 3
-    trips = 50 if quick else 500
-    sink = await _Child.start(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)",
-                              stdout=True, env=MALLOC_ENV)
-    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
-    echo_port = int(echo.sockets[0].getsockname()[1])
-    directs: list[float] = []
-    throughputs = {"reference: two plain TCP relays (no crypto, no mux)": 0.0}
-    trips_ms: dict[str, tuple[float, float]] = {}
-    try:
-        throughputs["reference: two plain TCP relays (no crypto, no mux)"] = await _relays(
-            size, rounds, sink.port, directs)
-        for transport in TRANSPORT_NAMES:
-            server, client = await _tunnel(transport, workdir,
-                                           [f"127.0.0.1:{sink.port}", f"127.0.0.1:{echo_port}"])
-            via = _via(client.port)
-            try:
-                tunnelled = float("inf")
-                for _ in range(rounds):
-                    directs.append(await _bulk(_direct, sink.port, size))
-                    tunnelled = min(tunnelled, await _bulk(via, sink.port, size))
-                trips_ms[transport] = (await _round_trips(via, echo_port, trips) * 1e3,
-                                       await _round_trips(_direct, echo_port, trips) * 1e3)
-            finally:
-                await client.stop()
-                await server.stop()
-            throughputs[f"{transport}: throughput"] = tunnelled
-    finally:
-        echo.close()
-        await sink.stop()
-    # One baseline for every row, the best direct round of the whole run: the
-    # sink sometimes falls into reading small pieces and a round runs 3-6x
-    # slower, which would flatter whichever rows it happened next to.
-    direct = size / min(directs) / 1e6
-    results: list[BenchResult] = []
-    for name, seconds in throughputs.items():
-        results.append(BenchResult(f"tunnel {name}", "MB/s", size / seconds / 1e6,
-                                   DIRECT, direct))
-        label = name.removesuffix(": throughput")
-        if label in trips_ms:
-            tunnel_ms, direct_ms = trips_ms[label]
-            results.append(BenchResult(f"tunnel {label}: 64 B round trip p50", "ms",
-                                       tunnel_ms, "direct loopback", direct_ms))
-    return results
-
-
-def run_tunnel_benchmarks(quick: bool = False) -> list[BenchResult]:
-    """Throughput and round-trip time of every transport, each next to direct loopback."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return asyncio.run(_run(quick, Path(tmp)))
+async def _serve_source() -> None:
+    server = await asyncio.start_server(_send_requested, "127.0.0.1", 0)
+    print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "relay":
     tune_allocator()
     asyncio.run(_serve_relay(int(sys.argv[2])))
+elif __name__ == "__main__" and sys.argv[1:] == ["source"]:
+    asyncio.run(_serve_source())

@@ -49,8 +49,8 @@ class TunnelRefused(ConnectionError):
 class ByteStream(Protocol):
     """The byte pipe a transport provides (a TCP, TLS or obfuscated connection)."""
 
-    async def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes; ``b""`` at end of stream."""
+    async def read(self, size: int) -> bytes | bytearray:
+        """Up to ``size`` bytes (a buffer nobody changes afterwards); ``b""`` at end of stream."""
         ...
 
     def write(self, data: Buffer) -> None:
@@ -136,8 +136,8 @@ class Channel(Protocol):
         """Wait until the transport's write buffer is below its high-water mark."""
         ...
 
-    async def receive(self) -> bytes:
-        """The next bytes; ``b""`` when the peer closed cleanly."""
+    async def receive(self) -> bytes | bytearray:
+        """The next bytes (the caller may keep views into them); ``b""`` when the peer closed."""
         ...
 
     def close(self) -> None:
@@ -170,7 +170,7 @@ class BoundChannel:
         """Wait until the transport's write buffer is below its high-water mark."""
         await self.stream.drain()
 
-    async def receive(self) -> bytes:
+    async def receive(self) -> bytes | bytearray:
         """The next bytes; ``b""`` when the peer closed."""
         return await self.stream.read(READ_CHUNK)
 
@@ -216,7 +216,7 @@ class NoiseChannel:
         :class:`ConnectionError` on a dropped connection.
         """
         while True:
-            data = await self.stream.read(READ_CHUNK)
+            data = bytes(await self.stream.read(READ_CHUNK))  # no copy: these streams give bytes
             events = self.connection.receive_data(data)
             parts = [e.body for e in events if isinstance(e, MessageReceived)]
             if parts:
@@ -261,7 +261,7 @@ async def initiate(
     received = b""
     events: list[Event] = []
     while not connection.handshake_complete:
-        data = await stream.read(READ_CHUNK)
+        data = bytes(await stream.read(READ_CHUNK))
         if not data:
             raise ConnectionError("the server closed the connection during the handshake")
         received += data
@@ -306,7 +306,7 @@ async def respond(
     try:
         events = connection.receive_data(seen)
         while not connection.needs_write:
-            data = await stream.read(READ_CHUNK)
+            data = bytes(await stream.read(READ_CHUNK))
             if not data:
                 raise TunnelRefused("closed inside the first frame", seen)
             seen += data

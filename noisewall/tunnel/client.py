@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterator
 
 from noisewall import socks5
 from noisewall.noise.errors import NoiseError
@@ -24,6 +25,9 @@ from noisewall.tunnel.transport import Transport
 log = logging.getLogger("noisewall.tunnel")
 
 SOCKS_TIMEOUT = 10.0
+#: The first pause before retrying a tunnel server that is not up, and the longest one.
+RETRY_FIRST = 0.5
+RETRY_MAX = 10.0
 
 
 class TunnelUnavailable(ConnectionError):
@@ -62,6 +66,14 @@ async def open_session(config: TunnelClientConfig, transport: Transport | None =
     return session
 
 
+def retry_delays(first: float = RETRY_FIRST, longest: float = RETRY_MAX) -> Iterator[float]:
+    """Pauses between connection attempts: doubling from ``first``, never above ``longest``."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, longest)
+
+
 class TunnelClient(Listener):
     """A running tunnel client; use ``async with TunnelClient(config) as client``.
 
@@ -95,6 +107,33 @@ class TunnelClient(Listener):
                     await self._session.close()
                 self._session = await open_session(self.config, self.transport)
             return self._session
+
+    async def wait_for_session(self, patience: float, report: Callable[[str], None],
+                               delays: Iterator[float] | None = None) -> MuxSession:
+        """The tunnel session, retrying a server that is not up yet for up to ``patience`` s.
+
+        Every failed attempt is reported (its reason and the pause before the
+        next one) through ``report``; the pauses follow :func:`retry_delays`.
+        Raises :class:`TunnelUnavailable` naming the attempts and the last
+        reason once ``patience`` is spent (``0``: one attempt only).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        delays = delays or retry_delays()
+        attempt = 1
+        while True:
+            try:
+                return await self.session()
+            except TunnelUnavailable as exc:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TunnelUnavailable(
+                        f"gave up after {attempt} attempt{'s' if attempt > 1 else ''} "
+                        f"in {patience:g} s: {exc}") from None
+                delay = min(next(delays), left)
+                report(f"{exc}; retrying in {delay:.1f} s (attempt {attempt + 1})")
+                await asyncio.sleep(delay)
+                attempt += 1
 
     async def open_stream(self, host: str, port: int) -> TunnelStream:
         """A stream to ``host:port`` through the tunnel."""

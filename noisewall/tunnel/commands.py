@@ -139,15 +139,27 @@ def _client_config(server_address: tuple[str, int], server_key: str, key_file: P
 @_client_options
 @click.option("--socks", default="127.0.0.1:1081", show_default=True, callback=_endpoint,
               metavar="HOST:PORT", help="Where the local SOCKS5 entry listens.")
+@click.option("--wait", "patience", default=120.0, show_default=True,
+              type=click.FloatRange(0, 86400), metavar="SECONDS",
+              help="How long to keep retrying a tunnel server that is not up yet (pauses "
+                   "doubling from 0.5 s to 10 s, each attempt reported on stderr); 0: try once.")
 def client(server_address: tuple[str, int], server_key: str, key_file: Path, transport: str,
-           socks: tuple[str, int], sni: str) -> None:
-    """Run the tunnel client: a local SOCKS5 entry whose streams go through the tunnel."""
+           socks: tuple[str, int], sni: str, patience: float) -> None:
+    """Run the tunnel client: a local SOCKS5 entry whose streams go through the tunnel.
+
+    It first connects to the server (retrying for up to --wait seconds), then
+    serves SOCKS5 and reopens the tunnel whenever a request finds it broken.
+    """
     config = _client_config(server_address, server_key, key_file, transport, sni,
                             socks_host=socks[0], socks_port=socks[1])
 
+    def report(line: str) -> None:
+        print(f"tunnel client: {line}", file=sys.stderr, flush=True)
+
     async def run() -> None:
         async with TunnelClient(config) as running:
-            await running.session()  # fail now, not at the first SOCKS request
+            # The entry is announced once the tunnel is up (or the client gives up, one line).
+            await running.wait_for_session(patience, report)
             host, port = running.socks_address
             print(f"tunnel client ({config.transport}): SOCKS5 on {host}:{port}, "
                   f"key {config.static.public.hex()}", file=sys.stderr, flush=True)

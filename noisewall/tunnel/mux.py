@@ -87,7 +87,11 @@ class FrameParser:
         self._buffer = bytearray()
 
     def feed(self, data: bytes | bytearray) -> list[Frame]:
-        """Add bytes; return every frame now complete."""
+        """Add bytes; return every frame now complete.
+
+        DATA payloads may be views into ``data``: the caller hands it over and
+        must not change it afterwards (a fresh read buffer, not a reused one).
+        """
         # Frames are parsed straight from ``data``; only a frame cut by the end
         # of a read is buffered (and completed first next time), so each
         # payload is copied once.
@@ -102,7 +106,7 @@ class FrameParser:
                 with memoryview(buffer) as whole:
                     frames += _parse(whole, copy=True)[0]
                 buffer.clear()
-        parsed, used = _parse(view, copy=not isinstance(data, bytes))
+        parsed, used = _parse(view, copy=False)
         buffer += view[used:]
         return frames + parsed
 
@@ -118,7 +122,7 @@ def _parse(view: memoryview, copy: bool) -> tuple[list[Frame], int]:
     """The complete frames at the start of ``view``, and how many bytes they took.
 
     DATA payloads stay views into ``view`` unless ``copy`` is set (the
-    memory is mutable and will change): immutable bulk data is not copied.
+    parser's own buffer, which it reuses): handed-over bulk data is not copied.
     """
     frames: list[Frame] = []
     offset = 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import socket
 import ssl
 
 from noisewall.noise.dh import KeyPair
@@ -26,6 +27,7 @@ from noisewall.noise.settings import NoiseSettings
 from noisewall.selfsigned import build_self_signed, load_cert_chain
 from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import ByteStream, client_settings, server_settings
+from noisewall.tunnel.tls_stream import TlsStream
 from noisewall.tunnel.transport import Transport
 
 DEFAULT_SNI = "www.example.com"
@@ -70,6 +72,15 @@ def client_context(alpn: tuple[str, ...] = DEFAULT_ALPN) -> ssl.SSLContext:
     return context
 
 
+async def _socket_of(connection: TcpStream) -> socket.socket:
+    """The connection's socket, taken from asyncio for :class:`TlsStream` (TLS not started)."""
+    sock, pending, _ = await connection.detach()
+    if pending:
+        sock.close()
+        raise ConnectionError("bytes arrived before the TLS handshake")
+    return sock
+
+
 class TlsTransport(Transport):
     """Noise inside TLS 1.3, looking like HTTPS to a cover site."""
 
@@ -91,15 +102,15 @@ class TlsTransport(Transport):
 
     async def wrap_client(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """TLS handshake with the cover SNI and ALPN."""
-        await connection.start_tls(self._client_context, server_hostname=self.sni)
-        return connection
+        return await TlsStream.handshake(await _socket_of(connection), self._client_context,
+                                         server_hostname=self.sni)
 
     async def wrap_server(self, connection: TcpStream, server_key: bytes) -> ByteStream:
         """TLS handshake with the cover certificate (created on first use)."""
         if self._server_context is None:
             self._server_context = self_signed_context(self.sni)
-        await connection.start_tls(self._server_context, server_side=True)
-        return connection
+        return await TlsStream.handshake(await _socket_of(connection), self._server_context,
+                                         server_side=True)
 
     def channel_binding(self, stream: ByteStream) -> bytes:
         """The TLS session's ``tls-unique`` value (the client's Finished message).
@@ -110,9 +121,8 @@ class TlsTransport(Transport):
         carries the old one. Python's ``ssl`` offers no ``tls-exporter``.
         """
         binding = None
-        if isinstance(stream, TcpStream):
-            ssl_object = stream.get_extra_info("ssl_object")
-            binding = ssl_object.get_channel_binding("tls-unique") if ssl_object else None
+        if isinstance(stream, TlsStream):
+            binding = stream.get_extra_info("ssl_object").get_channel_binding("tls-unique")
         if not binding:
             raise ConnectionError("the TLS session has no channel binding")
         return bytes(binding)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from noisewall import socks5
+from noisewall.tunnel.client import retry_delays
+from noisewall.tunnel.server import TunnelServer
+from tests.tunnel.conftest import Keys, server_config
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,3 +93,81 @@ async def test_server_and_client_processes_carry_a_stream(tmp_path: Path,
             await _stop(client)
     finally:
         await _stop(server)
+
+
+def _refusing_port() -> socket.socket:
+    """A loopback port that is ours but not listening: connections to it are refused."""
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", 0))
+    return reserved
+
+
+async def _stderr_until(process: asyncio.subprocess.Process, pattern: str) -> list[str]:
+    """The stderr lines up to and including the first that matches ``pattern``."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    while not (lines and re.search(pattern, lines[-1])):
+        line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+        if not line:
+            pytest.fail(f"stderr ended before {pattern!r}: {lines}")
+        lines.append(line)
+    return lines
+
+
+def _client_args(tmp_path: Path, port: int, server_key: str, wait: str) -> list[str]:
+    return ["tunnel", "client", "--server", f"127.0.0.1:{port}", "--server-key", server_key,
+            "--key", str(tmp_path / "client"), "--transport", "tls", "--socks", "127.0.0.1:0",
+            "--wait", wait]
+
+
+def test_retry_delays_double_up_to_a_bound() -> None:
+    assert list(itertools.islice(retry_delays(0.5, 10.0), 7)) == [0.5, 1, 2, 4, 8, 10, 10]
+
+
+@pytest.mark.slow
+async def test_client_waits_for_a_server_that_comes_up_later(tmp_path: Path, keys: Keys,
+                                                             echo_port: int) -> None:
+    (tmp_path / "client").write_text(keys.client.private_bytes().hex())
+    reserved = _refusing_port()
+    port = reserved.getsockname()[1]
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "noisewall",
+        *_client_args(tmp_path, port, keys.server.public.hex(), "60"),
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        waiting = await _stderr_until(client, r"retrying in")
+        assert "ConnectionRefusedError" in waiting[-1] and "(attempt 2)" in waiting[-1]
+        reserved.close()
+        config = server_config(keys, "tls", [f"127.0.0.1:{echo_port}"], listen_port=port)
+        async with TunnelServer(config) as server:
+            lines = await _stderr_until(client, r"SOCKS5 on 127\.0\.0\.1:(\d+)")
+            match = re.search(r"SOCKS5 on 127\.0\.0\.1:(\d+)", lines[-1])
+            assert match is not None
+            reader, writer = await asyncio.wait_for(socks5.open_connection(
+                ("127.0.0.1", int(match.group(1))), "127.0.0.1", echo_port), 10)
+            writer.write(b"after the wait")
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(-1), 10) == b"after the wait"
+            writer.close()
+            assert server.sessions == 1
+    finally:
+        reserved.close()
+        await _stop(client)
+
+
+@pytest.mark.slow
+async def test_client_gives_up_with_one_clear_line(tmp_path: Path, keys: Keys) -> None:
+    (tmp_path / "client").write_text(keys.client.private_bytes().hex())
+    with _refusing_port() as reserved:
+        port = reserved.getsockname()[1]
+        start = time.monotonic()
+        result = await asyncio.to_thread(
+            _run, *_client_args(tmp_path, port, keys.server.public.hex(), "1.2"))
+        elapsed = time.monotonic() - start
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    # Pauses of 0.5 s, then the 0.7 s left: three attempts, two progress lines.
+    assert [line.endswith(f"(attempt {n})") for n, line in enumerate(lines[:-1], 2)] == [True] * 2
+    assert lines[-1].startswith("noisewall: error: gave up after 3 attempts in 1.2 s: tunnel to "
+                                f"127.0.0.1:{port} failed: ConnectionRefusedError")
+    assert elapsed < 20
