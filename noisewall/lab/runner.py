@@ -247,7 +247,7 @@ async def run_lab(scenario: Scenario, options: LabOptions,
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="noisewall-lab-") as state:
+    with tempfile.TemporaryDirectory(prefix="noisewall-lab-", dir=_memory_folder()) as state:
         measurements, arms_race = await _replay(scenario, schedule, options, Path(state),
                                                 on_round, timings=timings)
     analysed = time.monotonic()
@@ -269,6 +269,19 @@ async def run_lab(scenario: Scenario, options: LabOptions,
                           extra_tables=_tables(result))
     (out / ANALYSIS).write_text(json.dumps(result.as_json(), indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _memory_folder() -> str | None:
+    """Where the run's throwaway state goes: a memory file system if there is one.
+
+    The servers' blobs and databases and the probes' scratch files live for
+    one run, yet each media transfer fsyncs and unlinks several of them; on a
+    disk that costs more than the transfer (measured: 40 rounds of china-2017
+    in 12.6 s from /tmp, 5.2 s from /dev/shm) and puts the disk in every
+    throughput figure. None: the system's temporary folder.
+    """
+    shm = Path("/dev/shm")  # noqa: S108 - a private folder is made inside it
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def _bands(truth: list[TruthEvent]) -> list[GroundTruthBand]:

@@ -186,9 +186,11 @@ class MediaProbe:
         context = pinned_client_context()
         address = f"{target[0]}:{target[1]}"
         t1 = self.trace.now()
+        upgraded = False
         try:
             async with phase("tls_handshake", s.phase_timeout):
                 await writer.start_tls(context, server_hostname=server_name)
+                upgraded = True
                 tls = writer.get_extra_info("ssl_object")
                 der = tls.getpeercert(binary_form=True) if tls is not None else None
                 if der is None or not hmac.compare_digest(hashlib.sha256(der).digest(),
@@ -197,7 +199,12 @@ class MediaProbe:
         except Exception as exc:
             self.trace.tls_handshake(address, server_name, t0=t1, failure=failure_of(exc), tid=tid,
                                      tags=self.tags)
-            await close_writer(writer)
+            if upgraded:
+                await close_writer(writer)
+            else:
+                # A failed start_tls has closed the socket and left it with asyncio's TLS
+                # protocol, so the stream's wait_closed would never return: no waiting.
+                writer.transport.abort()
             raise
         cipher = tls.cipher()
         self.trace.tls_handshake(address, server_name, t0=t1, failure=None, tid=tid,

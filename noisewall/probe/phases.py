@@ -81,11 +81,15 @@ async def open_path(target: Endpoint, socks5: Endpoint | None, trace: Trace, *, 
     return streams
 
 
+#: Seconds :func:`close_writer` waits for a closed stream's socket to go away.
+CLOSE_WAIT_S = 1.0
+
+
 async def close_writer(writer: asyncio.StreamWriter) -> None:
     """Close a stream without caring how the other side went away."""
     writer.close()
     with contextlib.suppress(OSError, ConnectionError, TimeoutError):
-        async with asyncio.timeout(1.0):
+        async with asyncio.timeout(CLOSE_WAIT_S):
             await writer.wait_closed()
 
 

@@ -3,6 +3,7 @@ named with their phase when a real censor resets, drops or refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import socket
@@ -17,6 +18,7 @@ from noisewall.censor.middlebox import Middlebox
 from noisewall.censor.policy import parse_policy
 from noisewall.clock import ManualClock
 from noisewall.observatory.measurement import parse_measurement
+from noisewall.probe import phases
 from noisewall.probe.media import pinned_client_context
 from noisewall.probe.prober import Prober
 from noisewall.probe.settings import ProbeSettings, SampleSizes, Vantage
@@ -119,6 +121,26 @@ async def test_failures_are_named_with_their_phase_behind_a_real_censor(
     assert [h["failure"] for h in keys["tls_handshakes"]] == ["generic_timeout_error"]
     assert [c["status"]["success"] for c in keys["tcp_connect"]
             if "tcp" in c["tags"]] == [True, False]
+
+
+async def test_a_reset_tls_handshake_ends_the_media_probe_at_once(
+    tmp_path: Path, messenger: Messenger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failed start_tls leaves the stream with asyncio's TLS protocol, so its wait_closed
+    # never returns: a probe that waited for it spent the whole close wait on every block.
+    monkeypatch.setattr(phases, "CLOSE_WAIT_S", 3600.0)
+    policy = parse_policy("rules: [{match: {protocol: tls}, action: reset}]", "censor.yaml")
+    async with Middlebox(lambda: policy, rng=random.Random(1)) as censor:
+        gateway = await censor.add_socks(Endpoint("127.0.0.1", 0))
+        settings = ProbeSettings(
+            server=messenger.server, media_url=messenger.media_url, features=("photo",),
+            vantages=(Vantage(label="direct", socks5=(gateway.host, gateway.port)),),
+            samples=SMALL)
+        async with Prober(settings, tmp_path / "probe", ManualClock(START)) as prober:
+            async with asyncio.timeout(60):
+                (measurement,) = await prober.run_round(0)
+    photo = measurement["test_keys"]["features"]["photo"]
+    assert (photo["failure"], photo["failure_phase"]) == ("connection_reset", "tls_handshake")
 
 
 async def test_a_server_that_is_down_is_connection_refused(tmp_path: Path,
