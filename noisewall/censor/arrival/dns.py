@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from noisewall.censor import dnsforge
 from noisewall.censor.detection import Endpoint, FlowRecord
@@ -40,8 +41,7 @@ class DnsForger(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the socket's transport."""
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         """Decide on one query; answer, forge or drop it."""
