@@ -9,6 +9,11 @@
   (each sends a real first message: a TLS ClientHello, an HTTP request or a
   NoiseSocket handshake), decides and relays to an echo server; the baseline
   is the same clients connecting to the echo server directly.
+* In the path (as root, where network namespaces can be made): the same two
+  figures between the inside and outside namespaces of a lab network of the
+  benchmark's own, through ``noisewall censor --net`` (nftables redirect,
+  allow path, kernel relay) against plain kernel forwarding by the same
+  border, rounds alternating with and without the censor.
 * Capture: packets per second through ``censor classify`` (read, reassemble,
   classify) on a capture the benchmark writes itself.
 """
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import ssl
 import subprocess
 import sys
@@ -33,6 +39,7 @@ import dpkt
 from noisewall.allocator import MALLOC_ENV
 from noisewall.censor.flowclassifier import classify_flow
 from noisewall.censor.pcap import read_flows
+from noisewall.net import NetError, Network, Side, add_host, entered, run_argv, temporary_network
 from noisewall.noise.bench import BenchResult, time_bulk_send
 
 
@@ -71,19 +78,19 @@ async def _echo_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
     writer.close()
 
 
-async def _bulk(port: int, size: int) -> float:
+async def _bulk(port: int, size: int, host: str = "127.0.0.1") -> float:
     """Seconds to push ``size`` bytes to the sink behind ``port`` and hear it finished."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection(host, port)
     return await time_bulk_send(reader, writer, size, CHUNK)
 
 
-async def _flows(port: int, count: int, concurrency: int = 50) -> float:
+async def _flows(port: int, count: int, concurrency: int = 50, host: str = "127.0.0.1") -> float:
     """Seconds for ``count`` connections that each send a first message and read the echo."""
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(index: int) -> None:
         async with semaphore:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection(host, port)
             message = FIRST_MESSAGES[index % len(FIRST_MESSAGES)]
             writer.write(message)
             await reader.readexactly(len(message))
@@ -104,17 +111,17 @@ async def _best_times(runs: list[Callable[[], Awaitable[float]]], rounds: int) -
 
 
 class _Child:
-    """A child process that prints one line naming the port it serves."""
+    """A child process that prints one line naming the port it serves (``argv``: all of it)."""
 
-    def __init__(self, args: list[str], pattern: str) -> None:
+    def __init__(self, argv: list[str], pattern: str, *, says_on_stdout: bool = False) -> None:
         # The sink and the censor run with glibc's allocator kept out of its
         # page-faulting heap-trim mode, which otherwise made the direct
         # baseline 0.4-0.6 GB/s in some runs and 3+ GB/s in others.
         self.process = subprocess.Popen(  # noqa: S603 - our own modules, fixed arguments
-            [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**MALLOC_ENV, **os.environ},
         )
-        stream = self.process.stdout if "sink" in args else self.process.stderr
+        stream = self.process.stdout if says_on_stdout else self.process.stderr
         assert stream is not None
         line = stream.readline()
         match = re.search(pattern, line)
@@ -135,7 +142,7 @@ class _Child:
 def _censor_child(target_port: int, workdir: Path, *extra: str) -> _Child:
     policy = workdir / "allow.yaml"
     policy.write_text("rules: [{action: allow}]\n")
-    return _Child(["-m", "noisewall", "censor", "--policy", str(policy), "--route",
+    return _Child([sys.executable, "-m", "noisewall", "censor", "--policy", str(policy), "--route",
                    f"127.0.0.1:0=127.0.0.1:{target_port}", "--log", os.devnull, *extra],
                   r"route 127\.0\.0\.1:(\d+)")
 
@@ -145,7 +152,8 @@ async def _relay_benchmarks(quick: bool, workdir: Path) -> list[BenchResult]:
     flows = 200 if quick else 3000
     rounds = 2 if quick else 4
     # The sink is a process of its own, so direct and relayed differ only by the relay.
-    sink = _Child(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)")
+    sink = _Child([sys.executable, "-m", "noisewall.censor.bench", "sink"], r"port (\d+)",
+                  says_on_stdout=True)
     kernel = _censor_child(sink.port, workdir)
     copying = _censor_child(sink.port, workdir, "--copy-relay")
     try:
@@ -175,6 +183,68 @@ async def _relay_benchmarks(quick: bool, workdir: Path) -> list[BenchResult]:
     results.append(BenchResult("new flows classified and relayed", "flows/s", flows / relayed,
                                "the same connections, direct", flows / direct))
     return results
+
+
+def _outside_server(network: Network, kind: str, address: str) -> _Child:
+    """A sink or an echo server in the lab network's outside namespace, on ``address``."""
+    argv = run_argv(network, Side.OUTSIDE,
+                    [sys.executable, "-m", "noisewall.censor.bench", kind, address])
+    return _Child(argv, r"port (\d+)", says_on_stdout=True)
+
+
+async def _with_and_without(network: Network, policy: Path, rounds: int,
+                            run: Callable[[], Awaitable[float]]) -> tuple[float, float]:
+    """Best seconds of ``run`` with plain forwarding and through the in-path censor, alternating."""
+    forwarded = censored = float("inf")
+    for _ in range(rounds):
+        forwarded = min(forwarded, await run())
+        censor = _Child([sys.executable, "-m", "noisewall", "censor", "--policy", str(policy),
+                         "--net", network.name, "--log", os.devnull], r"TCP to \S+:(\d+)")
+        try:
+            censored = min(censored, await run())
+        finally:
+            censor.stop()
+    return forwarded, censored
+
+
+async def _inpath_benchmarks(network: Network, quick: bool, workdir: Path) -> list[BenchResult]:
+    size = BULK // 16 if quick else BULK
+    flows = 200 if quick else 3000
+    rounds = 2 if quick else 3
+    policy = workdir / "allow.yaml"
+    policy.write_text("rules: [{action: allow}]\n")
+    address = str(add_host(network, "sink.lab"))
+    sink = _outside_server(network, "sink", address)
+    echo = _outside_server(network, "echo", address)
+    try:
+        with entered(network.namespace(Side.INSIDE)):  # the clients' sockets are the users'
+            direct, relayed = await _with_and_without(
+                network, policy, rounds, partial(_bulk, sink.port, size, address))
+            flows_direct, flows_relayed = await _with_and_without(
+                network, policy, rounds, partial(_flows, echo.port, flows, host=address))
+    finally:
+        sink.stop()
+        echo.stop()
+    return [
+        BenchResult("in the path: throughput through the censor's allow path", "MB/s",
+                    size / relayed / 1e6, "plain kernel forwarding", size / direct / 1e6),
+        BenchResult("in the path: new flows redirected, classified and relayed", "flows/s",
+                    flows / flows_relayed, "plain kernel forwarding", flows / flows_direct),
+    ]
+
+
+def _inpath_section(quick: bool, workdir: Path) -> list[BenchResult]:
+    """The in-path figures on a lab network of their own, or none where one cannot be made."""
+    if os.geteuid() != 0:
+        print("in-path benchmarks skipped: they need root (network namespaces)", file=sys.stderr)
+        return []
+    name = "b" + secrets.token_hex(3)
+    try:
+        with temporary_network(name) as network:
+            return asyncio.run(_inpath_benchmarks(network, quick, workdir))
+    except NetError as exc:
+        print(f"in-path benchmarks skipped: {exc}", file=sys.stderr)
+        return []
 
 
 def write_benchmark_capture(path: Path, flows: int) -> int:
@@ -237,16 +307,20 @@ def run_censor_benchmarks(quick: bool = False) -> list[BenchResult]:
     with tempfile.TemporaryDirectory(prefix="noisewall-bench-") as tmp:
         workdir = Path(tmp)
         results = asyncio.run(_relay_benchmarks(quick, workdir))
+        results.extend(_inpath_section(quick, workdir))
         results.append(_capture_benchmark(quick, workdir))
     return results
 
 
-async def _serve_sink() -> None:
-    server = await asyncio.start_server(_sink, "127.0.0.1", 0)
+_SERVERS = {"sink": _sink, "echo": _echo_once}
+
+
+async def _serve(kind: str, host: str) -> None:
+    server = await asyncio.start_server(_SERVERS[kind], host, 0)
     print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["sink"]:
-    asyncio.run(_serve_sink())
+if __name__ == "__main__" and sys.argv[1:2] in (["sink"], ["echo"]):
+    asyncio.run(_serve(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"))

@@ -1218,3 +1218,42 @@ def test_throughput_ten_rules() -> None:
 
 if __name__ == "__main__":  # python tests/censor/test_policy.py
     print(f"{measure_throughput():,.0f} decisions/s (10 rules, no rule matches)")
+
+
+def test_transport_selects_udp_or_tcp_flows() -> None:
+    policy = parse("""
+        rules:
+          - {name: quic, match: {transport: udp, port: 443}, action: drop}
+          - {name: rest, match: {port: 443}, action: reset}
+    """)
+    assert decide(policy, flow(transport="udp")).rule == "quic"
+    assert decide(policy, flow()).rule == "rest"
+
+
+def test_the_dns_action_carries_its_forged_address() -> None:
+    policy = parse("""
+        rules:
+          - {name: inject, match: {protocol: dns, host: "*.twitter.com"},
+             action: {kind: dns, answer: 203.0.113.99}}
+    """)
+    decision = decide(policy, flow(protocol="dns", transport="udp", host="api.twitter.com"))
+    assert decision.effect == "dns" and decision.action.answer == "203.0.113.99"
+    assert decision.as_json()["action"] == {"kind": "dns", "answer": "203.0.113.99"}
+    assert decide(policy, flow(protocol="dns", host="example.org")).effect == "allow"
+
+
+@pytest.mark.parametrize(("rule", "field", "message"), [
+    ("{match: {transport: udp, sni: a.example}, action: drop}", "rules[0].match.sni",
+     "not for udp rules (they match transport, server, port)"),
+    ("{match: {transport: udp, server: '*.example'}, action: drop}", "rules[0].match.server",
+     "udp rules match IPv4 addresses or CIDRs, not '*.example'"),
+    ("{match: {transport: udp}, action: reset}", "rules[0].action", "udp rules allow or drop"),
+    ("{match: {transport: udp}, action: drop, probability: 0.5}", "rules[0].probability",
+     "not for udp rules (enforced in the kernel, per packet)"),
+    ("{action: {kind: dns, answer: nowhere}}", "rules[0].action.answer",
+     "'nowhere' is not an IPv4 address"),
+])
+def test_rules_nftables_or_the_forger_cannot_carry_out_are_refused(
+        rule: str, field: str, message: str) -> None:
+    exc = error(f"rules:\n  - {rule}\n")
+    assert (exc.line, exc.field, exc.message) == (2, field, message)

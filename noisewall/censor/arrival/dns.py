@@ -21,8 +21,8 @@ from typing import cast
 
 from noisewall.censor import dnsforge
 from noisewall.censor.detection import FlowRecord
-from noisewall.censor.policy import Decision
 from noisewall.records.endpoint import Endpoint
+from noisewall.censor.policy import Decision
 
 log = logging.getLogger("noisewall.censor")
 
@@ -42,8 +42,6 @@ class DnsForger(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the socket's transport."""
-        # A datagram endpoint's transport (Python 3.11's selector transport does not
-        # subclass asyncio.DatagramTransport, so no isinstance check).
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
