@@ -200,8 +200,9 @@ class SqliteStore:
             for pending in batch:
                 parsed = pending.parsed
                 if parsed.id in known:
-                    error = duplicate_error(parsed.id, parsed.digest, pending.source,
-                                            pending.line, known[parsed.id], sources)
+                    error = duplicate_error(parsed.id, parsed.digest,
+                                            (pending.source, pending.line), known[parsed.id],
+                                            sources)
                     if error is None:
                         report.already_stored += 1
                     else:

@@ -218,7 +218,7 @@ class MeasurementStore:
                 f"SELECT n, id, digest FROM {parsed} "
                 "WHERE kind = 'ok' ORDER BY n"):
             if mid in known:
-                error = duplicate_error(mid, digest, source, n, known[mid], sources)
+                error = duplicate_error(mid, digest, (source, n), known[mid], sources)
                 if error is None:
                     report.already_stored += 1
                 else:

@@ -87,7 +87,7 @@ class SeriesRows:
     kbps: list[float | None]
 
 
-def duplicate_error(measurement_id: str, digest: bytes, source: str, line: int,
+def duplicate_error(measurement_id: str, digest: bytes, where: tuple[str, int],
                     first: tuple[bytes, str, int], sources: set[str]) -> LineError | None:
     """None when re-ingesting the same measurement (idempotent), else the line's error.
 
@@ -95,12 +95,13 @@ def duplicate_error(measurement_id: str, digest: bytes, source: str, line: int,
     the sources of this ingest: the same measurement twice within one ingest is
     an error, once more in a later ingest is not.
     """
+    source, line = where
     first_digest, first_source, first_line = first
-    where = f"{first_source}:{first_line}"
+    seen = f"{first_source}:{first_line}"
     if first_digest != digest:
         return LineError(source, line, f"duplicate id {measurement_id!r} with different content "
-                                       f"(first stored from {where}); skipped")
+                                       f"(first stored from {seen}); skipped")
     if (first_source, first_line) != (source, line) and first_source in sources:
         return LineError(source, line, f"duplicate id {measurement_id!r} (same measurement as "
-                                       f"{where}); skipped")
+                                       f"{seen}); skipped")
     return None

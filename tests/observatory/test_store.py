@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +75,7 @@ def test_unreadable_files_are_file_errors_and_the_others_are_ingested(
 def test_not_a_store(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"not a store at all" * 100)
-    with pytest.raises(StoreError, match="not a measurement store .*migrate"):
+    with pytest.raises(StoreError, match=r"not a measurement store .*migrate"):
         MeasurementStore(path)
     folder = tmp_path / "photos"
     folder.mkdir()
