@@ -5,13 +5,14 @@ timeline as its policy), a tunnel per tunnel vantage and the probes, all in
 this process: on loopback, or (``LabOptions.net``) in a lab network of its own
 made for the run, the servers outside, the censor in the path at the border
 and the probes inside (:mod:`noisewall.lab.sides`); replays the scenario one
-probe round at a time on the simulated clock; then stores the measurements in SQLite, runs the
+probe round at a time on the simulated clock; then stores the measurements in
+ClickHouse (chDB), runs the
 observatory's analysis, scores it against the ground truth and writes the
 report. Everything it started is stopped on return, on error and on
 cancellation (Ctrl-C).
 
 Files written into ``out``: ``measurements.jsonl`` (OONI format, one per
-round and vantage), ``measurements.sqlite`` (the observatory's store),
+round and vantage), ``measurements.chdb`` (the observatory's store),
 ``censor-decisions.jsonl`` (the censor's per-flow log), ``analysis.json``
 (scenario, ground truth, detected events, score, arms race) and
 ``report.html``.
@@ -44,7 +45,7 @@ from noisewall.lab.tunnels import LabTunnel, start_tunnel
 from noisewall.net import Network, Side, temporary_network_async
 from noisewall.observatory.detect import Event, analyze
 from noisewall.observatory.report_html import GroundTruthBand, ReportTable, write_html_report
-from noisewall.observatory.store import MeasurementStore
+from noisewall.observatory.store import MeasurementStore, remove_store
 from noisewall.probe.prober import Prober
 from noisewall.probe.settings import ProbeSettings, SampleSizes
 from noisewall.probe.settings import Vantage as ProbeVantage
@@ -56,7 +57,7 @@ log = logging.getLogger("noisewall.lab")
 
 #: Files in the output folder.
 MEASUREMENTS = "measurements.jsonl"
-STORE = "measurements.sqlite"
+STORE = "measurements.chdb"
 DECISIONS = "censor-decisions.jsonl"
 ANALYSIS = "analysis.json"
 REPORT = "report.html"
@@ -252,7 +253,7 @@ async def run_lab(scenario: Scenario, options: LabOptions,
                                                 on_round, timings=timings)
     analysed = time.monotonic()
     store_path = out / STORE
-    store_path.unlink(missing_ok=True)
+    remove_store(store_path)
     truth = ground_truth(scenario)
     with MeasurementStore(store_path) as store:
         store.ingest_measurements(measurements, source=str(out / MEASUREMENTS))

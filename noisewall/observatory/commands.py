@@ -15,7 +15,7 @@ from noisewall.observatory.report_html import in_window, series_counts, write_ht
 from noisewall.observatory.report_terminal import print_summary, summary_console
 from noisewall.observatory.store import MeasurementStore
 
-DEFAULT_DB = "observatory.db"
+DEFAULT_DB = "observatory.chdb"
 
 
 class UtcTime(click.ParamType):  # type: ignore[type-arg]
@@ -37,7 +37,8 @@ class UtcTime(click.ParamType):  # type: ignore[type-arg]
 
 
 db_option = click.option("--db", "db_path", default=DEFAULT_DB, show_default=True,
-                         type=click.Path(dir_okay=False), help="The SQLite measurement store.")
+                         type=click.Path(file_okay=False),
+                         help="The measurement store: a folder (ClickHouse in-process, chDB).")
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                              help="Detector parameters (YAML; see docs/observatory.md).")
 
@@ -119,6 +120,6 @@ def report(db_path: str, config_path: str | None, html_path: str | None, since: 
 
 
 def _open_existing(db_path: str) -> MeasurementStore:
-    if not Path(db_path).is_file():
+    if not Path(db_path).is_dir():
         raise click.ClickException(f"{db_path}: no measurement store (run observe ingest first)")
     return MeasurementStore(db_path)

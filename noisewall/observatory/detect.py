@@ -229,29 +229,23 @@ def _throttle_events(rows: SeriesRows, control: SeriesRows | None,
     return events
 
 
-def _one_state_at_a_time(throttled: list[Event], failing: list[Event],
-                         times: Sequence[float]) -> list[Event]:
-    """Throttled events cut where a failure event (blocked, intermittent) holds the series.
+def _one_state_at_a_time(events: list[Event], times: Sequence[float]) -> list[Event]:
+    """Each event ended where the next one on the series begins.
 
-    A policer's slow rounds are only seen while transfers work, so during a
-    block the throttle's evidence pauses rather than ends; the failure event
-    takes over the series. A throttle that still holds after the failure
-    event goes on from its end.
+    A policer's slow rounds are only seen while transfers work, so a block
+    pauses a throttle's evidence rather than ending it, and a flapping
+    feature's failure episode is dated past the working (but throttled)
+    rounds that follow it: the next event's onset is the better end. At one
+    onset, the failure event holds the series.
     """
-    result: list[Event] = []
-    for event in throttled:
-        onset, end = event.onset, event.end
-        for failure in failing:
-            if failure.onset <= onset and (failure.end is None or failure.end > onset):
-                onset = math.inf if failure.end is None else failure.end
-            elif onset < failure.onset and (end is None or failure.onset < end):
-                if failure.end is not None and (end is None or failure.end < end):
-                    result.append(_clipped(event, onset, failure.onset, times))
-                    onset = failure.end
-                else:
-                    end = failure.onset
-        if not math.isinf(onset) and (end is None or onset < end):
-            result.append(_clipped(event, onset, end, times))
+    ordered = sorted(events, key=lambda e: (e.onset, e.kind != "throttled"))
+    result = []
+    for event, following in zip(ordered, [*ordered[1:], None], strict=False):
+        end = event.end
+        if following is not None and (end is None or following.onset < end):
+            end = following.onset
+        if end is None or end > event.onset:
+            result.append(_clipped(event, event.onset, end, times))
     return result
 
 
@@ -266,14 +260,13 @@ def detect_series(rows: SeriesRows, config: DetectorConfig,
                   control: SeriesRows | None = None) -> list[Event]:
     """All events on one series (``control``: the same feature over the control path).
 
-    One state at a time: a throttled event ends where a blocked or intermittent one begins.
+    One state at a time: an event ends where the next one begins (a throttled
+    event where a block begins, and so on).
     """
     if not rows.times:
         return []
-    failing = _failure_events(rows, config)
-    throttled = _one_state_at_a_time(_throttle_events(rows, control, config), failing,
-                                     rows.times)
-    return failing + throttled
+    return _one_state_at_a_time(
+        _failure_events(rows, config) + _throttle_events(rows, control, config), rows.times)
 
 
 def _order(event: Event) -> tuple[float, str, str, str, str]:

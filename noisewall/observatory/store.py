@@ -1,197 +1,115 @@
-"""The measurement store: SQLite (WAL), idempotent on measurement id.
+"""The measurement store: ClickHouse (chDB in-process on a folder), idempotent on measurement id.
 
 Two tables matter:
 
 * ``measurements``: one row per measurement id with its time series key and
-  the measurement's JSON as received (zlib-compressed), so nothing the probe wrote is lost;
-* ``results``: one compact row per (series, time, measurement) -- ok flag,
-  failure code, throughput -- clustered by series and time, which is all the
-  detector reads.
+  the measurement's JSON as received (ZSTD-compressed), so nothing is lost;
+* ``results``: one row per (series, time, measurement) -- ok flag, failure,
+  throughput -- sorted by series and time, which is all the detector reads.
 
-Ingest streams its input and commits in batches; a bad line becomes a
-:class:`LineError` (source, line number, reason), a file that cannot be read a
-:class:`FileError`, and the rest goes on.
+Ingest streams its input in batches; Python only cuts lines (and gunzips);
+the engine parses and checks them (:mod:`.ingest_sql`) and extracts the
+rows. A line the engine refuses becomes a :class:`LineError` with the precise
+reason (:func:`.measurement.parse_line` explains it), a file that cannot be
+read a :class:`FileError`, a test that is not analysed a count in
+:attr:`IngestReport.skipped`; the rest goes on. Results are written before
+their measurements: a batch cut short by a crash is simply ingested again
+(the results table drops repeated rows when it merges, and reads see it as merged).
 """
 
 from __future__ import annotations
 
-import sqlite3
-import zlib
-from collections import Counter
+import itertools
+import json
+import shutil
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noisewall.errors import InputError
-from noisewall.observatory.inputs import SourceError, expand, read_items
-from noisewall.observatory.measurement import ParsedMeasurement, parse_line, parse_measurement
-from noisewall.observatory.rows import MeasurementError, UnsupportedTest
+from noisewall.observatory.engine import ChdbEngine, EngineError, sql_string
+from noisewall.observatory.ingest_sql import parsed_select, results_select
+from noisewall.observatory.inputs import Item, SourceError, expand, read_items
+from noisewall.observatory.measurement import canonical_json, parse_line
+from noisewall.observatory.rows import MeasurementError
+from noisewall.observatory.store_types import (
+    FileError,
+    IngestReport,
+    LineError,
+    SeriesKey,
+    SeriesRows,
+    StoreError,
+    duplicate_error,
+)
 
-SCHEMA_VERSION = 1
-BATCH = 2000
+__all__ = ["FileError", "IngestReport", "LineError", "MeasurementStore", "SeriesKey",
+           "SeriesRows", "StoreError", "remove_store"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS measurements (
-    rowid INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    digest BLOB NOT NULL,
-    t REAL NOT NULL,
-    network TEXT NOT NULL,
-    vantage TEXT NOT NULL,
-    test_name TEXT NOT NULL,
-    round INTEGER,
-    source TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    raw BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    network TEXT NOT NULL,
-    vantage TEXT NOT NULL,
-    feature TEXT NOT NULL,
-    UNIQUE (network, vantage, feature)
-);
-CREATE TABLE IF NOT EXISTS failures (id INTEGER PRIMARY KEY, failure TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS results (
-    series INTEGER NOT NULL,
-    t REAL NOT NULL,
-    measurement INTEGER NOT NULL,
-    ok INTEGER NOT NULL,
-    failure INTEGER,
-    kbps REAL,
-    PRIMARY KEY (series, t, measurement)
-) WITHOUT ROWID;
-"""
+SCHEMA_VERSION = "2"
+BATCH_LINES = 50_000
+BATCH_BYTES = 64 * 1024 * 1024
+_MARKER = "noisewall-store"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key String, value String) "
+    "ENGINE = ReplacingMergeTree ORDER BY key",
+    "CREATE TABLE IF NOT EXISTS measurements (id String, digest FixedString(16), t Float64, "
+    "network LowCardinality(String), vantage LowCardinality(String), "
+    "test_name LowCardinality(String), round Nullable(Int64), source String, line UInt64, "
+    "raw String CODEC(ZSTD(1))) ENGINE = ReplacingMergeTree ORDER BY id",
+    "CREATE TABLE IF NOT EXISTS results (network LowCardinality(String), "
+    "vantage LowCardinality(String), feature LowCardinality(String), t Float64, "
+    "measurement String, ok UInt8, failure LowCardinality(Nullable(String)), "
+    "kbps Nullable(Float64)) ENGINE = ReplacingMergeTree "
+    "ORDER BY (network, vantage, feature, t, measurement)",
+)
 
 
-class StoreError(InputError):
-    """The database file cannot be used as a measurement store."""
-
-
-@dataclass(frozen=True, slots=True)
-class LineError:
-    """One rejected line: where it is and why."""
-
-    source: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.line}: {self.message}"
-
-
-@dataclass(frozen=True, slots=True)
-class FileError:
-    """A file that could not be read (to the end): which one and why."""
-
-    source: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.source}: cannot read: {self.message}"
-
-
-@dataclass
-class IngestReport:
-    """What one ingest did: lines read, measurements stored, re-ingested ones, errors.
-
-    ``errors`` holds the rejected lines, ``file_errors`` the files that could not be read
-    (a file that fails part-way keeps the batches committed before the failure),
-    ``skipped`` the measurements of tests the observatory does not analyse, per test name.
-    """
-
-    lines: int = 0
-    stored: int = 0
-    already_stored: int = 0
-    errors: list[LineError] = field(default_factory=list)
-    file_errors: list[FileError] = field(default_factory=list)
-    skipped: Counter[str] = field(default_factory=Counter)
-
-    def skipped_lines(self) -> list[str]:
-        """One line per skipped test name."""
-        return [f"skipped {n} {name} measurement{'s' if n > 1 else ''} (not analysed)"
-                for name, n in sorted(self.skipped.items())]
-
-    def as_json(self) -> dict[str, object]:
-        """The ``--json`` shape."""
-        return {"lines": self.lines, "stored": self.stored,
-                "already_stored": self.already_stored,
-                "errors": [{"source": e.source, "line": e.line, "message": e.message}
-                           for e in self.errors],
-                "file_errors": [{"source": e.source, "message": e.message}
-                                for e in self.file_errors],
-                "skipped": dict(sorted(self.skipped.items()))}
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesKey:
-    """A time series: (vantage network, vantage path, feature)."""
-
-    network: str
-    vantage: str
-    feature: str
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesRows:
-    """One series' rows in time order, column by column (failures as OONI strings)."""
-
-    key: SeriesKey
-    times: list[float]
-    ok: list[bool]
-    failures: list[str | None]
-    kbps: list[float | None]
-
-
-_Item = Mapping[str, Any] | bytes | str | MeasurementError
-
-
-def _parse(item: _Item) -> ParsedMeasurement:
-    if isinstance(item, MeasurementError):
-        raise item
-    if isinstance(item, (bytes, str)):
-        return parse_line(item)
-    return parse_measurement(dict(item))
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    parsed: ParsedMeasurement
-    source: str
-    line: int
+def remove_store(path: str | Path) -> None:
+    """Delete the store at ``path`` if there is one (a folder that holds a store, nothing else)."""
+    folder = Path(path)
+    if (folder / _MARKER).is_file():
+        shutil.rmtree(folder)
 
 
 class MeasurementStore:
-    """A SQLite measurement store (WAL); use as a context manager or call :meth:`close`."""
+    """A ClickHouse measurement store in the folder ``path``; a context manager.
+
+    One process at a time: a second one gets a :class:`StoreError` saying so.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.path}: not a measurement store (a store is a folder; an "
+                             "SQLite store of an earlier noisewall: noisewall observe migrate)")
+        if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / _MARKER).is_file():
+            raise StoreError(f"{self.path}: a folder that is not a measurement store")
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(_SCHEMA)
+            self._engine = ChdbEngine(self.path)
+        except EngineError as exc:
+            raise StoreError(str(exc)) from None
+        try:
+            for statement in _SCHEMA:
+                self._engine.execute(statement)
             self._check_version()
-        except sqlite3.DatabaseError as exc:
+        except EngineError as exc:
+            self._engine.close()
             raise StoreError(f"{self.path}: not a usable measurement store ({exc})") from None
-        self._series: dict[tuple[str, str, str], int] = {}
-        self._failures: dict[str, int] = {}
+        (self.path / _MARKER).write_text(SCHEMA_VERSION + "\n")
+        self._batches = itertools.count()
 
     def _check_version(self) -> None:
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                         (str(SCHEMA_VERSION),))
-        (version,) = self._db.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if version != str(SCHEMA_VERSION):
-            raise StoreError(f"{self.path}: schema version {version}, this noisewall reads "
-                             f"{SCHEMA_VERSION}")
+        found = self._engine.rows("SELECT value FROM meta FINAL WHERE key = 'schema_version'")
+        if not found:
+            self._engine.execute(f"INSERT INTO meta VALUES ('schema_version', "
+                                 f"{sql_string(SCHEMA_VERSION)})")
+        elif found[0][0] != SCHEMA_VERSION:
+            raise EngineError(f"schema version {found[0][0]}, this noisewall reads "
+                              f"{SCHEMA_VERSION}")
 
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Close the engine."""
+        self._engine.close()
 
     def __enter__(self) -> MeasurementStore:
         return self
@@ -204,199 +122,175 @@ class MeasurementStore:
     def ingest_files(self, paths: Iterable[str | Path]) -> IngestReport:
         """Ingest files, directories or ``-`` (see :mod:`.inputs`), streaming.
 
-        A file that cannot be read is a :class:`FileError`; the other files are
-        still ingested: ingest is idempotent, so the caller can fix the file and
-        run it again.
+        A file that cannot be read (to the end) is one :class:`FileError`; what
+        was read before stays stored, the other files are still ingested, and
+        ingest is idempotent, so the caller can fix the file and run it again.
         """
         report = IngestReport()
+        sources: set[str] = set()
         for source in expand(paths):
+            sources.add(source)
             try:
-                self._ingest(((source, n, item) for n, item in read_items(source)), report)
+                self._ingest_source(source, read_items(source), report, sources)
             except SourceError as exc:
                 report.file_errors.append(FileError(source, str(exc)))
         return report
 
     def ingest_lines(self, lines: Iterable[bytes | str], source: str = "<lines>") -> IngestReport:
         """Ingest JSON lines from any iterable (numbered from 1 in errors)."""
-        report = IngestReport()
-        self._ingest(((source, n, line) for n, line in enumerate(lines, 1)), report)
-        return report
+        return self.ingest_measurements(lines, source)
 
     def ingest_measurements(self, measurements: Iterable[Mapping[str, Any] | bytes | str],
                             source: str = "<api>") -> IngestReport:
         """Ingest measurements given as decoded dicts or JSON lines (the lab's entry point)."""
         report = IngestReport()
-        self._ingest(((source, n, m) for n, m in enumerate(measurements, 1)), report)
+        self._ingest_source(source, enumerate(measurements, 1), report, {source})
         return report
 
-    def _ingest(self, items: Iterator[tuple[str, int, _Item]], report: IngestReport) -> None:
-        batch: list[_Pending] = []
-        sources: set[str] = set()
+    def _ingest_source(self, source: str, items: Iterator[tuple[int, Item | str]],
+                       report: IngestReport, sources: set[str]) -> None:
+        batch: list[tuple[int, bytes]] = []
+        size = 0
         try:
-            for source, number, item in items:
-                sources.add(source)
-                if isinstance(item, (bytes, str)) and not item.strip():
+            for number, item in items:
+                line = _line(item)
+                if isinstance(line, MeasurementError):
+                    report.lines += 1
+                    report.errors.append(LineError(source, number, str(line)))
+                    continue
+                if not line:
                     continue
                 report.lines += 1
-                try:
-                    parsed = _parse(item)
-                except UnsupportedTest as exc:
-                    report.skipped[exc.test_name] += 1
-                    continue
-                except MeasurementError as exc:
-                    report.errors.append(LineError(source, number, str(exc)))
-                    continue
-                batch.append(_Pending(parsed, source, number))
-                if len(batch) >= BATCH:
-                    self._commit(batch, report, sources)
-                    batch = []
+                batch.append((number, line))
+                size += len(line)
+                if len(batch) >= BATCH_LINES or size >= BATCH_BYTES:
+                    self._commit(source, batch, report, sources)
+                    batch, size = [], 0
         except SourceError:
-            # What was read before the source failed is stored: a rerun skips it.
-            if batch:
-                self._commit(batch, report, sources)
+            if batch:  # what was read before the source failed is stored: a rerun skips it
+                self._commit(source, batch, report, sources)
             raise
         if batch:
-            self._commit(batch, report, sources)
+            self._commit(source, batch, report, sources)
 
-    def _commit(self, batch: list[_Pending], report: IngestReport, sources: set[str]) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
+    def _commit(self, source: str, batch: list[tuple[int, bytes]], report: IngestReport,
+                sources: set[str]) -> None:
+        engine = self._engine
+        number = next(self._batches)
+        raw, parsed, accepted = f"batch_{number}_raw", f"batch_{number}", f"batch_{number}_ok"
         try:
-            known = self._known([p.parsed.id for p in batch])
-            (next_row,) = db.execute("SELECT coalesce(max(rowid), 0) + 1 FROM measurements"
-                                     ).fetchone()
-            measurement_rows = []
-            result_rows = []
-            for pending in batch:
-                parsed = pending.parsed
-                if parsed.id in known:
-                    error = self._duplicate(pending, known[parsed.id], sources)
-                    if error is None:
-                        report.already_stored += 1
-                    else:
-                        report.errors.append(error)
-                    continue
-                known[parsed.id] = (parsed.digest, pending.source, pending.line)
-                measurement_rows.append((
-                    next_row, parsed.id, parsed.digest, parsed.time, parsed.network,
-                    parsed.vantage, parsed.test_name, parsed.round, pending.source,
-                    pending.line, zlib.compress(parsed.raw, 1)))
-                for row in parsed.rows:
-                    series = self._series_id(parsed.network, parsed.vantage, row.feature)
-                    failure = None if row.failure is None else self._failure_id(row.failure)
-                    result_rows.append((series, parsed.time, next_row, int(row.ok), failure,
-                                        row.throughput_kbps))
-                next_row += 1
-            db.executemany("INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                           measurement_rows)
-            db.executemany("INSERT INTO results VALUES (?,?,?,?,?,?)", result_rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            # Ids handed out inside the rolled-back transaction may not exist any more.
-            self._series.clear()
-            self._failures.clear()
-            raise
-        report.stored += len(measurement_rows)
+            engine.execute(f"CREATE TABLE {raw} (n UInt64, data String) ENGINE = Memory")
+            engine.load_lines(raw, batch)
+            engine.execute(f"CREATE TABLE {parsed} ENGINE = Memory AS "
+                           f"{parsed_select(raw, source)}")
+            engine.execute(f"DROP TABLE {raw}")
+            for test_name, count in engine.rows(
+                    f"SELECT test_name, count() FROM {parsed} WHERE kind = 'skip' "
+                    "GROUP BY test_name"):
+                report.skipped[test_name] += count
+            lines = dict(batch)
+            for (n,) in engine.rows(f"SELECT n FROM {parsed} WHERE kind = 'error' ORDER BY n"):
+                report.errors.append(LineError(source, n, _explain(lines[n])))
+            keep = self._deduplicated(parsed, source, report, sources)
+            if keep:
+                engine.execute(f"CREATE TABLE {accepted} (n UInt64, data String) ENGINE = Memory")
+                engine.load_lines(accepted, [(n, b"") for n in keep])
+                accepted_n = f"(SELECT n FROM {accepted})"
+                engine.execute("INSERT INTO results " + results_select(parsed, accepted_n))
+                engine.execute(
+                    f"INSERT INTO measurements SELECT id, digest, t, network, vantage, "
+                    f"test_name, round, source, n, data FROM {parsed} WHERE n IN {accepted_n}")
+                report.stored += len(keep)
+        finally:
+            for table in (raw, parsed, accepted):
+                engine.execute(f"DROP TABLE IF EXISTS {table}")
 
-    @staticmethod
-    def _duplicate(pending: _Pending, first: tuple[bytes, str, int],
-                   sources: set[str]) -> LineError | None:
-        """None when re-ingesting the same measurement (idempotent), else the line's error."""
-        digest, source, line = first
-        where = f"{source}:{line}"
-        if digest != pending.parsed.digest:
-            return LineError(pending.source, pending.line,
-                             f"duplicate id {pending.parsed.id!r} with different content "
-                             f"(first stored from {where}); skipped")
-        if (source, line) != (pending.source, pending.line) and source in sources:
-            return LineError(pending.source, pending.line,
-                             f"duplicate id {pending.parsed.id!r} (same measurement as "
-                             f"{where}); skipped")
-        return None
-
-    def _known(self, ids: list[str]) -> dict[str, tuple[bytes, str, int]]:
-        known: dict[str, tuple[bytes, str, int]] = {}
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for mid, digest, source, line in self._db.execute(
-                    f"SELECT id, digest, source, line FROM measurements "  # noqa: S608
-                    f"WHERE id IN ({marks})", chunk):
-                known[mid] = (digest, source, line)
-        return known
-
-    def _series_id(self, network: str, vantage: str, feature: str) -> int:
-        key = (network, vantage, feature)
-        found = self._series.get(key)
-        if found is None:
-            self._db.execute("INSERT OR IGNORE INTO series (network, vantage, feature) "
-                             "VALUES (?,?,?)", key)
-            (found,) = self._db.execute(
-                "SELECT id FROM series WHERE network = ? AND vantage = ? AND feature = ?",
-                key).fetchone()
-            self._series[key] = found
-        return found
-
-    def _failure_id(self, failure: str) -> int:
-        found = self._failures.get(failure)
-        if found is None:
-            self._db.execute("INSERT OR IGNORE INTO failures (failure) VALUES (?)", (failure,))
-            (found,) = self._db.execute("SELECT id FROM failures WHERE failure = ?",
-                                        (failure,)).fetchone()
-            self._failures[failure] = found
-        return found
+    def _deduplicated(self, parsed: str, source: str, report: IngestReport,
+                      sources: set[str]) -> list[int]:
+        """The lines of the batch to store: first sight of each id, not stored before."""
+        engine = self._engine
+        known: dict[str, tuple[bytes, str, int]] = {
+            mid: (digest, stored_source, line) for mid, digest, stored_source, line in engine.rows(
+                f"SELECT id, digest, source, line FROM measurements WHERE id IN "
+                f"(SELECT id FROM {parsed} WHERE kind = 'ok')")}
+        keep = []
+        for n, mid, digest in engine.rows(
+                f"SELECT n, id, digest FROM {parsed} "
+                "WHERE kind = 'ok' ORDER BY n"):
+            if mid in known:
+                error = duplicate_error(mid, digest, (source, n), known[mid], sources)
+                if error is None:
+                    report.already_stored += 1
+                else:
+                    report.errors.append(error)
+                continue
+            known[mid] = (digest, source, n)
+            keep.append(n)
+        return keep
 
     # reading --------------------------------------------------------------------------------
 
     def series(self) -> list[SeriesKey]:
         """Every series in the store, sorted."""
-        return [SeriesKey(*row) for row in self._db.execute(
-            "SELECT network, vantage, feature FROM series ORDER BY network, vantage, feature")]
+        return [SeriesKey(*row) for row in self._engine.rows(
+            "SELECT DISTINCT network, vantage, feature FROM results "
+            "ORDER BY network, vantage, feature")]
 
     def rows(self, key: SeriesKey, *, since: float | None = None,
              until: float | None = None) -> SeriesRows:
         """One series in time order, optionally limited to ``since <= t < until``."""
-        found = self._db.execute(
-            "SELECT id FROM series WHERE network = ? AND vantage = ? AND feature = ?",
-            (key.network, key.vantage, key.feature)).fetchone()
-        names = dict(self._db.execute("SELECT id, failure FROM failures").fetchall())
-        times: list[float] = []
-        oks: list[bool] = []
-        failures: list[str | None] = []
-        kbps: list[float | None] = []
-        if found is not None:
-            cursor = self._db.execute(
-                "SELECT t, ok, failure, kbps FROM results WHERE series = ? AND t >= ? AND t < ? "
-                "ORDER BY t, measurement",
-                (found[0], -1e300 if since is None else since, 1e300 if until is None else until))
-            for t, ok, failure, rate in cursor:
-                times.append(t)
-                oks.append(bool(ok))
-                failures.append(None if failure is None else names[failure])
-                kbps.append(rate)
-        return SeriesRows(key, times, oks, failures, kbps)
+        window = "".join((
+            "" if since is None else f" AND t >= {float(since)!r}",
+            "" if until is None else f" AND t < {float(until)!r}"))
+        table = self._engine.table(
+            f"SELECT t, ok, failure, kbps FROM results FINAL WHERE network = "
+            f"{sql_string(key.network)} AND vantage = {sql_string(key.vantage)} AND feature = "
+            f"{sql_string(key.feature)}{window} ORDER BY t, measurement")
+        times, oks, failures, kbps = (column.to_pylist() for column in table.columns)
+        return SeriesRows(key, times, [bool(ok) for ok in oks], failures, kbps)
 
     def count(self) -> int:
         """Stored measurements."""
-        (n,) = self._db.execute("SELECT count(*) FROM measurements").fetchone()
+        ((n,),) = self._engine.rows("SELECT count() FROM measurements FINAL")
         return int(n)
 
     def time_range(self) -> tuple[float, float] | None:
         """Earliest and latest measurement time, or None for an empty store."""
-        low, high = self._db.execute("SELECT min(t), max(t) FROM measurements").fetchone()
-        return None if low is None else (float(low), float(high))
+        ((n, low, high),) = self._engine.rows("SELECT count(), min(t), max(t) FROM measurements")
+        return None if n == 0 else (float(low), float(high))
 
     def scan_results(self) -> int:
         """Read every result row once and return how many (the benchmark's raw baseline)."""
-        n = 0
-        for _ in self._db.execute("SELECT series, t, ok, failure, kbps FROM results"):
-            n += 1
-        return n
+        return sum(len(column) for column in self._engine.table(
+            "SELECT network, vantage, feature, t, ok, failure, kbps FROM results").columns[:1])
 
     def raw_measurement(self, measurement_id: str) -> bytes | None:
         """The stored JSON of one measurement."""
-        row = self._db.execute("SELECT raw FROM measurements WHERE id = ?",
-                               (measurement_id,)).fetchone()
-        return None if row is None else zlib.decompress(row[0])
+        found = self._engine.rows(
+            f"SELECT raw FROM measurements WHERE id = {sql_string(measurement_id)} LIMIT 1")
+        if not found:
+            return None
+        raw = found[0][0]
+        return raw if isinstance(raw, bytes) else str(raw).encode()
+
+
+def _line(item: Item | str) -> bytes | MeasurementError:
+    if isinstance(item, MeasurementError):
+        return item
+    if isinstance(item, str):
+        return item.encode("utf-8", "surrogatepass").strip()
+    if isinstance(item, bytes):
+        return item.strip()
+    try:
+        return canonical_json(item)
+    except (TypeError, ValueError) as exc:  # NaN, infinity or a non-JSON value in the record
+        return MeasurementError(f"not strict JSON: {exc}")
+
+
+def _explain(line: bytes) -> str:
+    """Why the engine refused ``line``, in the Python parser's words."""
+    try:
+        parse_line(line)
+    except MeasurementError as exc:
+        return str(exc)
+    return "refused by the engine's checks: " + json.dumps(line[:80].decode("utf-8", "replace"))

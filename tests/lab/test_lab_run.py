@@ -96,7 +96,7 @@ def test_mini_scenario_scores_and_the_same_seed_gives_the_same_events(tmp_path: 
     kinds = {(p["truth"]["feature"], p["detected"]["kind"]) for p in first["score"]["pairs"]}
     assert kinds == {("photo", "blocked"), ("text", "intermittent"), ("text", "throttled")}
     out = tmp_path / "a"
-    for name in ("measurements.jsonl", "measurements.sqlite", "censor-decisions.jsonl",
+    for name in ("measurements.jsonl", "measurements.chdb", "censor-decisions.jsonl",
                  "analysis.json", "report.html"):
         assert (out / name).stat().st_size > 0, name
     measurements = (out / "measurements.jsonl").read_text(encoding="utf-8").splitlines()

@@ -85,9 +85,10 @@ def test_html_report_is_self_contained(store: MeasurementStore, tmp_path: Path) 
     assert "2017-09-20 00:50:00" not in window and "throttled" in window
 
 
-def test_cli_analyze_and_report(store: MeasurementStore, tmp_path: Path) -> None:
-    _filled(store)
-    db = str(store.path)
+def test_cli_analyze_and_report(tmp_path: Path) -> None:
+    db = str(tmp_path / "obs.chdb")
+    with MeasurementStore(db) as store:  # one process at a time holds a store
+        _filled(store)
     run = [sys.executable, "-m", "noisewall", "observe"]
     analyzed = subprocess.run([*run, "analyze", "--db", db, "--json"], capture_output=True,
                               text=True, timeout=60, check=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -75,13 +74,18 @@ def test_unreadable_files_are_file_errors_and_the_others_are_ingested(
 
 def test_not_a_store(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
-    path.write_bytes(b"not sqlite at all" * 100)
-    with pytest.raises(StoreError, match="not a usable measurement store"):
+    path.write_bytes(b"not a store at all" * 100)
+    with pytest.raises(StoreError, match=r"not a measurement store .*migrate"):
         MeasurementStore(path)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(StoreError, match="a folder that is not a measurement store"):
+        MeasurementStore(folder)
     newer = tmp_path / "newer.db"
-    MeasurementStore(newer).close()
-    with sqlite3.connect(newer) as db:
-        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with MeasurementStore(newer) as store:
+        store._engine.execute("INSERT INTO meta VALUES ('schema_version', '99')")
+        store._engine.execute("OPTIMIZE TABLE meta FINAL")
     with pytest.raises(StoreError, match="schema version 99"):
         MeasurementStore(newer)
 

@@ -103,7 +103,7 @@ async def test_probes_and_observatory_date_every_scripted_event(
                         sink.write(json.dumps(measurement) + "\n")
                     clock.advance(INTERVAL)
 
-    with MeasurementStore(tmp_path / "observatory.sqlite3") as store:
+    with MeasurementStore(tmp_path / "observatory.chdb") as store:
         report = store.ingest_files([out])
         assert not report.errors
         events = analyze(store, DetectorConfig())

@@ -1,0 +1,105 @@
+"""The ClickHouse engine behind the store: chDB (ClickHouse in-process) on a folder.
+
+Only what the store needs: run SQL, read a result as Arrow columns, and load
+raw lines into a table. chDB serves one folder per process, and one process
+per folder: a second process (or a second folder in this process) gets a
+:class:`EngineBusy` instead of chDB's own wording.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from chdb import session
+from chdb._exceptions import ChdbError
+
+from noisewall.errors import InputError
+
+
+class EngineError(InputError):
+    """SQL the engine refused, or a folder it cannot use."""
+
+
+class EngineBusy(EngineError):
+    """The folder is open in another process (or this one has another folder open)."""
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class ChdbEngine:
+    """chDB on ``path`` (a folder, created if missing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._session = session.Session(str(path))
+        except (RuntimeError, ChdbError) as exc:
+            message = str(exc)
+            if "EmbeddedServer" in message:
+                raise EngineBusy(f"{path}: the store is open in another process (or this "
+                                 "process has another store open); try again when it is "
+                                 "done") from None
+            raise EngineError(f"{path}: {message}") from None
+        self._spool = Path(tempfile.mkdtemp(prefix="noisewall-ingest-"))
+
+    def close(self) -> None:
+        """Close the session and remove the spool folder."""
+        self._session.close()
+        for leftover in self._spool.iterdir():
+            leftover.unlink()
+        self._spool.rmdir()
+
+    def execute(self, sql: str) -> None:
+        """Run a statement."""
+        try:
+            self._session.query(sql)
+        except ChdbError as exc:
+            raise EngineError(str(exc)) from None
+
+    def table(self, sql: str) -> pa.Table:
+        """Run a query and return its result as an Arrow table."""
+        try:
+            result: Any = self._session.query(sql, "ArrowTable")
+        except ChdbError as exc:
+            raise EngineError(str(exc)) from None
+        assert isinstance(result, pa.Table)
+        return result
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a query and return its rows as tuples."""
+        columns = [column.to_pylist() for column in self.table(sql).columns]
+        return list(zip(*columns, strict=True))
+
+    def load_lines(self, table: str, numbered: Sequence[tuple[int, bytes]]) -> None:
+        """Insert ``(n, line)`` pairs (lines without newlines) as rows ``(n, data)`` of ``table``.
+
+        The number travels in the line itself (``n data``): the engine may
+        parse a file in parallel, so row order is no key.
+        """
+        spool = self._spool / f"{table}.lines"
+        with spool.open("wb") as out:
+            out.write(b"".join(b"%d %b\n" % pair for pair in numbered))
+        try:
+            self.execute(
+                f"INSERT INTO {table} SELECT toUInt64(substring(line, 1, position(line, ' ') - 1)),"
+                f" substring(line, position(line, ' ') + 1) "
+                f"FROM file({_quote(str(spool))}, 'LineAsString', 'line String')")
+        finally:
+            os.unlink(spool)
+
+
+def sql_string(text: str) -> str:
+    """A ClickHouse string literal."""
+    return _quote(text)
+
+
+def sql_strings(values: Sequence[str]) -> str:
+    """A ClickHouse array literal of strings."""
+    return "[" + ", ".join(_quote(v) for v in values) + "]"

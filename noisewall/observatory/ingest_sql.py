@@ -1,0 +1,187 @@
+"""Measurement lines parsed and checked in the engine: the SQL, made from the record's schema.
+
+The checks are written out from :class:`noisewall.records.measurement.FeatureResult`
+(field by field: type, null allowed, default, lower bound) and from
+:data:`.ooni_im.IM_TESTS`, so the engine accepts exactly what
+:func:`.measurement.parse_line` accepts; a line the engine refuses is handed
+to that parser for its precise message. A test keeps the two in agreement.
+
+Each line becomes one row of ``kind`` ``ok`` (stored), ``skip`` (a test not
+analysed) or ``error``, with the measurement's series key and its id (the
+measurement's own, or ``ooni-`` and the content digest for OONI data, whose
+collectors clear ids).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from annotated_types import Ge
+from pydantic.fields import FieldInfo
+
+from noisewall.observatory.engine import sql_string, sql_strings
+from noisewall.observatory.measurement import DEFAULT_VANTAGE, OONI_VANTAGE, UNKNOWN_FAILURE
+from noisewall.observatory.ooni_im import IM_TESTS
+from noisewall.records.measurement import TEST_NAME, FeatureResult
+from noisewall.records.names import FEATURES
+
+_NUMBER = "('Int64', 'UInt64', 'Double')"
+_INTEGER = "('Int64', 'UInt64')"
+
+
+def _field_check(value: str, name: str, info: FieldInfo) -> str:
+    """SQL: the JSON ``value``'s member ``name`` is what the model's field accepts."""
+    key = sql_string(name)
+    args = get_args(info.annotation)
+    optional = (get_origin(info.annotation) in (Union, types.UnionType)
+                and type(None) in args)
+    base: Any = next(a for a in args if a is not type(None)) if optional else info.annotation
+    metadata = list(info.metadata)
+    if get_origin(base) is Annotated:  # Optional[Annotated[...]]: the bounds sit inside
+        base, *extras = get_args(base)
+        for extra in extras:
+            metadata.extend(extra.metadata if isinstance(extra, FieldInfo) else [extra])
+    json_type = f"JSONType({value}, {key})"
+    if get_origin(base) is Literal:
+        check = (f"{json_type} = 'String' AND JSONExtractString({value}, {key}) IN "
+                 f"({', '.join(sql_string(v) for v in get_args(base))})")
+    elif base is str:
+        check = f"{json_type} = 'String'"
+    elif base is int:
+        check = f"{json_type} IN {_INTEGER}"
+    elif base is float:
+        check = f"{json_type} IN {_NUMBER}"
+    else:
+        raise TypeError(f"no SQL check for {name}: {base!r}")
+    for bound in metadata:
+        if isinstance(bound, Ge):
+            check += f" AND JSONExtractFloat({value}, {key}) >= {bound.ge}"
+    alternatives = [f"({check})"]
+    if optional:
+        alternatives.append(f"{json_type} = 'Null'")
+    if not info.is_required():
+        alternatives.append(f"NOT JSONHas({value}, {key})")
+    return "(" + " OR ".join(alternatives) + ")"
+
+
+def _feature_check(value: str) -> str:
+    checks = [_field_check(value, name, info) for name, info in FeatureResult.model_fields.items()]
+    return f"(JSONType({value}) = 'Object' AND " + " AND ".join(checks) + ")"
+
+
+_FEATURES = "JSONExtractKeysAndValuesRaw(data, 'test_keys', 'features')"
+_NOISEWALL_OK = (
+    f"JSONType(data, 'test_keys', 'features') = 'Object' AND length({_FEATURES}) > 0 "
+    f"AND arrayAll(kv -> tupleElement(kv, 1) IN {sql_strings(FEATURES)} "
+    f"AND {_feature_check('tupleElement(kv, 2)')}, {_FEATURES}) "
+    "AND JSONType(data, 'id') = 'String'"
+)
+
+
+def _verdicts() -> list[tuple[str, str, str, str, str]]:
+    """(test, feature, status key, blocking key, failure key) with '' for none."""
+    return [(test, v.feature, v.status or "", v.blocking or "", v.failure or "")
+            for test, verdicts in IM_TESTS.items() for v in verdicts]
+
+
+def _im_ok() -> str:
+    per_test = []
+    for test, verdicts in IM_TESTS.items():
+        checks = []
+        for v in verdicts:
+            if v.status is not None:
+                key = sql_string(v.status)
+                checks.append(f"(JSONType(data, 'test_keys', {key}) = 'Null' OR "
+                              f"JSONExtractString(data, 'test_keys', {key}) IN ('ok', 'blocked') "
+                              f"AND JSONType(data, 'test_keys', {key}) = 'String')")
+            if v.blocking is not None:
+                checks.append(f"JSONType(data, 'test_keys', {sql_string(v.blocking)}) "
+                              "IN ('Null', 'Bool')")
+            if v.failure is not None:
+                key = sql_string(v.failure)
+                checks.append(f"(JSONType(data, 'test_keys', {key}) IN ('Null', 'String') OR "
+                              f"JSONType(data, 'test_keys', {key}) = 'Bool' AND "
+                              f"NOT JSONExtractBool(data, 'test_keys', {key}))")
+        per_test.append(f"test_name = {sql_string(test)} AND " + " AND ".join(checks))
+    return "(" + " OR ".join(f"({c})" for c in per_test) + ")"
+
+
+_BASE_OK = (
+    "JSONType(data, 'measurement_start_time') = 'String' "
+    "AND match(start_text, '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$') "
+    "AND start IS NOT NULL "
+    "AND JSONType(data, 'probe_asn') = 'String' AND JSONExtractString(data, 'probe_asn') != '' "
+    "AND JSONType(data, 'probe_cc') = 'String' "
+    "AND JSONType(data, 'probe_network_name') IN ('String', 'Null') "
+    "AND (JSONType(data, 'id') = 'Null' OR JSONType(data, 'id') = 'String' "
+    "AND length(JSONExtractString(data, 'id')) BETWEEN 1 AND 200) "
+    "AND JSONType(data, 'annotations') IN ('Object', 'Null') "
+    "AND JSONType(data, 'test_keys') = 'Object'"
+)
+
+ANALYSED = (TEST_NAME, *IM_TESTS)
+
+
+def parsed_select(batch: str, source: str) -> str:
+    """SQL: every line of ``batch`` (rows ``n, data``) read, checked and keyed."""
+    vantage = "JSONExtractString(data, 'annotations', 'vantage')"
+    round_raw = "JSONExtractRaw(data, 'annotations', 'round')"
+    network = "JSONExtractString(data, 'probe_network_name')"
+    return f"""
+SELECT n, data, {sql_string(source)} AS source,
+    isValidUTF8(data) AND isValidJSON(data) AND JSONType(data) = 'Object' AS is_object,
+    if(is_object AND JSONType(data, 'test_name') = 'String',
+       JSONExtractString(data, 'test_name'), '') AS test_name,
+    JSONExtractString(data, 'measurement_start_time') AS start_text,
+    parseDateTimeOrNull(start_text, '%Y-%m-%d %H:%i:%s', 'UTC') AS start,
+    multiIf(NOT is_object OR JSONType(data, 'test_name') != 'String', 'error',
+            test_name NOT IN {sql_strings(ANALYSED)}, 'skip',
+            {_BASE_OK} AND (test_name = {sql_string(TEST_NAME)} AND {_NOISEWALL_OK}
+                            OR {_im_ok()}), 'ok',
+            'error') AS kind,
+    sipHash128(data) AS digest,
+    if(JSONType(data, 'id') = 'String', JSONExtractString(data, 'id'),
+       concat('ooni-', lower(hex(digest)))) AS id,
+    toFloat64(toUnixTimestamp(start)) AS t,
+    if({network} != '', {network}, JSONExtractString(data, 'probe_asn')) AS network,
+    if({vantage} != '', {vantage},
+       if(test_name = {sql_string(TEST_NAME)}, {sql_string(DEFAULT_VANTAGE)},
+          {sql_string(OONI_VANTAGE)})) AS vantage,
+    multiIf(JSONType(data, 'annotations', 'round') IN {_INTEGER}
+            AND JSONType(data, 'annotations', 'round') != 'Bool',
+            JSONExtract(data, 'annotations', 'round', 'Nullable(Int64)'),
+            match({round_raw}, '^"[0-9]+"$'),
+            toInt64OrNull(JSONExtractString(data, 'annotations', 'round')),
+            NULL) AS round
+FROM {batch}"""
+
+
+def results_select(parsed: str, accepted: str) -> str:
+    """SQL: the feature rows of the accepted lines of ``parsed``."""
+    ok = "JSONExtractString(tupleElement(kv, 2), 'status') = 'ok'"
+    noisewall = f"""
+SELECT network, vantage, tupleElement(kv, 1) AS feature, t, id AS measurement,
+    toUInt8({ok}) AS ok,
+    if({ok}, NULL, if(JSONExtractString(tupleElement(kv, 2), 'failure') != '',
+                      JSONExtractString(tupleElement(kv, 2), 'failure'),
+                      {sql_string(UNKNOWN_FAILURE)})) AS failure,
+    if({ok} AND JSONType(tupleElement(kv, 2), 'throughput_kbps') != 'Null',
+       JSONExtractFloat(tupleElement(kv, 2), 'throughput_kbps'), NULL) AS kbps
+FROM {parsed} ARRAY JOIN JSONExtractKeysAndValuesRaw(data, 'test_keys', 'features') AS kv
+WHERE n IN {accepted} AND test_name = {sql_string(TEST_NAME)}"""
+    verdicts = ", ".join(
+        "(" + ", ".join(sql_string(part) for part in verdict) + ")" for verdict in _verdicts())
+    status = "JSONExtractString(data, 'test_keys', tupleElement(v, 3))"
+    blocking = "JSONExtractBool(data, 'test_keys', tupleElement(v, 4))"
+    failure = "JSONExtractString(data, 'test_keys', tupleElement(v, 5))"
+    present = ("JSONType(data, 'test_keys', if(tupleElement(v, 3) != '', tupleElement(v, 3), "
+               "tupleElement(v, 4))) != 'Null'")
+    im = f"""
+SELECT network, vantage, tupleElement(v, 2) AS feature, t, id AS measurement,
+    toUInt8(if(tupleElement(v, 3) != '', {status} = 'ok', NOT {blocking})) AS ok,
+    if(tupleElement(v, 5) != '' AND {failure} != '', {failure}, NULL) AS failure,
+    CAST(NULL, 'Nullable(Float64)') AS kbps
+FROM {parsed} ARRAY JOIN [{verdicts}] AS v
+WHERE n IN {accepted} AND tupleElement(v, 1) = test_name AND {present}"""
+    return f"{noisewall}\nUNION ALL{im}"

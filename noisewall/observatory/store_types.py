@@ -1,0 +1,107 @@
+"""What ingest reports and what the detector reads, whichever store holds the data."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from noisewall.errors import InputError
+
+
+class StoreError(InputError):
+    """The database file cannot be used as a measurement store."""
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """One rejected line: where it is and why."""
+
+    source: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class FileError:
+    """A file that could not be read (to the end): which one and why."""
+
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: cannot read: {self.message}"
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did: lines read, measurements stored, re-ingested ones, errors.
+
+    ``errors`` holds the rejected lines, ``file_errors`` the files that could not be read
+    (a file that fails part-way keeps the batches committed before the failure),
+    ``skipped`` the measurements of tests the observatory does not analyse, per test name.
+    """
+
+    lines: int = 0
+    stored: int = 0
+    already_stored: int = 0
+    errors: list[LineError] = field(default_factory=list)
+    file_errors: list[FileError] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def skipped_lines(self) -> list[str]:
+        """One line per skipped test name."""
+        return [f"skipped {n} {name} measurement{'s' if n > 1 else ''} (not analysed)"
+                for name, n in sorted(self.skipped.items())]
+
+    def as_json(self) -> dict[str, object]:
+        """The ``--json`` shape."""
+        return {"lines": self.lines, "stored": self.stored,
+                "already_stored": self.already_stored,
+                "errors": [{"source": e.source, "line": e.line, "message": e.message}
+                           for e in self.errors],
+                "file_errors": [{"source": e.source, "message": e.message}
+                                for e in self.file_errors],
+                "skipped": dict(sorted(self.skipped.items()))}
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKey:
+    """A time series: (vantage network, vantage path, feature)."""
+
+    network: str
+    vantage: str
+    feature: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRows:
+    """One series' rows in time order, column by column (failures as OONI strings)."""
+
+    key: SeriesKey
+    times: list[float]
+    ok: list[bool]
+    failures: list[str | None]
+    kbps: list[float | None]
+
+
+def duplicate_error(measurement_id: str, digest: bytes, where: tuple[str, int],
+                    first: tuple[bytes, str, int], sources: set[str]) -> LineError | None:
+    """None when re-ingesting the same measurement (idempotent), else the line's error.
+
+    ``first`` is where the id was first seen (digest, source, line), ``sources``
+    the sources of this ingest: the same measurement twice within one ingest is
+    an error, once more in a later ingest is not.
+    """
+    source, line = where
+    first_digest, first_source, first_line = first
+    seen = f"{first_source}:{first_line}"
+    if first_digest != digest:
+        return LineError(source, line, f"duplicate id {measurement_id!r} with different content "
+                                       f"(first stored from {seen}); skipped")
+    if (first_source, first_line) != (source, line) and first_source in sources:
+        return LineError(source, line, f"duplicate id {measurement_id!r} (same measurement as "
+                                       f"{seen}); skipped")
+    return None
