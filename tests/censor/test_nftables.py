@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from noisewall.censor.detection import Endpoint
 from noisewall.censor.nftables import (
     DEFAULT_SET,
     TABLE,
@@ -16,6 +15,7 @@ from noisewall.censor.nftables import (
     udp_rules,
 )
 from noisewall.censor.policy import parse_policy
+from noisewall.records.endpoint import Endpoint
 
 POLICY = parse_policy("""rules:
   - {name: sni, match: {sni: "*.example"}, action: reset}

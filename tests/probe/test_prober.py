@@ -134,7 +134,7 @@ async def test_a_reset_tls_handshake_ends_the_media_probe_at_once(
         gateway = await censor.add_socks(Endpoint("127.0.0.1", 0))
         settings = ProbeSettings(
             server=messenger.server, media_url=messenger.media_url, features=("photo",),
-            vantages=(Vantage(label="direct", socks5=(gateway.host, gateway.port)),),
+            vantages=(Vantage(label="direct", socks5=gateway),),
             samples=SMALL)
         async with Prober(settings, tmp_path / "probe", ManualClock(START)) as prober:
             async with asyncio.timeout(60):

@@ -21,8 +21,8 @@ from typing import cast
 
 from noisewall.censor import dnsforge
 from noisewall.censor.detection import FlowRecord
-from noisewall.records.endpoint import Endpoint
 from noisewall.censor.policy import Decision
+from noisewall.records.endpoint import Endpoint
 
 log = logging.getLogger("noisewall.censor")
 
