@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 Kind: TypeAlias = Literal["blocked", "throttled", "intermittent"]
-Path_: TypeAlias = Literal["censor", "direct", "tunnel", "program"]
+VantagePath: TypeAlias = Literal["censor", "direct", "tunnel", "program"]
 #: Third-party tunnels the arms race can run (Debian packages, unmodified; ``--net`` only).
 ThirdPartyTunnel: TypeAlias = Literal["shadowsocks-libev"]
 #: What a program vantage's command may name: the lab fills them in each run.
@@ -88,7 +88,7 @@ class Vantage:
     tunnel at the start of each round."""
 
     name: str
-    path: Path_
+    path: VantagePath
     transport: TransportName | None = None
     background: int = 0
     command: tuple[str, ...] = ()
@@ -183,14 +183,6 @@ def _host_name(value: Any) -> Any:
     return dns_name(value) if isinstance(value, str) else value
 
 
-def _unique(values: tuple[Any, ...], what: str) -> None:
-    seen: set[Any] = set()
-    for value in values:
-        if value in seen:
-            raise ValueError(f"{what} {value!r} is listed twice")
-        seen.add(value)
-
-
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -206,7 +198,7 @@ class _NetworkSpec(_Spec):
 
 class _VantageSpec(_Spec):
     name: _Label
-    path: Path_
+    path: VantagePath
     transport: TransportName | None = None
     background: Annotated[int, Field(ge=0, le=100)] = 0
     command: tuple[Annotated[str, Field(min_length=1)], ...] = ()

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from noisewall.messenger.store import (
 )
 from noisewall.messenger.wire import WireError
 from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
-from noisewall.noise.keys import load_private_key
+from noisewall.noise.keys import load_or_create_private_key
 from noisewall.noise.stream import Framing, NoiseServer, NoiseStream, serve
 
 log = logging.getLogger("noisewall.messenger")
@@ -45,14 +44,7 @@ SEND_WINDOW = 64
 def load_or_create_static_key(data_dir: Path) -> KeyPair:
     """The server's Noise static key pair from DIR, created (mode 0600) on first start."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / KEY_FILE
-    dh = dh_function("25519")
-    if not path.exists():
-        pair = dh.generate_keypair()
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="ascii") as out:
-            out.write(pair.private_bytes().hex() + "\n")
-    return load_private_key(path, dh)
+    return load_or_create_private_key(data_dir / KEY_FILE, dh_function("25519"))
 
 
 def server_settings(static: KeyPair) -> NoiseSettings:

@@ -1,7 +1,8 @@
-"""Reading keys from files and command-line hex."""
+"""Reading keys from files and command-line hex; creating a key file on first use."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from noisewall.noise.dh import DHFunction, KeyPair
@@ -28,3 +29,21 @@ def load_private_key(path: Path, dh: DHFunction) -> KeyPair:
     if not text:
         raise InvalidKeyError(f"key file {path} is empty")
     return dh.keypair_from_private(parse_hex_key(text[0], dh.privlen, f"key file {path}"))
+
+
+def load_or_create_private_key(path: Path, dh: DHFunction) -> KeyPair:
+    """The key pair in ``path``; a new one written there first (hex, mode 0600) if missing.
+
+    The file is created exclusively, so two processes starting at once cannot
+    each write a key and use different ones: the loser reads the winner's.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pair = dh.generate_keypair()
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return load_private_key(path, dh)
+        with os.fdopen(descriptor, "w", encoding="ascii") as out:
+            out.write(pair.private_bytes().hex() + "\n")
+    return load_private_key(path, dh)

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from noisewall.noise.dh import KeyPair, dh_function
-from noisewall.noise.keys import load_private_key, parse_hex_key
+from noisewall.noise.keys import load_or_create_private_key, parse_hex_key
 from noisewall.tunnel.config import KEY_SIZE, TunnelConfigError
 
 
 def load_or_create_key(path: Path) -> KeyPair:
     """The X25519 key pair in ``path`` (hex private key), created with mode 0600 if missing."""
-    dh = dh_function("25519")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pair = dh.generate_keypair()
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="ascii") as out:
-            out.write(pair.private_bytes().hex() + "\n")
-    return load_private_key(path, dh)
+    return load_or_create_private_key(path, dh_function("25519"))
 
 
 def read_client_keys(path: Path) -> list[bytes]:
