@@ -56,7 +56,7 @@ def test_classify_capture_with_policy(tmp_path: Path) -> None:
     [
         (("censor", "classify", "/nonexistent.pcap"), "nonexistent.pcap"),
         (("censor", "--route", "127.0.0.1:0=127.0.0.1:1"), "give --policy"),
-        (("censor", "--policy", "{policy}"), "at least one --route or --socks"),
+        (("censor", "--policy", "{policy}"), "at least one --route, --socks or --net"),
         (("censor", "--policy", "{policy}", "--route", "nonsense"), "LISTEN=TARGET"),
         (("censor", "--policy", "{bad}", "--route", "127.0.0.1:0=127.0.0.1:1"),
          "bad.yaml:2: rules[0].action"),
