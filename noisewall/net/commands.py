@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
 from pathlib import Path
@@ -11,12 +10,14 @@ import click
 
 from noisewall.cli_options import json_option
 from noisewall.net import lifecycle
-from noisewall.net.hosts import add_host
+from noisewall.net.errors import NetError
+from noisewall.net.hosts import add_host, check_address
 from noisewall.net.lifecycle import HostAddress
 from noisewall.net.run import ProgramNotFound, exec_in
 from noisewall.net.status import network_status
 from noisewall.net.topology import DEFAULT_NAME, Network, Side, check_name
-from noisewall.net.trust import CA_FILE, issue_server_certificate, write_certificate
+from noisewall.net.trust import issue_server_certificate, write_certificate
+from noisewall.selfsigned import dns_name
 
 
 def _name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -28,12 +29,10 @@ def _name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> st
 
 def _host(text: str) -> tuple[str, HostAddress]:
     name, sep, address = text.partition("=")
-    if not sep:
-        return name, None
     try:
-        return name, ipaddress.IPv4Address(address)
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: {address!r} is not an IPv4 address") from None
+        return dns_name(name), (check_address(Network.named(), address) if sep else None)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}") from None
 
 
 def _hosts(_ctx: click.Context, _param: click.Parameter,
@@ -62,7 +61,10 @@ def net() -> None:
               help=_HOST_HELP)
 @json_option
 def up(name: str, hosts: dict[str, HostAddress], as_json: bool) -> None:
-    """Create a network and leave it up (an existing one is an error: down it first)."""
+    """Create a network and leave it up.
+
+    A network that exists, even in part, is an error: take it down first.
+    """
     lifecycle.up(name, hosts)
     _print_status(name, as_json)
 
@@ -71,7 +73,10 @@ def up(name: str, hosts: dict[str, HostAddress], as_json: bool) -> None:
 @click.argument("hosts", nargs=-1, required=True, metavar="NAME[=ADDR]...", callback=_hosts)
 @click.option("--name", default=DEFAULT_NAME, show_default=True, callback=_name, help=_NAME_HELP)
 def host(hosts: dict[str, HostAddress], name: str) -> None:
-    """Declare lab names in a running network's DNS (NAME alone: next free server address)."""
+    """Declare lab names in a running network's DNS.
+
+    NAME alone gets the next free server address; prints each name and address.
+    """
     network = lifecycle.load(name)
     for host_name, address in hosts.items():
         click.echo(f"{host_name} {add_host(network, host_name, address)}")
@@ -83,10 +88,11 @@ def host(hosts: dict[str, HostAddress], name: str) -> None:
 @click.option("--name", default=DEFAULT_NAME, show_default=True, callback=_name, help=_NAME_HELP)
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(side: str, name: str, program: tuple[str, ...]) -> None:
-    """Run PROGRAM unmodified in a namespace: noisewall net run -- curl https://NAME/
+    """Run PROGRAM unmodified in one of the network's namespaces.
 
-    It uses the lab's resolver and trusts the lab's CA; its exit status is
-    this command's (127 if it does not exist).
+    Example: noisewall net run -- curl https://NAME/. It uses the lab's
+    resolver and trusts the lab's CA; its exit status is this command's (127
+    if it does not exist).
     """
     network = lifecycle.load(name)
     try:
@@ -100,10 +106,13 @@ def run(side: str, name: str, program: tuple[str, ...]) -> None:
 @click.option("--name", callback=_name, help="Only this network (default: every one).")
 @json_option
 def status(name: str | None, as_json: bool) -> None:
-    """Show the networks that exist, wholly or in part (exit 1 if NAME does not)."""
+    """Show the networks that exist, wholly or in part.
+
+    With --name, exit 1 if that network does not exist.
+    """
     names = [name] if name else lifecycle.list_networks()
     if name and name not in lifecycle.list_networks():
-        raise click.ClickException(f"network {name!r} does not exist")
+        raise NetError(f"network {name!r} does not exist")
     if as_json:
         click.echo(json.dumps({"networks": [network_status(n).as_json() for n in names]},
                               indent=2))
@@ -134,10 +143,13 @@ def down(name: str | None, everything: bool) -> None:
 @click.option("--out", "folder", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for cert.pem and key.pem.")
 def cert(names: tuple[str, ...], name: str, folder: Path) -> None:
-    """Issue a server certificate for NAMES (host names or addresses) from the lab's CA."""
+    """Issue a server certificate from the lab's CA.
+
+    NAMES are host names or IP addresses; the first is the common name.
+    """
     network = Network.named(name)
     cert_path, key_path = write_certificate(issue_server_certificate(network, names), folder)
-    click.echo(f"{cert_path}\n{key_path}\nCA: {network.state_dir / CA_FILE}")
+    click.echo(f"{cert_path}\n{key_path}\nCA: {network.ca_file}")
 
 
 def _print_status(name: str, as_json: bool) -> None:

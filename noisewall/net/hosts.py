@@ -57,7 +57,7 @@ def add_host(network: Network, name: str,
     name = dns_name(name)
     with _locked(network):
         hosts = read_hosts(network)
-        chosen = (_check_address(network, address) if address is not None
+        chosen = (check_address(network, address) if address is not None
                   else hosts.get(name) or _free_address(network, hosts))
         _ensure_address(network, chosen)
         hosts[name] = chosen
@@ -65,8 +65,9 @@ def add_host(network: Network, name: str,
     return chosen
 
 
-def _check_address(network: Network,
-                   address: ipaddress.IPv4Address | str) -> ipaddress.IPv4Address:
+def check_address(network: Network,
+                  address: ipaddress.IPv4Address | str) -> ipaddress.IPv4Address:
+    """``address`` as a server address of ``network``, or ValueError saying which ones are."""
     chosen = ipaddress.IPv4Address(address)
     subnet = network.outside_subnet
     reserved = {subnet.network_address, subnet.broadcast_address,

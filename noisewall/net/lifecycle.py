@@ -19,18 +19,20 @@ from pathlib import Path
 from noisewall.net import processes, resolver_process, tools
 from noisewall.net.enter import NETNS_DIR, entered
 from noisewall.net.errors import NetError
-from noisewall.net.hosts import add_host
+from noisewall.net.hosts import add_host, check_address
 from noisewall.net.topology import (
     INTERFACE_PREFIX,
     NAMESPACE_PREFIX,
     NETNS_ETC,
     NFT_TABLE_PREFIX,
+    RESOLVER_NAME,
     STATE_ROOT,
     Link,
     Network,
     Side,
 )
 from noisewall.net.trust import create_authority
+from noisewall.selfsigned import dns_name
 
 DESCRIPTION_FILE = "network.json"
 RESOLV_CONF = "nameserver {resolver}\noptions timeout:1 attempts:2\n"
@@ -47,18 +49,27 @@ def up(name: str, hosts: Mapping[str, HostAddress] | None = None) -> Network:
     removed again.
     """
     network = Network.named(name)
+    for host, address in (hosts or {}).items():
+        dns_name(host)
+        if address is not None:
+            check_address(network, address)
     tools.require_root()
     tools.tool("ip")
     existing = _existing_parts(network)
+    try:
+        if not existing:
+            # Made first and exclusively: of two `up`s of one name, the second stops here.
+            network.state_dir.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        existing.append(str(network.state_dir))
     if existing:
         raise NetError(f"network {name!r} already exists ({', '.join(existing)}): "
                        f"noisewall net down --name {name} first")
     try:
-        network.state_dir.mkdir(parents=True, mode=0o700)
         _create_namespaces(network)
         _write_etc(network)
         create_authority(network)
-        add_host(network, "resolver.lab", network.resolver)
+        add_host(network, RESOLVER_NAME, network.resolver)
         for host, address in (hosts or {}).items():
             add_host(network, host, address)
         resolver_process.start(network)
@@ -127,8 +138,8 @@ def load(name: str) -> Network:
 def _existing_parts(network: Network) -> list[str]:
     present = set(_namespace_list())
     parts = [namespace for namespace in network.namespaces if namespace in present]
-    if network.state_dir.exists():
-        parts.append(str(network.state_dir))
+    parts += [str(path) for path in (*map(network.etc_dir, Side), network.state_dir)
+              if path.exists()]
     return parts
 
 
@@ -174,12 +185,14 @@ def _remove_namespaces(namespaces: Iterable[str]) -> None:
 
 
 def _remove_root_leftovers() -> None:
-    if shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin"):
+    try:
         listing = json.loads(tools.run("nft", "-j", "list", "tables"))
-        for entry in listing.get("nftables", []):
-            table = entry.get("table")
-            if table and table["name"].startswith(NFT_TABLE_PREFIX):
-                tools.run_quietly("nft", "delete", "table", table["family"], table["name"])
+    except NetError:
+        listing = {}  # no nft, or no nf_tables in this kernel: then nothing was made with it
+    for entry in listing.get("nftables", []):
+        table = entry.get("table")
+        if table and table["name"].startswith(NFT_TABLE_PREFIX):
+            tools.run_quietly("nft", "delete", "table", table["family"], table["name"])
     links = json.loads(tools.run("ip", "-j", "link", "show"))
     for link in links:
         if link["ifname"].startswith(INTERFACE_PREFIX):

@@ -16,6 +16,9 @@ PID_FILE = "resolver.pid"
 LOG_FILE = "resolver.log"
 MODULE = "noisewall.net.resolver"
 
+_started: dict[int, subprocess.Popen[bytes]] = {}
+"""Resolvers this process started, kept so that they are reaped, not reported as leaked."""
+
 
 def start(network: Network) -> int:
     """Start ``network``'s resolver, wait until it answers, and return its pid."""
@@ -36,6 +39,7 @@ def start(network: Network) -> int:
         raise NetError(f"the resolver of network {network.name!r} did not start (see "
                        f"{network.state_dir / LOG_FILE})")
     (network.state_dir / PID_FILE).write_text(f"{process.pid}\n")
+    _started[process.pid] = process
     return process.pid
 
 
@@ -49,3 +53,5 @@ def stop(network: Network) -> None:
     pid = running_pid(network)
     if pid is not None:
         processes.stop([pid])
+    for started in [p for p in _started.values() if p.poll() is not None]:
+        del _started[started.pid]

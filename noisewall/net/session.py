@@ -2,8 +2,8 @@
 
 For tests and for ``noisewall lab --net``: the network goes down on normal
 exit, on an exception, on Ctrl-C (KeyboardInterrupt) and on SIGTERM, which is
-turned into the same unwinding. SIGKILL leaves it up: ``noisewall net down
---all`` removes it.
+turned into the same unwinding; a second signal during teardown waits for it.
+SIGKILL leaves it up: ``noisewall net down --all`` removes it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def temporary_network(name: str,
         try:
             yield network
         finally:
-            lifecycle.down(name)
+            with _signals_deferred():
+                lifecycle.down(name)
 
 
 @asynccontextmanager
@@ -81,6 +82,23 @@ async def _up_uncancelled(name: str, hosts: Mapping[str, HostAddress] | None) ->
         if not upping.cancelled() and upping.exception() is None:
             await asyncio.to_thread(lifecycle.down, name)
         raise
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, so a second one cannot cut teardown short.
+
+    Only the main thread gets them; elsewhere there is nothing to hold.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager

@@ -49,6 +49,8 @@ CLIENT_ADDRESS = ipaddress.IPv4Address("198.51.100.2")
 BORDER_OUTSIDE_ADDRESS = ipaddress.IPv4Address("203.0.113.1")
 SERVER_ADDRESSES = tuple(ipaddress.IPv4Address(f"203.0.113.{n}") for n in range(10, 20))
 RESOLVER_ADDRESS = ipaddress.IPv4Address("203.0.113.53")
+RESOLVER_NAME = "resolver.lab"
+"""A lab name that always names the resolver."""
 
 
 def check_name(value: str) -> str:
@@ -154,6 +156,14 @@ class Network(BaseModel):
     def outside_subnet(self) -> ipaddress.IPv4Network:
         """The servers' subnet."""
         return self.server.address.network
+
+    @property
+    def ca_file(self) -> Path:
+        """The lab CA's certificate (PEM), for clients that do not read the namespace's store.
+
+        In-process Python code: ``ssl.create_default_context(cafile=network.ca_file)``.
+        """
+        return self.state_dir / "ca.pem"
 
     def etc_dir(self, side: Side) -> Path:
         """Files that ``ip netns exec`` shows in place of /etc's for ``side``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import itertools
 import os
 import shutil
 import subprocess
@@ -28,7 +29,6 @@ from noisewall.selfsigned import (
     dns_name,
 )
 
-CA_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
 CA_VALIDITY = datetime.timedelta(days=30)
 SERVER_VALIDITY = datetime.timedelta(days=7)
@@ -42,7 +42,7 @@ def create_authority(network: Network) -> CertificateAuthority:
     """A fresh CA for ``network``, saved in its state folder, trusted inside and outside."""
     authority = build_certificate_authority(f"noisewall lab {network.name} CA",
                                             validity=CA_VALIDITY)
-    (network.state_dir / CA_FILE).write_bytes(authority.cert_pem)
+    network.ca_file.write_bytes(authority.cert_pem)
     key_path = network.state_dir / CA_KEY_FILE
     key_path.touch(mode=0o600)
     key_path.write_bytes(authority.key_pem)
@@ -54,7 +54,7 @@ def create_authority(network: Network) -> CertificateAuthority:
 def load_authority(network: Network) -> CertificateAuthority:
     """``network``'s CA, or NetError if the network is not up."""
     try:
-        return CertificateAuthority(cert_pem=(network.state_dir / CA_FILE).read_bytes(),
+        return CertificateAuthority(cert_pem=network.ca_file.read_bytes(),
                                     key_pem=(network.state_dir / CA_KEY_FILE).read_bytes())
     except FileNotFoundError:
         raise NetError(f"network {network.name!r} is not up (noisewall net up --name "
@@ -100,7 +100,10 @@ def _install_trust_store(target: Path, name: str, ca_pem: bytes) -> None:
     (target / "certs" / ca_name).write_bytes(ca_pem)
     subject_hash = _openssl_subject_hash(ca_pem)
     if subject_hash is not None:
-        (target / "certs" / f"{subject_hash}.0").symlink_to(ca_name)
+        # OpenSSL tries HASH.0, HASH.1, ... in turn: another CA may already hold HASH.0.
+        link = next(target / "certs" / f"{subject_hash}.{n}" for n in itertools.count()
+                    if not (target / "certs" / f"{subject_hash}.{n}").is_symlink())
+        link.symlink_to(ca_name)
 
 
 def _openssl_subject_hash(ca_pem: bytes) -> str | None:

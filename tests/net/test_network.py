@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import ipaddress
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -18,7 +19,15 @@ import dns.query
 import dns.rcode
 import pytest
 
-from noisewall.net import Network, Side, add_host, entered, issue_server_certificate, run_argv
+from noisewall.net import (
+    Network,
+    Side,
+    add_host,
+    entered,
+    issue_server_certificate,
+    read_hosts,
+    run_argv,
+)
 from noisewall.net.processes import alive
 from noisewall.net.topology import NETNS_ETC
 from noisewall.selfsigned import load_cert_chain
@@ -80,6 +89,10 @@ def test_up_status_run_down_from_the_command_line() -> None:
         resolver_pid = entry["resolver"]["pid"]
         assert alive(resolver_pid)
         assert noisewall("net", "run", "--name", name, "--", "true").returncode == 0
+        declared = noisewall("net", "host", "--name", name, "late.lab")
+        assert declared.stdout == "late.lab 203.0.113.11\n", declared.stderr
+        assert noisewall("net", "run", "--name", name, "--", "getent", "hosts",
+                         "late.lab").stdout.split() == ["203.0.113.11", "late.lab"]
         again = noisewall("net", "up", "--name", name)
         assert again.returncode == 1
         assert again.stderr.count("\n") == 1 and "already exists" in again.stderr
@@ -215,3 +228,36 @@ def test_net_cert_writes_a_certificate_curl_accepts(lab_network: Network,
 def test_every_side_resolves_through_the_lab(lab_network: Network, side: Side) -> None:
     config = run_in(lab_network, side, "cat", "/etc/resolv.conf")
     assert config.stdout.split()[:2] == ["nameserver", str(lab_network.resolver)]
+
+
+def test_in_process_code_enters_the_inside_and_trusts_the_ca_file(lab_network: Network) -> None:
+    address = add_host(lab_network, "chat.lab")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    load_cert_chain(server_context, issue_server_certificate(lab_network, ["chat.lab"]))
+    client_context = ssl.create_default_context(cafile=lab_network.ca_file)
+    with web_server(lab_network, address, 443, server_context), \
+            entered(lab_network.namespace(Side.INSIDE)):
+        looked_up = read_hosts(lab_network)["chat.lab"]
+        with socket.create_connection((str(looked_up), 443), timeout=TIMEOUT) as raw, \
+                client_context.wrap_socket(raw, server_hostname="chat.lab") as tls:
+            tls.sendall(b"GET / HTTP/1.0\r\nHost: chat.lab\r\n\r\n")
+            reply = b""
+            while chunk := tls.recv(4096):
+                reply += chunk
+    assert reply.endswith(f"hello {lab_network.client_address}\n".encode())
+
+
+def test_a_second_up_of_a_name_fails_and_leaves_the_first_network_whole() -> None:
+    require_netns()
+    name = unique_network_name()
+    command = [sys.executable, "-m", "noisewall", "net", "up", "--name", name]
+    racers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    try:
+        results = sorted((racer.wait(TIMEOUT), racer.communicate()[1]) for racer in racers)
+        report = json.loads(noisewall("net", "status", "--name", name, "--json").stdout)
+    finally:
+        noisewall("net", "down", "--name", name)
+    assert [status for status, _ in results] == [0, 1]
+    assert "already exists" in results[1][1]
+    assert report["networks"][0]["state"] == "up"  # the loser removed nothing of the winner's
