@@ -46,8 +46,9 @@ def censor_tables(network: Network) -> str:
 
 
 @contextmanager
-def censor(network: Network, tmp_path: Path, policy: str) -> Iterator[Path]:
-    """``noisewall censor --net`` with ``policy``: its decision log; SIGTERM stops it."""
+def censor(network: Network, tmp_path: Path, policy: str,
+           stop: signal.Signals = signal.SIGTERM) -> Iterator[Path]:
+    """``noisewall censor --net`` with ``policy``: its decision log; ``stop`` stops it."""
     (tmp_path / "policy.yaml").write_text(policy)
     log = tmp_path / "decisions.jsonl"
     process = subprocess.Popen(
@@ -61,8 +62,8 @@ def censor(network: Network, tmp_path: Path, policy: str) -> Iterator[Path]:
         assert TABLE in censor_tables(network)
         yield log
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(TIMEOUT) == 128 + signal.SIGTERM
+        process.send_signal(stop)
+        assert process.wait(TIMEOUT) == 128 + stop
     assert TABLE not in censor_tables(network)  # the rules came off with the censor
 
 
@@ -244,7 +245,7 @@ def test_the_dns_action_forges_the_answer_a_real_client_sees(lab_network: Networ
     add_host(lab_network, "forged.lab")
     policy = ("rules: [{name: inject, match: {query: forged.lab}, "
               "action: {kind: dns, answer: 203.0.113.99}}]\n")
-    with censor(lab_network, tmp_path, policy) as log:
+    with censor(lab_network, tmp_path, policy, stop=signal.SIGINT) as log:  # Ctrl-C
         forged = run_in(lab_network, "getent", "ahostsv4", "forged.lab")
         honest = run_in(lab_network, "getent", "ahostsv4", "real.lab")
     assert forged.stdout.split()[:1] == ["203.0.113.99"], forged
