@@ -36,6 +36,7 @@ class DecisionLog:
             "host": record.host,
             "ja3": record.ja3,
             "ja4": record.ja4,
+            "query": record.query,
             "fully_encrypted": record.fully_encrypted,
             "exemption": record.exemption,
             **decision.as_json(),

@@ -59,6 +59,7 @@ class FlowRecord:
     host: str | None = None
     ja3: str | None = None
     ja4: str | None = None
+    query: str | None = None
     fully_encrypted: bool = False
     exemption: str | None = None
     popcount: float | None = None
@@ -75,6 +76,7 @@ class FlowRecord:
             "host": self.host,
             "ja3": self.ja3,
             "ja4": self.ja4,
+            "query": self.query,
             "fully_encrypted": self.fully_encrypted,
             "exemption": self.exemption,
             "popcount": None if self.popcount is None else round(self.popcount, 3),

@@ -29,6 +29,7 @@ Schema
           fully_encrypted: true            # the GFW fully-encrypted verdict
           # transport: udp                 # tcp | udp (default both); a udp rule matches only
                                            #   server (IPv4/CIDR) and port, and allows or drops
+          # query: "*.twitter.com"         # a DNS query's name (in the path), like sni
         action: reset               # allow | reset | drop | delay | throttle | flaky | dns, or:
                                     #   {kind: throttle, rate_kbps: 128}     rate > 0, each way
                                     #   {kind: delay, ms: 300}               added latency > 0
@@ -477,6 +478,9 @@ class Match:
         if spec.sni is not None:
             sni = _matcher(spec.sni)
             checks.append(lambda f: (v := f.sni) is not None and bool(sni(v.lower().rstrip("."))))
+        if spec.query is not None:
+            query = _matcher(spec.query)
+            checks.append(lambda f: (v := f.query) is not None and bool(query(_domain(v))))
         if spec.host is not None:
             host = _matcher(spec.host)
             checks.append(lambda f: (v := f.host) is not None and bool(host(_host_header(v))))
@@ -501,7 +505,7 @@ class Match:
 
 def _describe(spec: _MatchSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in ("protocol", "sni", "host", "server", "ja3", "ja4"):
+    for name in ("protocol", "sni", "host", "query", "server", "ja3", "ja4"):
         value = getattr(spec, name)
         if value is not None:
             out[name] = list(value)
@@ -918,6 +922,7 @@ class _MatchSpec(_Spec):
     ja4: _PatternList | None = None
     fully_encrypted: bool | None = None
     transport: Transport | None = None
+    query: _PatternList | None = None
 
 
 class _AllowSpec(_Spec):

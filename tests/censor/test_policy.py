@@ -291,7 +291,7 @@ INVALID = [
         4,
         "rules[0].match.sniff",
         "unknown key (expected one of: protocol, sni, host, server, port, ja3, ja4, "
-        "fully_encrypted, transport)",
+        "fully_encrypted, transport, query)",
     ),
     (
         "unknown top-level key",
@@ -1233,13 +1233,14 @@ def test_transport_selects_udp_or_tcp_flows() -> None:
 def test_the_dns_action_carries_its_forged_address() -> None:
     policy = parse("""
         rules:
-          - {name: inject, match: {protocol: dns, host: "*.twitter.com"},
+          - {name: inject, match: {query: "*.twitter.com"},
              action: {kind: dns, answer: 203.0.113.99}}
     """)
-    decision = decide(policy, flow(protocol="dns", transport="udp", host="api.twitter.com"))
+    decision = decide(policy, flow(protocol="dns", transport="udp", query="api.twitter.com"))
     assert decision.effect == "dns" and decision.action.answer == "203.0.113.99"
     assert decision.as_json()["action"] == {"kind": "dns", "answer": "203.0.113.99"}
-    assert decide(policy, flow(protocol="dns", host="example.org")).effect == "allow"
+    assert decide(policy, flow(protocol="dns", query="example.org")).effect == "allow"
+    assert decide(policy, flow(protocol="http", host="api.twitter.com")).effect == "allow"
 
 
 @pytest.mark.parametrize(("rule", "field", "message"), [

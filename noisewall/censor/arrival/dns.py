@@ -1,7 +1,7 @@
 """DNS queries from the users, redirected to the censor in the path (UDP port 53).
 
 Each query is a flow of its own to the lab resolver (transport ``udp``,
-protocol ``dns``, the queried name as ``host``): the censor decides on it
+protocol ``dns``, the queried name as ``query``): the censor decides on it
 and logs it like any flow. ``dns`` forges the answer
 (:mod:`noisewall.censor.dnsforge`); ``drop``, ``reset`` and a failing
 ``flaky`` answer nothing (the client times out); ``delay`` forwards late;
@@ -50,7 +50,7 @@ class DnsForger(asyncio.DatagramProtocol):
         if asked is None:
             return  # not a query: nothing to decide on
         record = FlowRecord(Endpoint(addr[0], addr[1]), self._resolver, protocol="dns",
-                            transport="udp", confidence=1.0, host=asked.name)
+                            transport="udp", confidence=1.0, query=asked.name)
         decision = self._decide(record)
         effect = decision.effect
         if effect == "dns":
