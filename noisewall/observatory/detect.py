@@ -32,7 +32,7 @@ from noisewall.observatory.bernoulli import (
 )
 from noisewall.observatory.config import DetectorConfig
 from noisewall.observatory.cusum import CusumParams, Episode, cusum_episodes
-from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
+from noisewall.observatory.store_types import SeriesKey, SeriesRows, SeriesSource
 from noisewall.observatory.throttle import slow_rounds
 from noisewall.records.measurement import ooni_time
 
@@ -273,7 +273,7 @@ def _order(event: Event) -> tuple[float, str, str, str, str]:
     return (event.onset, event.network, event.vantage, event.feature, event.kind)
 
 
-def analyze(store: MeasurementStore, config: DetectorConfig | None = None, *,
+def analyze(store: SeriesSource, config: DetectorConfig | None = None, *,
             since: float | None = None, until: float | None = None) -> list[Event]:
     """Every event in the store (optionally within ``[since, until)``), sorted by onset."""
     config = config or DetectorConfig()

@@ -311,6 +311,11 @@ class SqliteStore:
             n += 1
         return n
 
+    def raw_measurements(self) -> Iterator[bytes]:
+        """Every stored measurement's JSON, in the order stored (what a migration reads)."""
+        for (raw,) in self._db.execute("SELECT raw FROM measurements ORDER BY rowid"):
+            yield zlib.decompress(raw)
+
     def raw_measurement(self, measurement_id: str) -> bytes | None:
         """The stored JSON of one measurement."""
         row = self._db.execute("SELECT raw FROM measurements WHERE id = ?",

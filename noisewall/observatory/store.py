@@ -259,6 +259,15 @@ class MeasurementStore:
         ((n, low, high),) = self._engine.rows("SELECT count(), min(t), max(t) FROM measurements")
         return None if n == 0 else (float(low), float(high))
 
+    def insert_raw(self, lines: list[bytes]) -> None:
+        """Insert ``lines`` unparsed into a scratch table (the benchmark's raw-insert baseline)."""
+        self._engine.execute("CREATE TABLE IF NOT EXISTS scratch_lines (n UInt64, data String) "
+                             "ENGINE = MergeTree ORDER BY n")
+        for start in range(0, len(lines), BATCH_LINES):
+            self._engine.load_lines("scratch_lines", list(enumerate(
+                lines[start:start + BATCH_LINES], start + 1)))
+        self._engine.execute("DROP TABLE scratch_lines")
+
     def scan_results(self) -> int:
         """Read every result row once and return how many (the benchmark's raw baseline)."""
         return sum(len(column) for column in self._engine.table(

@@ -99,7 +99,7 @@ def test_engine_and_parser_agree_line_by_line(store: MeasurementStore) -> None:
                                 (ooni_whatsapp_example(), OONI_MUTATIONS)):
         for mutate in mutations:
             measurement = copy.deepcopy(template)
-            if "id" in measurement and measurement["id"]:
+            if measurement.get("id"):
                 measurement["id"] = str(uuid.uuid4())
             mutate(measurement)
             lines.append(json.dumps(measurement).encode())
