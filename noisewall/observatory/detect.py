@@ -278,16 +278,10 @@ def analyze(store: SeriesSource, config: DetectorConfig | None = None, *,
     """Every event in the store (optionally within ``[since, until)``), sorted by onset."""
     config = config or DetectorConfig()
     control_vantage = config.throttle.control_vantage
-    keys = store.series()
-    present = set(keys)
-    controls: dict[SeriesKey, SeriesRows] = {}
+    everything = store.all_rows(since=since, until=until)
     events: list[Event] = []
-    for key in keys:
-        control_key = SeriesKey(key.network, control_vantage, key.feature)
-        control = None
-        if key.vantage != control_vantage and control_key in present:
-            if control_key not in controls:
-                controls[control_key] = store.rows(control_key, since=since, until=until)
-            control = controls[control_key]
-        events.extend(detect_series(store.rows(key, since=since, until=until), config, control))
+    for key, rows in everything.items():
+        control = (None if key.vantage == control_vantage else
+                   everything.get(SeriesKey(key.network, control_vantage, key.feature)))
+        events.extend(detect_series(rows, config, control))
     return sorted(events, key=_order)

@@ -294,6 +294,11 @@ class SqliteStore:
                 kbps.append(rate)
         return SeriesRows(key, times, oks, failures, kbps)
 
+    def all_rows(self, *, since: float | None = None,
+                 until: float | None = None) -> dict[SeriesKey, SeriesRows]:
+        """Every series' rows (as :meth:`rows`)."""
+        return {key: self.rows(key, since=since, until=until) for key in self.series()}
+
     def count(self) -> int:
         """Stored measurements."""
         (n,) = self._db.execute("SELECT count(*) FROM measurements").fetchone()

@@ -117,3 +117,7 @@ class SeriesSource(Protocol):
     def rows(self, key: SeriesKey, *, since: float | None = None,
              until: float | None = None) -> SeriesRows:
         """One series in time order, optionally limited to ``since <= t < until``."""
+
+    def all_rows(self, *, since: float | None = None,
+                 until: float | None = None) -> dict[SeriesKey, SeriesRows]:
+        """Every series' rows (as :meth:`rows`), read in one pass."""
