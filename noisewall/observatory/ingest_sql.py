@@ -91,6 +91,10 @@ def _verdicts() -> list[tuple[str, str, str, str, str]]:
             for test, verdicts in IM_TESTS.items() for v in verdicts]
 
 
+_VERDICT_KEYS = sorted({key for verdicts in IM_TESTS.values() for v in verdicts
+                        for key in (v.status, v.blocking, v.failure) if key is not None})
+
+
 def _im_ok() -> str:
     per_test = []
     for test, verdicts in IM_TESTS.items():
@@ -137,7 +141,8 @@ def parsed_select(batch: str, source: str) -> str:
     round_type = "JSONType(top['annotations'], 'round')"
     network = "JSONExtractString(top['probe_network_name'])"
     return f"""
-SELECT n, data, {sql_string(source)} AS source, top, tk,
+SELECT n, data, {sql_string(source)} AS source, tk['features'] AS features,
+    mapFilter((name, value) -> name IN {sql_strings(_VERDICT_KEYS)}, tk) AS verdicts,
     if(is_object AND JSONType(top['test_name']) = 'String',
        JSONExtractString(top['test_name']), '') AS test_name,
     JSONExtractString(top['measurement_start_time']) AS start_text,
@@ -179,14 +184,14 @@ SELECT network, vantage, tupleElement(kv, 1) AS feature, t, id AS measurement,
                       {sql_string(UNKNOWN_FAILURE)})) AS failure,
     if({ok} AND JSONType(tupleElement(kv, 2), 'throughput_kbps') != 'Null',
        JSONExtractFloat(tupleElement(kv, 2), 'throughput_kbps'), NULL) AS kbps
-FROM {parsed} ARRAY JOIN JSONExtractKeysAndValuesRaw(tk['features']) AS kv
+FROM {parsed} ARRAY JOIN JSONExtractKeysAndValuesRaw(features) AS kv
 WHERE n IN {accepted} AND test_name = {sql_string(TEST_NAME)}"""
     verdicts = ", ".join(
         "(" + ", ".join(sql_string(part) for part in verdict) + ")" for verdict in _verdicts())
-    status = "JSONExtractString(tk[tupleElement(v, 3)])"
-    blocking = "JSONExtractBool(tk[tupleElement(v, 4)])"
-    failure = "JSONExtractString(tk[tupleElement(v, 5)])"
-    present = ("JSONType(tk[if(tupleElement(v, 3) != '', tupleElement(v, 3), "
+    status = "JSONExtractString(verdicts[tupleElement(v, 3)])"
+    blocking = "JSONExtractBool(verdicts[tupleElement(v, 4)])"
+    failure = "JSONExtractString(verdicts[tupleElement(v, 5)])"
+    present = ("JSONType(verdicts[if(tupleElement(v, 3) != '', tupleElement(v, 3), "
                "tupleElement(v, 4))]) != 'Null'")
     im = f"""
 SELECT network, vantage, tupleElement(v, 2) AS feature, t, id AS measurement,
