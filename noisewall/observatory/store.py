@@ -82,8 +82,12 @@ class MeasurementStore:
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.path}: not a measurement store (a store is a folder; an "
                              "SQLite store of an earlier noisewall: noisewall observe migrate)")
-        if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / _MARKER).is_file():
+        marker = self.path / _MARKER
+        if self.path.is_dir() and any(self.path.iterdir()) and not marker.is_file():
             raise StoreError(f"{self.path}: a folder that is not a measurement store")
+        if not marker.is_file():  # marked before the engine writes: a second process sees a store
+            self.path.mkdir(parents=True, exist_ok=True)
+            marker.write_text(SCHEMA_VERSION + "\n")
         try:
             self._engine = ChdbEngine(self.path)
         except EngineError as exc:
@@ -95,7 +99,6 @@ class MeasurementStore:
         except EngineError as exc:
             self._engine.close()
             raise StoreError(f"{self.path}: not a usable measurement store ({exc})") from None
-        (self.path / _MARKER).write_text(SCHEMA_VERSION + "\n")
         self._batches = itertools.count()
 
     def _check_version(self) -> None:
