@@ -85,8 +85,8 @@ _bench_command("censor", run_censor_benchmarks,
 _bench_command("tunnel", run_tunnel_benchmarks,
                "Throughput and round trip of each tunnel transport vs direct loopback.")
 _bench_command("observe", run_observe_benchmarks,
-               "Ingest rate and analysis time of 1,000,000 synthetic measurements vs raw "
-               "baselines.")
+               "Ingest rate and analysis time of 200,000 synthetic measurements vs the "
+               "engine's raw insert and scan, and vs the SQLite store.")
 _bench_command("lab", run_lab_benchmarks,
                "Full runs of every shipped scenario: replay speed, wall time, detection score.")
 

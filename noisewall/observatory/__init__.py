@@ -1,6 +1,7 @@
 """The observatory: store OONI-format measurements, detect blocking events, report them.
 
-The lab's API::
+The lab's API (``path``: a folder, the ClickHouse store run in-process by chDB;
+one process at a time holds it)::
 
     with MeasurementStore(path) as store:
         store.ingest_files(paths)                  # or ingest_measurements(store, dicts)

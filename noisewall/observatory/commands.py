@@ -13,7 +13,8 @@ from noisewall.observatory.config import load_config
 from noisewall.observatory.detect import analyze as run_analysis
 from noisewall.observatory.report_html import in_window, series_counts, write_html_report
 from noisewall.observatory.report_terminal import print_summary, summary_console
-from noisewall.observatory.store import MeasurementStore
+from noisewall.observatory.sqlite_store import SqliteStore
+from noisewall.observatory.store import IngestReport, MeasurementStore
 
 DEFAULT_DB = "observatory.chdb"
 
@@ -64,6 +65,10 @@ def ingest(files: tuple[str, ...], db_path: str, as_json: bool) -> None:
     """
     with MeasurementStore(db_path) as store:
         report = store.ingest_files(files)
+    _print_report(report, as_json)
+
+
+def _print_report(report: IngestReport, as_json: bool) -> None:
     for file_error in report.file_errors:
         click.echo(f"noisewall: error: {file_error}", err=True)
     for error in report.errors:
@@ -79,6 +84,21 @@ def ingest(files: tuple[str, ...], db_path: str, as_json: bool) -> None:
                    f"{len(report.errors)} rejected ({report.lines} lines){not_read}")
     if report.errors or report.file_errors:
         raise SystemExit(1)
+
+
+@observe.command()
+@click.argument("sqlite_path", metavar="OLD.sqlite", type=click.Path(exists=True, dir_okay=False))
+@db_option
+@json_option
+def migrate(sqlite_path: str, db_path: str, as_json: bool) -> None:
+    """Copy an SQLite store of an earlier noisewall into the ClickHouse store (idempotent).
+
+    Every measurement is read back as it was received and ingested again, so
+    the new store holds exactly what a fresh ingest of the same files would.
+    """
+    with SqliteStore(sqlite_path) as old, MeasurementStore(db_path) as store:
+        report = store.ingest_measurements(old.raw_measurements(), source=sqlite_path)
+    _print_report(report, as_json)
 
 
 @observe.command()

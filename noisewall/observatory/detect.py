@@ -32,7 +32,7 @@ from noisewall.observatory.bernoulli import (
 )
 from noisewall.observatory.config import DetectorConfig
 from noisewall.observatory.cusum import CusumParams, Episode, cusum_episodes
-from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
+from noisewall.observatory.store_types import SeriesKey, SeriesRows, SeriesSource
 from noisewall.observatory.throttle import slow_rounds
 from noisewall.records.measurement import ooni_time
 
@@ -273,21 +273,15 @@ def _order(event: Event) -> tuple[float, str, str, str, str]:
     return (event.onset, event.network, event.vantage, event.feature, event.kind)
 
 
-def analyze(store: MeasurementStore, config: DetectorConfig | None = None, *,
+def analyze(store: SeriesSource, config: DetectorConfig | None = None, *,
             since: float | None = None, until: float | None = None) -> list[Event]:
     """Every event in the store (optionally within ``[since, until)``), sorted by onset."""
     config = config or DetectorConfig()
     control_vantage = config.throttle.control_vantage
-    keys = store.series()
-    present = set(keys)
-    controls: dict[SeriesKey, SeriesRows] = {}
+    everything = store.all_rows(since=since, until=until)
     events: list[Event] = []
-    for key in keys:
-        control_key = SeriesKey(key.network, control_vantage, key.feature)
-        control = None
-        if key.vantage != control_vantage and control_key in present:
-            if control_key not in controls:
-                controls[control_key] = store.rows(control_key, since=since, until=until)
-            control = controls[control_key]
-        events.extend(detect_series(store.rows(key, since=since, until=until), config, control))
+    for key, rows in everything.items():
+        control = (None if key.vantage == control_vantage else
+                   everything.get(SeriesKey(key.network, control_vantage, key.feature)))
+        events.extend(detect_series(rows, config, control))
     return sorted(events, key=_order)

@@ -8,9 +8,10 @@ per folder: a second process (or a second folder in this process) gets a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,24 @@ class EngineBusy(EngineError):
     """The folder is open in another process (or this one has another folder open)."""
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide what the engine's native code writes to fd 2 while it starts.
+
+    A refused start (a store locked by another process) is also printed by
+    ClickHouse itself; the caller reports it once, in a sentence.
+    """
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -39,7 +58,8 @@ class ChdbEngine:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._session = session.Session(str(path))
+            with _native_stderr_silenced():
+                self._session = session.Session(str(path))
         except (RuntimeError, ChdbError) as exc:
             message = str(exc)
             if "EmbeddedServer" in message:

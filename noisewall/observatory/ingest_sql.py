@@ -30,8 +30,15 @@ _NUMBER = "('Int64', 'UInt64', 'Double')"
 _INTEGER = "('Int64', 'UInt64')"
 
 
+def _members_of(raw: str) -> str:
+    """SQL: the members of the JSON object ``raw`` as a map of name to raw JSON (one parse)."""
+    pairs = f"JSONExtractKeysAndValuesRaw({raw})"
+    return (f"mapFromArrays(arrayMap(member -> member.1, {pairs}), "
+            f"arrayMap(member -> member.2, {pairs}))")
+
+
 def _field_check(value: str, name: str, info: FieldInfo) -> str:
-    """SQL: the JSON ``value``'s member ``name`` is what the model's field accepts."""
+    """SQL: member ``name`` of the JSON object ``value`` is what the model's field accepts."""
     key = sql_string(name)
     args = get_args(info.annotation)
     optional = (get_origin(info.annotation) in (Union, types.UnionType)
@@ -70,12 +77,11 @@ def _feature_check(value: str) -> str:
     return f"(JSONType({value}) = 'Object' AND " + " AND ".join(checks) + ")"
 
 
-_FEATURES = "JSONExtractKeysAndValuesRaw(data, 'test_keys', 'features')"
+_FEATURES = "JSONExtractKeysAndValuesRaw(tk['features'])"
 _NOISEWALL_OK = (
-    f"JSONType(data, 'test_keys', 'features') = 'Object' AND length({_FEATURES}) > 0 "
-    f"AND arrayAll(kv -> tupleElement(kv, 1) IN {sql_strings(FEATURES)} "
-    f"AND {_feature_check('tupleElement(kv, 2)')}, {_FEATURES}) "
-    "AND JSONType(data, 'id') = 'String'"
+    f"JSONType(tk['features']) = 'Object' AND length({_FEATURES}) > 0 "
+    f"AND arrayAll(kv -> kv.1 IN {sql_strings(FEATURES)} AND {_feature_check('kv.2')}, "
+    f"{_FEATURES}) AND JSONType(top['id']) = 'String'"
 )
 
 
@@ -85,6 +91,10 @@ def _verdicts() -> list[tuple[str, str, str, str, str]]:
             for test, verdicts in IM_TESTS.items() for v in verdicts]
 
 
+_VERDICT_KEYS = sorted({key for verdicts in IM_TESTS.values() for v in verdicts
+                        for key in (v.status, v.blocking, v.failure) if key is not None})
+
+
 def _im_ok() -> str:
     per_test = []
     for test, verdicts in IM_TESTS.items():
@@ -92,69 +102,75 @@ def _im_ok() -> str:
         for v in verdicts:
             if v.status is not None:
                 key = sql_string(v.status)
-                checks.append(f"(JSONType(data, 'test_keys', {key}) = 'Null' OR "
-                              f"JSONExtractString(data, 'test_keys', {key}) IN ('ok', 'blocked') "
-                              f"AND JSONType(data, 'test_keys', {key}) = 'String')")
+                checks.append(f"(JSONType(tk[{key}]) = 'Null' OR "
+                              f"JSONExtractString(tk[{key}]) IN ('ok', 'blocked') "
+                              f"AND JSONType(tk[{key}]) = 'String')")
             if v.blocking is not None:
-                checks.append(f"JSONType(data, 'test_keys', {sql_string(v.blocking)}) "
-                              "IN ('Null', 'Bool')")
+                checks.append(f"JSONType(tk[{sql_string(v.blocking)}]) IN ('Null', 'Bool')")
             if v.failure is not None:
                 key = sql_string(v.failure)
-                checks.append(f"(JSONType(data, 'test_keys', {key}) IN ('Null', 'String') OR "
-                              f"JSONType(data, 'test_keys', {key}) = 'Bool' AND "
-                              f"NOT JSONExtractBool(data, 'test_keys', {key}))")
+                checks.append(f"(JSONType(tk[{key}]) IN ('Null', 'String') OR "
+                              f"JSONType(tk[{key}]) = 'Bool' AND NOT JSONExtractBool(tk[{key}]))")
         per_test.append(f"test_name = {sql_string(test)} AND " + " AND ".join(checks))
     return "(" + " OR ".join(f"({c})" for c in per_test) + ")"
 
 
 _BASE_OK = (
-    "JSONType(data, 'measurement_start_time') = 'String' "
+    "JSONType(top['measurement_start_time']) = 'String' "
     "AND match(start_text, '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$') "
     "AND start IS NOT NULL "
-    "AND JSONType(data, 'probe_asn') = 'String' AND JSONExtractString(data, 'probe_asn') != '' "
-    "AND JSONType(data, 'probe_cc') = 'String' "
-    "AND JSONType(data, 'probe_network_name') IN ('String', 'Null') "
-    "AND (JSONType(data, 'id') = 'Null' OR JSONType(data, 'id') = 'String' "
-    "AND length(JSONExtractString(data, 'id')) BETWEEN 1 AND 200) "
-    "AND JSONType(data, 'annotations') IN ('Object', 'Null') "
-    "AND JSONType(data, 'test_keys') = 'Object'"
+    "AND JSONType(top['probe_asn']) = 'String' AND JSONExtractString(top['probe_asn']) != '' "
+    "AND JSONType(top['probe_cc']) = 'String' "
+    "AND JSONType(top['probe_network_name']) IN ('String', 'Null') "
+    "AND (JSONType(top['id']) = 'Null' OR JSONType(top['id']) = 'String' "
+    "AND length(JSONExtractString(top['id'])) BETWEEN 1 AND 200) "
+    "AND JSONType(top['annotations']) IN ('Object', 'Null') "
+    "AND JSONType(top['test_keys']) = 'Object'"
 )
 
 ANALYSED = (TEST_NAME, *IM_TESTS)
 
 
 def parsed_select(batch: str, source: str) -> str:
-    """SQL: every line of ``batch`` (rows ``n, data``) read, checked and keyed."""
-    vantage = "JSONExtractString(data, 'annotations', 'vantage')"
-    round_raw = "JSONExtractRaw(data, 'annotations', 'round')"
-    network = "JSONExtractString(data, 'probe_network_name')"
+    """SQL: every line of ``batch`` (rows ``n, data``) read, checked and keyed.
+
+    Each line is parsed once into a map of its members, and ``test_keys``
+    once into another (``top``, ``tk``): every check reads those small values.
+    """
+    vantage = "JSONExtractString(top['annotations'], 'vantage')"
+    round_type = "JSONType(top['annotations'], 'round')"
+    network = "JSONExtractString(top['probe_network_name'])"
     return f"""
-SELECT n, data, {sql_string(source)} AS source,
-    isValidUTF8(data) AND isValidJSON(data) AND JSONType(data) = 'Object' AS is_object,
-    if(is_object AND JSONType(data, 'test_name') = 'String',
-       JSONExtractString(data, 'test_name'), '') AS test_name,
-    JSONExtractString(data, 'measurement_start_time') AS start_text,
+SELECT n, data, {sql_string(source)} AS source, tk['features'] AS features,
+    mapFilter((name, value) -> name IN {sql_strings(_VERDICT_KEYS)}, tk) AS verdicts,
+    if(is_object AND JSONType(top['test_name']) = 'String',
+       JSONExtractString(top['test_name']), '') AS test_name,
+    JSONExtractString(top['measurement_start_time']) AS start_text,
     parseDateTimeOrNull(start_text, '%Y-%m-%d %H:%i:%s', 'UTC') AS start,
-    multiIf(NOT is_object OR JSONType(data, 'test_name') != 'String', 'error',
+    multiIf(NOT is_object OR JSONType(top['test_name']) != 'String', 'error',
             test_name NOT IN {sql_strings(ANALYSED)}, 'skip',
             {_BASE_OK} AND (test_name = {sql_string(TEST_NAME)} AND {_NOISEWALL_OK}
                             OR {_im_ok()}), 'ok',
             'error') AS kind,
     sipHash128(data) AS digest,
-    if(JSONType(data, 'id') = 'String', JSONExtractString(data, 'id'),
+    if(JSONType(top['id']) = 'String', JSONExtractString(top['id']),
        concat('ooni-', lower(hex(digest)))) AS id,
     toFloat64(toUnixTimestamp(start)) AS t,
-    if({network} != '', {network}, JSONExtractString(data, 'probe_asn')) AS network,
+    if({network} != '', {network}, JSONExtractString(top['probe_asn'])) AS network,
     if({vantage} != '', {vantage},
        if(test_name = {sql_string(TEST_NAME)}, {sql_string(DEFAULT_VANTAGE)},
           {sql_string(OONI_VANTAGE)})) AS vantage,
-    multiIf(JSONType(data, 'annotations', 'round') IN {_INTEGER}
-            AND JSONType(data, 'annotations', 'round') != 'Bool',
-            JSONExtract(data, 'annotations', 'round', 'Nullable(Int64)'),
-            match({round_raw}, '^"[0-9]+"$'),
-            toInt64OrNull(JSONExtractString(data, 'annotations', 'round')),
+    multiIf({round_type} IN {_INTEGER},
+            JSONExtract(top['annotations'], 'round', 'Nullable(Int64)'),
+            {round_type} = 'String'
+            AND match(JSONExtractString(top['annotations'], 'round'), '^[0-9]+$'),
+            toInt64OrNull(JSONExtractString(top['annotations'], 'round')),
             NULL) AS round
-FROM {batch}"""
+FROM (SELECT n, data, isValidUTF8(data) AND isValidJSON(data) AND JSONType(data) = 'Object'
+             AS is_object,
+             if(is_object, {_members_of('data')}, map()) AS top,
+             if(is_object, {_members_of("top['test_keys']")}, map()) AS tk
+      FROM {batch})"""
 
 
 def results_select(parsed: str, accepted: str) -> str:
@@ -168,15 +184,15 @@ SELECT network, vantage, tupleElement(kv, 1) AS feature, t, id AS measurement,
                       {sql_string(UNKNOWN_FAILURE)})) AS failure,
     if({ok} AND JSONType(tupleElement(kv, 2), 'throughput_kbps') != 'Null',
        JSONExtractFloat(tupleElement(kv, 2), 'throughput_kbps'), NULL) AS kbps
-FROM {parsed} ARRAY JOIN JSONExtractKeysAndValuesRaw(data, 'test_keys', 'features') AS kv
+FROM {parsed} ARRAY JOIN JSONExtractKeysAndValuesRaw(features) AS kv
 WHERE n IN {accepted} AND test_name = {sql_string(TEST_NAME)}"""
     verdicts = ", ".join(
         "(" + ", ".join(sql_string(part) for part in verdict) + ")" for verdict in _verdicts())
-    status = "JSONExtractString(data, 'test_keys', tupleElement(v, 3))"
-    blocking = "JSONExtractBool(data, 'test_keys', tupleElement(v, 4))"
-    failure = "JSONExtractString(data, 'test_keys', tupleElement(v, 5))"
-    present = ("JSONType(data, 'test_keys', if(tupleElement(v, 3) != '', tupleElement(v, 3), "
-               "tupleElement(v, 4))) != 'Null'")
+    status = "JSONExtractString(verdicts[tupleElement(v, 3)])"
+    blocking = "JSONExtractBool(verdicts[tupleElement(v, 4)])"
+    failure = "JSONExtractString(verdicts[tupleElement(v, 5)])"
+    present = ("JSONType(verdicts[if(tupleElement(v, 3) != '', tupleElement(v, 3), "
+               "tupleElement(v, 4))]) != 'Null'")
     im = f"""
 SELECT network, vantage, tupleElement(v, 2) AS feature, t, id AS measurement,
     toUInt8(if(tupleElement(v, 3) != '', {status} = 'ok', NOT {blocking})) AS ok,

@@ -294,6 +294,11 @@ class SqliteStore:
                 kbps.append(rate)
         return SeriesRows(key, times, oks, failures, kbps)
 
+    def all_rows(self, *, since: float | None = None,
+                 until: float | None = None) -> dict[SeriesKey, SeriesRows]:
+        """Every series' rows (as :meth:`rows`)."""
+        return {key: self.rows(key, since=since, until=until) for key in self.series()}
+
     def count(self) -> int:
         """Stored measurements."""
         (n,) = self._db.execute("SELECT count(*) FROM measurements").fetchone()
@@ -310,6 +315,11 @@ class SqliteStore:
         for _ in self._db.execute("SELECT series, t, ok, failure, kbps FROM results"):
             n += 1
         return n
+
+    def raw_measurements(self) -> Iterator[bytes]:
+        """Every stored measurement's JSON, in the order stored (what a migration reads)."""
+        for (raw,) in self._db.execute("SELECT raw FROM measurements ORDER BY rowid"):
+            yield zlib.decompress(raw)
 
     def raw_measurement(self, measurement_id: str) -> bytes | None:
         """The stored JSON of one measurement."""

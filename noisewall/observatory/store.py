@@ -82,8 +82,12 @@ class MeasurementStore:
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.path}: not a measurement store (a store is a folder; an "
                              "SQLite store of an earlier noisewall: noisewall observe migrate)")
-        if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / _MARKER).is_file():
+        marker = self.path / _MARKER
+        if self.path.is_dir() and any(self.path.iterdir()) and not marker.is_file():
             raise StoreError(f"{self.path}: a folder that is not a measurement store")
+        if not marker.is_file():  # marked before the engine writes: a second process sees a store
+            self.path.mkdir(parents=True, exist_ok=True)
+            marker.write_text(SCHEMA_VERSION + "\n")
         try:
             self._engine = ChdbEngine(self.path)
         except EngineError as exc:
@@ -95,7 +99,6 @@ class MeasurementStore:
         except EngineError as exc:
             self._engine.close()
             raise StoreError(f"{self.path}: not a usable measurement store ({exc})") from None
-        (self.path / _MARKER).write_text(SCHEMA_VERSION + "\n")
         self._batches = itertools.count()
 
     def _check_version(self) -> None:
@@ -239,15 +242,36 @@ class MeasurementStore:
     def rows(self, key: SeriesKey, *, since: float | None = None,
              until: float | None = None) -> SeriesRows:
         """One series in time order, optionally limited to ``since <= t < until``."""
+        where = (f"network = {sql_string(key.network)} AND vantage = {sql_string(key.vantage)} "
+                 f"AND feature = {sql_string(key.feature)}")
+        return self._read(where, since, until).get(key, SeriesRows(key, [], [], [], []))
+
+    def all_rows(self, *, since: float | None = None,
+                 until: float | None = None) -> dict[SeriesKey, SeriesRows]:
+        """Every series' rows (as :meth:`rows`), read in one scan."""
+        return self._read("1", since, until)
+
+    def _read(self, where: str, since: float | None,
+              until: float | None) -> dict[SeriesKey, SeriesRows]:
         window = "".join((
             "" if since is None else f" AND t >= {float(since)!r}",
             "" if until is None else f" AND t < {float(until)!r}"))
         table = self._engine.table(
-            f"SELECT t, ok, failure, kbps FROM results FINAL WHERE network = "
-            f"{sql_string(key.network)} AND vantage = {sql_string(key.vantage)} AND feature = "
-            f"{sql_string(key.feature)}{window} ORDER BY t, measurement")
-        times, oks, failures, kbps = (column.to_pylist() for column in table.columns)
-        return SeriesRows(key, times, [bool(ok) for ok in oks], failures, kbps)
+            f"SELECT network, vantage, feature, t, ok, failure, kbps FROM results FINAL "
+            f"WHERE {where}{window} ORDER BY network, vantage, feature, t, measurement")
+        networks, vantages, features, times, oks, failures, kbps = (
+            column.to_pylist() for column in table.columns)
+        found: dict[SeriesKey, SeriesRows] = {}
+        start = 0
+        for end in range(1, len(times) + 1):
+            if end < len(times) and (networks[end], vantages[end], features[end]) == (
+                    networks[start], vantages[start], features[start]):
+                continue
+            key = SeriesKey(networks[start], vantages[start], features[start])
+            found[key] = SeriesRows(key, times[start:end], [bool(ok) for ok in oks[start:end]],
+                                    failures[start:end], kbps[start:end])
+            start = end
+        return found
 
     def count(self) -> int:
         """Stored measurements."""
@@ -258,6 +282,15 @@ class MeasurementStore:
         """Earliest and latest measurement time, or None for an empty store."""
         ((n, low, high),) = self._engine.rows("SELECT count(), min(t), max(t) FROM measurements")
         return None if n == 0 else (float(low), float(high))
+
+    def insert_raw(self, lines: list[bytes]) -> None:
+        """Insert ``lines`` unparsed into a scratch table (the benchmark's raw-insert baseline)."""
+        self._engine.execute("CREATE TABLE IF NOT EXISTS scratch_lines (n UInt64, data String) "
+                             "ENGINE = MergeTree ORDER BY n")
+        for start in range(0, len(lines), BATCH_LINES):
+            self._engine.load_lines("scratch_lines", list(enumerate(
+                lines[start:start + BATCH_LINES], start + 1)))
+        self._engine.execute("DROP TABLE scratch_lines")
 
     def scan_results(self) -> int:
         """Read every result row once and return how many (the benchmark's raw baseline)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from noisewall.errors import InputError
 
@@ -105,3 +106,18 @@ def duplicate_error(measurement_id: str, digest: bytes, where: tuple[str, int],
         return LineError(source, line, f"duplicate id {measurement_id!r} (same measurement as "
                                        f"{seen}); skipped")
     return None
+
+
+class SeriesSource(Protocol):
+    """What the detector reads from a store: its series, and one series' rows in time order."""
+
+    def series(self) -> list[SeriesKey]:
+        """Every series, sorted."""
+
+    def rows(self, key: SeriesKey, *, since: float | None = None,
+             until: float | None = None) -> SeriesRows:
+        """One series in time order, optionally limited to ``since <= t < until``."""
+
+    def all_rows(self, *, since: float | None = None,
+                 until: float | None = None) -> dict[SeriesKey, SeriesRows]:
+        """Every series' rows (as :meth:`rows`), read in one pass."""

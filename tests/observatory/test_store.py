@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from noisewall.observatory.inputs import MAX_LINE_BYTES
+from noisewall.observatory.sqlite_store import SqliteStore
 from noisewall.observatory.store import FileError, MeasurementStore, SeriesKey, StoreError
 from noisewall.observatory.synthetic import SyntheticNetwork, synthetic_measurements
 
@@ -191,8 +192,29 @@ def test_two_ingests_of_one_file_at_once_store_it_once(tmp_path: Path) -> None:
     reports = [json.loads(out) for (out, _), code in results if code == 0]
     for (out, err), code in results:
         if code != 0:  # the only other outcome: one clear line naming the busy store
-            assert out == b"" and len(err.splitlines()) == 1 and b"Traceback" not in err
+            assert out == b"" and len(err.splitlines()) == 1
+            assert b"open in another process" in err and b"Traceback" not in err
     assert sum(r["stored"] for r in reports) == len(lines)
     assert all(r["errors"] == [] for r in reports)
     with MeasurementStore(db) as store:
         assert store.count() == len(lines)
+
+
+def test_an_sqlite_store_migrates_once(tmp_path: Path) -> None:
+    old = tmp_path / "old.sqlite"
+    with SqliteStore(old) as sqlite:
+        assert sqlite.ingest_lines(_lines(rounds=5)).stored == 10
+    db = tmp_path / "new.chdb"
+    command = [sys.executable, "-m", "noisewall", "observe", "migrate", str(old), "--db", str(db),
+               "--json"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["stored"] == 10
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert json.loads(again.stdout)["already_stored"] == 10
+    with MeasurementStore(db) as store:
+        assert store.count() == 10
+        assert store.rows(SeriesKey("Net", "control", "text")).times == [
+            1_505_865_600 + 60 * r for r in range(5)]
+    with pytest.raises(StoreError, match="migrate"):
+        MeasurementStore(old)
