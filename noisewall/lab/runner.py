@@ -17,6 +17,7 @@ round and vantage), ``measurements.sqlite`` (the observatory's store),
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -162,8 +163,10 @@ async def _replay(scenario: Scenario, schedule: Schedule, options: LabOptions, s
             async with Prober(settings, state / "probe", clock) as prober:
                 for round_ in schedule.run(clock):
                     services.reseed(options.seed, round_.index)
-                    for name, tunnel in tunnels.items():
-                        await tunnel.reconnect(scenario.vantage(name).background)
+                    # Independent vantages: their tunnels reconnect at once.
+                    await asyncio.gather(*(
+                        tunnel.reconnect(scenario.vantage(name).background)
+                        for name, tunnel in tunnels.items()))
                     for measurement in await prober.run_round(round_.index):
                         measurements.append(measurement)
                         lines.write(json.dumps(measurement, sort_keys=True) + "\n")
