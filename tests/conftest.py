@@ -1,4 +1,5 @@
-"""Shared fixtures: locating the read-only ``shared/`` folder beside the checkout."""
+"""Shared fixtures: locating the read-only ``shared/`` folder beside the checkout; test ids
+that every pytest-xdist worker computes alike."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+#: A byte-string parameter's id shows this many leading bytes, then its length.
+ID_BYTES = 24
 
 
 def shared_file(relative: str) -> Path:
@@ -16,3 +19,15 @@ def shared_file(relative: str) -> Path:
         pytest.fail(f"required input missing: {path} (the shared/ folder must sit beside the "
                     "checkout)", pytrace=False)
     return path
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    """Long byte strings are named by their first bytes and length.
+
+    Some are made at import (a Noise handshake carries a fresh ephemeral key),
+    so naming them by all their bytes gives each xdist worker other test ids,
+    and xdist refuses to run.
+    """
+    if isinstance(val, bytes | bytearray) and len(val) > ID_BYTES:
+        return f"{bytes(val[:ID_BYTES])!r}"[2:-1] + f"...{len(val)}B"
+    return None
