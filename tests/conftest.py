@@ -1,5 +1,5 @@
 """Shared fixtures: locating the read-only ``shared/`` folder beside the checkout; test ids
-that every pytest-xdist worker computes alike."""
+that every pytest-xdist worker computes alike; slow tests first."""
 
 from __future__ import annotations
 
@@ -31,3 +31,9 @@ def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str)
     if isinstance(val, bytes | bytearray) and len(val) > ID_BYTES:
         return f"{bytes(val[:ID_BYTES])!r}"[2:-1] + f"...{len(val)}B"
     return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, so parallel workers start the longest ones early and do not end on
+    them one by one (the order within each group stays as collected)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

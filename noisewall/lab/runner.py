@@ -43,7 +43,7 @@ from noisewall.probe.settings import ProbeSettings, SampleSizes
 from noisewall.probe.settings import Vantage as ProbeVantage
 from noisewall.tunnel.armsrace import BlockingResult
 
-__all__ = ["LabOptions", "LabResult", "run_lab"]
+__all__ = ["LabOptions", "LabResult", "memory_folder", "run_lab"]
 
 #: Files in the output folder.
 MEASUREMENTS = "measurements.jsonl"
@@ -201,7 +201,7 @@ async def run_lab(scenario: Scenario, options: LabOptions,
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="noisewall-lab-", dir=_memory_folder()) as state:
+    with tempfile.TemporaryDirectory(prefix="noisewall-lab-", dir=memory_folder()) as state:
         measurements, arms_race = await _replay(scenario, schedule, options, Path(state),
                                                 on_round, timings=timings)
     analysed = time.monotonic()
@@ -224,7 +224,7 @@ async def run_lab(scenario: Scenario, options: LabOptions,
     return result
 
 
-def _memory_folder() -> str | None:
+def memory_folder() -> str | None:
     """Where the run's throwaway state goes: a memory file system if there is one.
 
     The servers' blobs and databases and the probes' scratch files live for
