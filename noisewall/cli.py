@@ -2,36 +2,59 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from noisewall import __version__
-from noisewall.censor.bench import run_censor_benchmarks
-from noisewall.censor.commands import censor
 from noisewall.cli_options import json_option
 from noisewall.errors import InputError
-from noisewall.lab.bench import run_lab_benchmarks
-from noisewall.lab.commands import lab
-from noisewall.messenger.bench import run_messenger_benchmarks
-from noisewall.messenger.commands import client, server
-from noisewall.net.commands import net
 from noisewall.net.errors import NetError
-from noisewall.noise.bench import BenchResult, machine_description, run_noise_benchmarks
-from noisewall.noise.commands import noise
 from noisewall.noise.errors import NoiseError
-from noisewall.observatory.bench import run_observe_benchmarks
-from noisewall.observatory.commands import observe
-from noisewall.probe.commands import probe
-from noisewall.tunnel.bench import run_tunnel_benchmarks
-from noisewall.tunnel.commands import tunnel
+
+if TYPE_CHECKING:
+    from noisewall.noise.bench import BenchResult
+
+#: Each subcommand group as "module:attribute", imported only when it runs: a
+#: ``noisewall noise cat`` need not load aiohttp, the censor and the lab first
+#: (importing every package takes ~1 s of CPU, paid by every process the
+#: tests and the lab start).
+SUBCOMMANDS = {
+    "noise": "noisewall.noise.commands:noise",
+    "censor": "noisewall.censor.commands:censor",
+    "server": "noisewall.messenger.commands:server",
+    "client": "noisewall.messenger.commands:client",
+    "tunnel": "noisewall.tunnel.commands:tunnel",
+    "probe": "noisewall.probe.commands:probe",
+    "observe": "noisewall.observatory.commands:observe",
+    "lab": "noisewall.lab.commands:lab",
+    "net": "noisewall.net.commands:net",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _load(target: str) -> Any:
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+class _LazyGroup(click.Group):
+    """A group whose :data:`SUBCOMMANDS` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SUBCOMMANDS and cmd_name not in self.commands:
+            self.add_command(_load(SUBCOMMANDS[cmd_name]), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="noisewall")
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug) to stderr.")
 def cli(verbose: int) -> None:
@@ -40,16 +63,6 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-cli.add_command(noise)
-cli.add_command(censor)
-cli.add_command(server)
-cli.add_command(client)
-cli.add_command(tunnel)
-cli.add_command(probe)
-cli.add_command(observe)
-cli.add_command(lab)
-cli.add_command(net)
-
 
 @cli.group()
 def bench() -> None:
@@ -57,6 +70,7 @@ def bench() -> None:
 
 
 def _print_results(results: list[BenchResult], as_json: bool) -> None:
+    machine_description = _load("noisewall.noise.bench:machine_description")
     if as_json:
         click.echo(json.dumps({"machine": machine_description(),
                                "results": [r.as_json() for r in results]}, indent=2))
@@ -67,27 +81,28 @@ def _print_results(results: list[BenchResult], as_json: bool) -> None:
                    f"{r.baseline:12.1f}  ratio {r.ratio:.2f}")
 
 
-def _bench_command(name: str, run: Callable[..., list[BenchResult]], summary: str) -> None:
+def _bench_command(name: str, run: str, summary: str) -> None:
+    """``bench NAME``, running the function ``run`` ("module:function") when invoked."""
     @click.option("--quick", is_flag=True,
                   help="A short smoke run (figures are not meaningful).")
     @json_option
     def command(quick: bool, as_json: bool) -> None:
-        _print_results(run(quick=quick), as_json)
+        _print_results(_load(run)(quick=quick), as_json)
 
     command.__doc__ = summary
     bench.command(name=name)(command)
 
 
-_bench_command("noise", run_noise_benchmarks,
+_bench_command("noise", "noisewall.noise.bench:run_noise_benchmarks",
                "Noise handshakes per second and transport throughput vs the raw AEAD.")
-_bench_command("censor", run_censor_benchmarks,
+_bench_command("censor", "noisewall.censor.bench:run_censor_benchmarks",
                "Relay throughput vs direct loopback, new flows/s, capture packets/s.")
-_bench_command("tunnel", run_tunnel_benchmarks,
+_bench_command("tunnel", "noisewall.tunnel.bench:run_tunnel_benchmarks",
                "Throughput and round trip of each tunnel transport vs direct loopback.")
-_bench_command("observe", run_observe_benchmarks,
+_bench_command("observe", "noisewall.observatory.bench:run_observe_benchmarks",
                "Ingest rate and analysis time of 200,000 synthetic measurements vs the "
                "engine's raw insert and scan, and vs the SQLite store.")
-_bench_command("lab", run_lab_benchmarks,
+_bench_command("lab", "noisewall.lab.bench:run_lab_benchmarks",
                "Full runs of every shipped scenario: replay speed, wall time, detection score.")
 
 
@@ -98,7 +113,8 @@ _bench_command("lab", run_lab_benchmarks,
 @json_option
 def bench_messenger(clients: int, quick: bool, as_json: bool) -> None:
     """Relayed and E2E messages/s through a durable server, latency, idle-connection memory."""
-    _print_results(run_messenger_benchmarks(clients, quick), as_json)
+    run = _load("noisewall.messenger.bench:run_messenger_benchmarks")
+    _print_results(run(clients, quick), as_json)
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ from noisewall.probe.settings import ProbeSettings, SampleSizes
 from noisewall.probe.settings import Vantage as ProbeVantage
 from noisewall.tunnel.armsrace import BlockingResult, loopback_sources
 
-__all__ = ["LabOptions", "LabResult", "run_lab"]
+__all__ = ["LabOptions", "LabResult", "memory_folder", "run_lab"]
 
 log = logging.getLogger("noisewall.lab")
 
@@ -196,8 +196,9 @@ async def _replay_in(network: Network | None, scenario: Scenario, schedule: Sche
             await programs.prepare()
             for round_ in schedule.run(clock):
                 services.reseed(options.seed, round_.index)
-                for name, tunnel in tunnels.items():
-                    await tunnel.reconnect(scenario.vantage(name).background)
+                # Independent vantages: their tunnels reconnect at once.
+                await asyncio.gather(*(tunnel.reconnect(scenario.vantage(name).background)
+                                       for name, tunnel in tunnels.items()))
                 probed, ran = await asyncio.gather(
                     sides.run(Side.INSIDE, prober.run_round(round_.index)),
                     programs.run_round(round_.index))
@@ -248,7 +249,7 @@ async def run_lab(scenario: Scenario, options: LabOptions,
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="noisewall-lab-", dir=_memory_folder()) as state:
+    with tempfile.TemporaryDirectory(prefix="noisewall-lab-", dir=memory_folder()) as state:
         measurements, arms_race = await _replay(scenario, schedule, options, Path(state),
                                                 on_round, timings=timings)
     analysed = time.monotonic()
@@ -272,7 +273,7 @@ async def run_lab(scenario: Scenario, options: LabOptions,
     return result
 
 
-def _memory_folder() -> str | None:
+def memory_folder() -> str | None:
     """Where the run's throwaway state goes: a memory file system if there is one.
 
     The servers' blobs and databases and the probes' scratch files live for

@@ -12,6 +12,7 @@ KINDS = ("relayed messages", "E2E text messages", "E2E latency p50", "E2E latenc
          "relay latency p50", "relay latency p99", "server memory per idle")
 
 
+@pytest.mark.slow
 def test_bench_messenger_quick_json() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "noisewall", "bench", "messenger", "--quick", "--json"],

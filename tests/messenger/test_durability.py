@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.noise import KeyPair, NoiseError, dh_function
 
@@ -51,6 +53,7 @@ async def _connect(server: ServerProcess, key: KeyPair) -> ChatConnection:
     return await ChatConnection.open("127.0.0.1", server.port, key, None, timeout=5)
 
 
+@pytest.mark.slow
 async def test_kill_9_loses_no_acked_message_and_duplicates_none(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "server")
     await server.start()

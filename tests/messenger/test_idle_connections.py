@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.messenger.test_durability import ServerProcess
 
 CONNECTIONS = 10_000
@@ -21,6 +23,7 @@ def rss(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
+@pytest.mark.slow
 async def test_ten_thousand_idle_connections(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "server")
     await server.start()

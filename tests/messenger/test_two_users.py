@@ -47,6 +47,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         process.wait(10)
 
 
+@pytest.mark.slow
 def test_two_users_exchange_every_kind_of_message(tmp_path: Path,
                                                   server: tuple[str, Path]) -> None:
     address, data = server

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from noisewall.lab.runner import memory_folder
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer
 from noisewall.records.endpoint import Endpoint
@@ -45,8 +47,17 @@ async def _running(data: Path, server_name: str | None) -> AsyncIterator[Messeng
 
 
 @pytest.fixture
-async def messenger(tmp_path: Path) -> AsyncIterator[Messenger]:
-    async with _running(tmp_path / "server", None) as running:
+def server_data() -> Iterator[Path]:
+    """The server's folder, in memory where possible: the probes time the chat server's
+    acknowledgements, which wait for its database commit, and a busy disk's fsyncs would
+    show up as throttling."""
+    with tempfile.TemporaryDirectory(prefix="noisewall-probe-test-", dir=memory_folder()) as data:
+        yield Path(data)
+
+
+@pytest.fixture
+async def messenger(server_data: Path) -> AsyncIterator[Messenger]:
+    async with _running(server_data, None) as running:
         yield running
 
 
@@ -54,7 +65,7 @@ MEDIA_NAME = "mmg.example"
 
 
 @pytest.fixture
-async def named_messenger(tmp_path: Path) -> AsyncIterator[Messenger]:
+async def named_messenger(server_data: Path) -> AsyncIterator[Messenger]:
     """The media server goes by :data:`MEDIA_NAME`, announced with its credentials."""
-    async with _running(tmp_path / "server", MEDIA_NAME) as running:
+    async with _running(server_data, MEDIA_NAME) as running:
         yield running
