@@ -268,10 +268,8 @@ def _results(paths: list[_Path], size: int,
     return results
 
 
-async def _run(quick: bool, workdir: Path) -> list[BenchResult]:
-    size = BULK // 16 if quick else BULK
-    rounds = 2 if quick else ROUNDS
-    trips = 50 if quick else 500
+async def _run(workdir: Path, size: int, rounds: int, trips: int) -> list[BenchResult]:
+    """Every path, ``rounds`` rounds of ``size`` bytes each way, ``trips`` round trips."""
     sink = await _Child.start(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)",
                               stdout=True, env=MALLOC_ENV)
     source = await _Child.start(["-m", "noisewall.tunnel.bench", "source"], r"port (\d+)",
@@ -311,7 +309,9 @@ async def _run(quick: bool, workdir: Path) -> list[BenchResult]:
 def run_tunnel_benchmarks(quick: bool = False) -> list[BenchResult]:
     """Each transport's throughput both ways next to ``ssh -D``, CPU per GB, round trips."""
     with tempfile.TemporaryDirectory(prefix="noisewall-bench-") as tmp:
-        return asyncio.run(_run(quick, Path(tmp)))
+        if quick:
+            return asyncio.run(_run(Path(tmp), BULK // 16, 2, 50))
+        return asyncio.run(_run(Path(tmp), BULK, ROUNDS, 500))
 
 
 # --- the child processes: plain relays and the byte source ---------------------

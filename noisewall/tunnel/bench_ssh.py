@@ -12,6 +12,7 @@ directory, which is created if missing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import os
 import shutil
@@ -22,6 +23,7 @@ CIPHER = "aes128-gcm@openssh.com"
 NAME = f"ssh -D ({CIPHER})"
 _PRIVSEP_DIR = Path("/run/sshd")
 _START_TIMEOUT = 15.0
+_ATTEMPTS = 3
 
 
 def available() -> bool:
@@ -92,6 +94,14 @@ class SshTunnel:
         host_public = await _keygen(workdir / "ssh_host")
         (workdir / "authorized_keys").write_text(await _keygen(workdir / "ssh_client") + "\n",
                                                  encoding="ascii")
+        # A port found free can be taken by someone else before sshd or ssh binds it.
+        for _ in range(_ATTEMPTS - 1):
+            with contextlib.suppress(RuntimeError):
+                return await cls._start_on_free_ports(workdir, host_public)
+        return await cls._start_on_free_ports(workdir, host_public)
+
+    @classmethod
+    async def _start_on_free_ports(cls, workdir: Path, host_public: str) -> SshTunnel:
         port = _free_port()
         (workdir / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_public}\n",
                                              encoding="ascii")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from noisewall import socks5
 from noisewall.noise.errors import NoiseError
 from noisewall.tcp_stream import TcpStream
-from noisewall.tunnel.channel import initiate
+from noisewall.tunnel.channel import ByteStream, initiate
 from noisewall.tunnel.config import TunnelClientConfig, build_transport
 from noisewall.tunnel.listener import Listener
 from noisewall.tunnel.session import MuxSession, StreamRefused, TunnelStream, splice
@@ -44,7 +44,8 @@ async def open_session(config: TunnelClientConfig, transport: Transport | None =
     """
     transport = transport or build_transport(config.transport, config.sni, config.alpn)
     source = source_host or config.source_host
-    connection = None
+    connection: TcpStream | None = None
+    stream: ByteStream | None = None
     try:
         async with asyncio.timeout(config.connect_timeout):
             connection = await TcpStream.connect(config.server_host, config.server_port,
@@ -53,9 +54,11 @@ async def open_session(config: TunnelClientConfig, transport: Transport | None =
             settings = transport.client_settings(config.static, config.server_key)
             channel = await initiate(stream, settings, transport.channel_binding(stream))
     except BaseException as exc:
-        # Also when cancelled (the client closing mid-handshake): nothing else holds it.
-        if connection is not None:
-            connection.close()
+        # Also when cancelled (the client closing mid-handshake): nothing else holds them
+        # (the tls transport's stream owns the socket it took from the connection).
+        for opened in (stream, connection):
+            if opened is not None:
+                opened.close()
         if not isinstance(exc, OSError | TimeoutError | NoiseError | ConnectionError):
             raise
         reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"

@@ -47,5 +47,6 @@ class Listener(ConnectionServer, ABC):
         """Serve one accepted connection (its task is cancelled on :meth:`close`)."""
 
     def _accepted(self, connection: TcpStream) -> None:
-        # A task per connection, started before the loop reads from it (start_tls needs that).
+        # A task per connection, started before the loop reads from it (the tls transport
+        # takes the socket from asyncio for its own TLS before any byte is read).
         self._track(asyncio.get_running_loop().create_task(self.handle(connection)))

@@ -72,7 +72,13 @@ class TunnelServer(Listener):
         except (TimeoutError, ssl.SSLError, ConnectionError, OSError, NoiseError) as exc:
             self.refused += 1
             log.info("dropped a connection during the handshake: %s", type(exc).__name__)
+            if stream is not None:  # the tls transport's stream owns the socket now
+                stream.close()
             return
+        except asyncio.CancelledError:
+            if stream is not None:
+                stream.close()
+            raise
         self.sessions += 1
         session = MuxSession(channel, client=False, window=config.window, on_open=self._open)
         try:

@@ -68,27 +68,21 @@ class TunnelStream:
 
     async def read(self) -> Payload:
         """The next bytes from the peer; empty at its EOF; ConnectionResetError if reset."""
-        chunks = await self.read_chunks()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def read_chunks(self) -> list[Payload]:
-        """Everything that arrived, as received (no join); ``[]`` at the peer's EOF.
-
-        Raises ConnectionResetError if the stream was reset.
-        """
         while not self._chunks:
             if self.reset_by_peer or self.session.closed:
                 raise ConnectionResetError(f"tunnel stream {self.id} was reset")
             if self.eof:
-                return []
+                return b""
             self._readable.clear()
             await self._readable.wait()
-        chunks = list(self._chunks)
-        self._chunks.clear()
+        # Everything queued at once: one large write onward instead of one per frame.
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
         # Consumed as soon as handed on: the caller's own drain bounds what it buffers.
-        self.session.mux.consumed(self.id, sum(len(chunk) for chunk in chunks))
+        self.session.mux.consumed(self.id, len(data))
         self.session.flush_soon()
-        return chunks
+        return data
 
     async def write(self, data: bytes) -> None:
         """Send ``data``, waiting for credit and for the tunnel's write buffer."""
@@ -295,10 +289,8 @@ async def splice(stream: TunnelStream, connection: TcpStream) -> None:
         await stream.write_eof()
 
     async def inward() -> None:
-        # Frame by frame: a socket write per frame costs less than joining them first.
-        while chunks := await stream.read_chunks():
-            for chunk in chunks:
-                connection.write(chunk)
+        while data := await stream.read():
+            connection.write(data)
             await connection.drain()
         if connection.can_write_eof():
             connection.write_eof()

@@ -144,8 +144,11 @@ class TlsStream:
             raise ConnectionResetError(f"the connection was lost: {self._error}")
         if self._eof:
             return b""
+        arrived = self._incoming.pending + self._ssl.pending()
+        if not arrived and not self._socket_eof:
+            return None  # nothing to decrypt: skip a read that could only fail
         # One record past what arrived at most: a fresh buffer is zeroed, not 256 KiB for 16.
-        size = min(size, self._incoming.pending + self._ssl.pending() + 16384)
+        size = min(size, arrived + 16384)
         buffer = bytearray(size)
         filled = 0
         with memoryview(buffer) as view:

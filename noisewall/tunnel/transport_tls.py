@@ -130,7 +130,9 @@ class TlsTransport(Transport):
     async def refuse(self, stream: ByteStream, first_bytes: bytes, linger: float) -> None:
         """A web server's answer: the cover page for HTTP, ``400`` for anything else."""
         head = first_bytes
-        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+        # Closed on the way out, also when cancelled: the stream owns its socket.
+        with contextlib.suppress(TimeoutError, ConnectionError, OSError), \
+                contextlib.closing(stream):
             if head.startswith(_HTTP_METHODS):
                 async with asyncio.timeout(linger):
                     while b"\r\n\r\n" not in head and len(head) < MAX_REQUEST_HEAD:
@@ -144,4 +146,3 @@ class TlsTransport(Transport):
             else:
                 stream.write(_response("400 Bad Request", b""))
             await stream.drain()
-        stream.close()

@@ -23,7 +23,7 @@ from noisewall.tunnel.config import (
     parse_destination,
 )
 from noisewall.tunnel.server import TunnelServer
-from noisewall.tunnel.transport_tls import COVER_PAGE
+from noisewall.tunnel.transport_tls import COVER_PAGE, self_signed_context
 from tests.tunnel.conftest import Keys, client_config, server_config, tunnel_pair
 
 TIMEOUT = 10
@@ -286,3 +286,29 @@ async def test_closing_a_client_mid_handshake_closes_its_tunnel_connection(
         # The tunnel connection was closed with the client, not left to the garbage
         # collector: its first bytes came, then the end of the stream.
         assert await asyncio.wait_for(tunnel.read(), 5)
+
+
+async def test_a_failed_noise_handshake_inside_tls_closes_the_connection(keys: Keys) -> None:
+    ended = asyncio.Event()
+
+    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)  # the client's first Noise message
+        # A well-framed NoiseSocket reply that does not decrypt.
+        writer.write(b"\0\0" + (48).to_bytes(2, "big") + os.urandom(48))
+        await writer.drain()
+        while await reader.read(65536):
+            pass
+        ended.set()
+        writer.close()
+
+    server = await asyncio.start_server(impostor, "127.0.0.1", 0,
+                                        ssl=self_signed_context("www.example.com"))
+    async with server:
+        config = client_config(keys, "tls", server.sockets[0].getsockname()[:2],
+                               connect_timeout=TIMEOUT)
+        with pytest.raises(TunnelUnavailable) as failure:
+            await open_session(config)
+        # Closed by the client, not left to the garbage collector (the error still
+        # holds the failed handshake's frames).
+        await asyncio.wait_for(ended.wait(), TIMEOUT)
+        assert "DecryptError" in str(failure.value)
