@@ -293,8 +293,8 @@ def _bands(truth: list[TruthEvent]) -> list[GroundTruthBand]:
 
 def _tables(result: LabResult) -> list[ReportTable]:
     verdict = "PASSED" if result.score.passed else "FAILED"
-    tables = [ReportTable(f"Scoring: ground truth vs detected ({verdict}; onset tolerance "
-                          f"{result.score.tolerance_rounds:g} rounds of "
+    tables = [ReportTable(f"Scoring: ground truth vs detected ({verdict}; onset and end "
+                          f"tolerance {result.score.tolerance_rounds:g} rounds of "
                           f"{result.schedule.interval / 3600:g} h)",
                           SCORE_COLUMNS, result.score.rows())]
     if result.arms_race:

@@ -256,18 +256,20 @@ class MeasurementStore:
         window = "".join((
             "" if since is None else f" AND t >= {float(since)!r}",
             "" if until is None else f" AND t < {float(until)!r}"))
+        order = "ORDER BY network, vantage, feature"
+        # The series and their sizes first, then the rows in the same order: no key per row.
+        sizes = self._engine.rows(
+            f"SELECT network, vantage, feature, count() FROM results FINAL "
+            f"WHERE {where}{window} GROUP BY network, vantage, feature {order}")
         table = self._engine.table(
-            f"SELECT network, vantage, feature, t, ok, failure, kbps FROM results FINAL "
-            f"WHERE {where}{window} ORDER BY network, vantage, feature, t, measurement")
-        networks, vantages, features, times, oks, failures, kbps = (
-            column.to_pylist() for column in table.columns)
+            f"SELECT t, ok, failure, kbps FROM results FINAL WHERE {where}{window} "
+            f"{order}, t, measurement")
+        times, oks, failures, kbps = (column.to_pylist() for column in table.columns)
         found: dict[SeriesKey, SeriesRows] = {}
         start = 0
-        for end in range(1, len(times) + 1):
-            if end < len(times) and (networks[end], vantages[end], features[end]) == (
-                    networks[start], vantages[start], features[start]):
-                continue
-            key = SeriesKey(networks[start], vantages[start], features[start])
+        for network, vantage, feature, size in sizes:
+            key = SeriesKey(network, vantage, feature)
+            end = start + size
             found[key] = SeriesRows(key, times[start:end], [bool(ok) for ok in oks[start:end]],
                                     failures[start:end], kbps[start:end])
             start = end
