@@ -81,6 +81,7 @@ def _stable(event: dict[str, Any]) -> tuple[Any, ...]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("throughput-a")  # timed throughput: see tests/lab/test_shipped.py
 def test_mini_scenario_scores_and_the_same_seed_gives_the_same_events(tmp_path: Path) -> None:
     scenario = tmp_path / "mini.yaml"
     scenario.write_text(MINI, encoding="utf-8")

@@ -78,6 +78,7 @@ def _find(events: list[Event], feature: str, kind: str, rounds: range) -> Event:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("throughput-b")  # timed throughput: see tests/lab/test_shipped.py
 async def test_probes_and_observatory_date_every_scripted_event(
     tmp_path: Path, messenger: Messenger
 ) -> None:
