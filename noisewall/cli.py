@@ -98,7 +98,8 @@ _bench_command("noise", "noisewall.noise.bench:run_noise_benchmarks",
 _bench_command("censor", "noisewall.censor.bench:run_censor_benchmarks",
                "Relay throughput vs direct loopback, new flows/s, capture packets/s.")
 _bench_command("tunnel", "noisewall.tunnel.bench:run_tunnel_benchmarks",
-               "Throughput and round trip of each tunnel transport vs direct loopback.")
+               "Bulk throughput of each tunnel transport vs OpenSSH's ssh -D, both ways, with "
+               "CPU seconds per GB of each process.")
 _bench_command("observe", "noisewall.observatory.bench:run_observe_benchmarks",
                "Ingest rate and analysis time of 200,000 synthetic measurements vs the "
                "engine's raw insert and scan, and vs the SQLite store.")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -45,7 +44,7 @@ WRITE_HIGH_WATER = 1 << 20
 
 
 class TcpStream(asyncio.BufferedProtocol):
-    """One connection: ``read``/``write``/``drain``/``close``, and ``start_tls``."""
+    """One connection: ``read``/``write``/``drain``/``close``, and ``detach``."""
 
     def __init__(self, on_connected: Callable[[TcpStream], None] | None = None,
                  limit: int = DEFAULT_LIMIT) -> None:
@@ -60,7 +59,6 @@ class TcpStream(asyncio.BufferedProtocol):
         self._readable: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
-        self._tls = False
 
     @classmethod
     async def connect(cls, host: str, port: int,
@@ -98,8 +96,8 @@ class TcpStream(asyncio.BufferedProtocol):
         """The peer half-closed: reads return ``b""`` once the buffer is empty."""
         self._eof = True
         self._wake_reader()
-        # Keep a TCP connection open for our writes (half-close); TLS closes by itself.
-        return not self._tls
+        # Keep the connection open for our writes (half-close).
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Wake everyone waiting; later reads see EOF (or the error), writes fail."""
@@ -192,8 +190,8 @@ class TcpStream(asyncio.BufferedProtocol):
         connection lives on in the duplicate.
         """
         transport = self._transport
-        if transport is None or transport.is_closing() or self._tls:
-            raise ConnectionResetError("only an open plain TCP connection can be detached")
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("only an open connection can be detached")
         transport.pause_reading()
         if transport.get_write_buffer_size():
             # A zero high-water mark: drain() now waits for an empty buffer.
@@ -210,21 +208,5 @@ class TcpStream(asyncio.BufferedProtocol):
         return duplicate, pending, self._eof
 
     def get_extra_info(self, name: str) -> Any:
-        """The transport's extra information (``peername``, ``ssl_object``, ...)."""
+        """The transport's extra information (``peername``, ``socket``, ...)."""
         return self._transport.get_extra_info(name) if self._transport else None
-
-    async def start_tls(self, context: ssl.SSLContext, *, server_side: bool = False,
-                        server_hostname: str | None = None) -> None:
-        """Run a TLS handshake on this connection; afterwards reads and writes go through TLS."""
-        if self._chunks or self._transport is None:
-            raise ConnectionError("bytes arrived before the TLS handshake")
-        loop = asyncio.get_running_loop()
-        transport = await loop.start_tls(self._transport, self, context,
-                                         server_side=server_side,
-                                         server_hostname=server_hostname)
-        if transport is None:
-            raise ConnectionError("the connection closed during the TLS handshake")
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._tls = True
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import platform
 import socket
-import ssl
 import struct
 from collections.abc import AsyncIterator
 
@@ -90,21 +89,6 @@ async def test_a_reset_is_an_error_not_an_end_of_stream(
     raw.close()  # linger 0: the peer gets a RST
     with pytest.raises(ConnectionResetError):
         await asyncio.wait_for(server_side.read(100), TIMEOUT)
-    server_side.close()
-
-
-async def test_bytes_before_the_tls_handshake_are_refused(
-    accepted: tuple[int, asyncio.Queue[TcpStream]],
-) -> None:
-    port, queue = accepted
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
-    server_side = await asyncio.wait_for(queue.get(), TIMEOUT)
-    writer.write(b"not a ClientHello")
-    await writer.drain()
-    assert await asyncio.wait_for(server_side.read(5), TIMEOUT) == b"not a"
-    with pytest.raises(ConnectionError):
-        await server_side.start_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), server_side=True)
-    writer.close()
     server_side.close()
 
 
