@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.lab.test_lab_run import MINI, lab
 from tests.netns import require_netns
 
@@ -22,6 +24,8 @@ def _lab_namespaces() -> set[str]:
     return {line.split()[0] for line in listing.splitlines() if line.startswith("noisewall-lab")}
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("throughput-a")  # timed throughput: see tests/lab/test_shipped.py
 def test_lab_net_scores_the_same_scenario_with_the_censor_in_the_path(tmp_path: Path) -> None:
     require_netns()
     scenario = tmp_path / "mini.yaml"
@@ -45,6 +49,7 @@ def test_lab_net_scores_the_same_scenario_with_the_censor_in_the_path(tmp_path: 
     assert _lab_namespaces() <= before  # the run's network is gone (others may end too)
 
 
+@pytest.mark.slow
 def test_kill_9_of_lab_net_then_down_all_leaves_nothing(tmp_path: Path) -> None:
     require_netns()
     scenario = tmp_path / "mini.yaml"

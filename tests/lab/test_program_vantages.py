@@ -42,6 +42,8 @@ timeline:
 
 
 @needs_curl
+@pytest.mark.slow
+@pytest.mark.xdist_group("throughput-b")  # scores timed probes: see tests/lab/test_shipped.py
 async def test_curl_as_a_vantage_is_detected_and_scored(tmp_path: Path) -> None:
     scenario = parse_scenario(CURL, "curl-media.yaml")
     result = await run_lab(scenario, LabOptions(out=tmp_path, seed=1, arms_race=False))
@@ -58,6 +60,7 @@ async def test_curl_as_a_vantage_is_detected_and_scored(tmp_path: Path) -> None:
                                                               ("curl", "photo")}
 
 
+@pytest.mark.slow
 async def test_a_missing_and_a_hanging_program_fail_their_measurements_only(
         tmp_path: Path) -> None:
     text = CURL.replace("expect: {features: [photo], vantages: [direct, curl]}",
