@@ -257,16 +257,22 @@ def _clipped(event: Event, onset: float, end: float | None, times: Sequence[floa
 
 
 def detect_series(rows: SeriesRows, config: DetectorConfig,
-                  control: SeriesRows | None = None) -> list[Event]:
+                  control: SeriesRows | None = None, *, reference: bool = False) -> list[Event]:
     """All events on one series (``control``: the same feature over the control path).
+
+    ``reference``: this series *is* the control path. Its failures are still
+    events, but not its slowdowns: the control is what tells congestion from
+    censorship (:mod:`.throttle`), so a slowdown on it is congestion by that
+    definition, such as a busy machine's (a probe pushed off the CPU for a
+    round measures its 10 ms transfer 5-20 times slower).
 
     One state at a time: an event ends where the next one begins (a throttled
     event where a block begins, and so on).
     """
     if not rows.times:
         return []
-    return _one_state_at_a_time(
-        _failure_events(rows, config) + _throttle_events(rows, control, config), rows.times)
+    throttled = [] if reference else _throttle_events(rows, control, config)
+    return _one_state_at_a_time(_failure_events(rows, config) + throttled, rows.times)
 
 
 def _order(event: Event) -> tuple[float, str, str, str, str]:
@@ -281,7 +287,8 @@ def analyze(store: SeriesSource, config: DetectorConfig | None = None, *,
     everything = store.all_rows(since=since, until=until)
     events: list[Event] = []
     for key, rows in everything.items():
-        control = (None if key.vantage == control_vantage else
+        reference = key.vantage == control_vantage
+        control = (None if reference else
                    everything.get(SeriesKey(key.network, control_vantage, key.feature)))
-        events.extend(detect_series(rows, config, control))
+        events.extend(detect_series(rows, config, control, reference=reference))
     return sorted(events, key=_order)

@@ -6,6 +6,8 @@ the control path measured the same feature in the same round, at least
 ``drop_factor`` times below the control too. A slowdown the control path
 shares is congestion, not censorship. Before the own baseline has enough
 rounds, the control alone decides; with neither, the round counts as fine.
+The control path itself is the reference and is not judged for throttling
+(:func:`noisewall.observatory.detect.detect_series`).
 """
 
 from __future__ import annotations

@@ -84,8 +84,16 @@ def test_a_slowdown_the_control_path_shares_is_congestion(store: MeasurementStor
         Injected("throttled", "photo", 100, 160, rate_kbps=520, vantage="control")))
     events = _events(store, network, 220, 3)
     assert _only(events, "photo", "direct") == []
-    # The control path itself has no control: against its own baseline it is a throttled plateau.
-    assert [e.kind for e in _only(events, "photo", "control")] == ["throttled"]
+    # The control path is the reference: its own slowdown is congestion, not an event.
+    assert _only(events, "photo", "control") == []
+
+
+def test_the_control_path_still_reports_its_failures(store: MeasurementStore) -> None:
+    network = SyntheticNetwork("Net", "AS64500", ("direct", "control"), ("photo",), events=(
+        Injected("blocked", "photo", 100, 160, failure="connection_reset", vantage="control"),))
+    events = _events(store, network, 220, 3)
+    assert [(e.kind, _round(e.onset)) for e in _only(events, "photo", "control")] == [
+        ("blocked", 100)]
 
 
 @pytest.mark.parametrize("seed", range(4))
