@@ -16,7 +16,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from noisewall.censor import policy as policy_module
 from noisewall.censor.detection import FlowRecord
 from noisewall.censor.policy import (
     ALLOW,
@@ -1015,13 +1014,6 @@ def test_documentation_examples_parse() -> None:
     assert {"media-blocked", "chat-dropped", "twitter", "fully-encrypted"} <= names
     fet = next(r for p in policies for r in p.rules if r.name == "fully-encrypted")
     assert (fet.probability, fet.residual, fet.action.kind) == (0.26, 180.0, "drop")
-
-
-def test_docstring_example_parses() -> None:
-    doc = policy_module.__doc__ or ""
-    block = doc.split(".. code-block:: yaml\n", 1)[1].split("\nSemantics", 1)[0]
-    policy = parse_policy(textwrap.dedent(block), "docstring")
-    assert policy.rules[0].name == "fet"
 
 
 def test_whatsapp_2017_timeline() -> None:
