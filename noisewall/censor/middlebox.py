@@ -39,7 +39,7 @@ from noisewall.censor.detection import FlowRecord
 from noisewall.censor.enforcement import FlowEnforcement, Opening
 from noisewall.censor.flowclassifier import FlowClassifier
 from noisewall.censor.metrics import CensorMetrics
-from noisewall.censor.policy import Decision, Policy
+from noisewall.censor.policy import Decision, Policy, ResidualTable
 from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
 from noisewall.censor.splicing import PipePool, SpliceEnd, splice_relay
 from noisewall.clock import Clock, SystemClock
@@ -102,6 +102,9 @@ class Middlebox:
         self._policy = policy
         self.clock: Clock = clock or SystemClock()
         self.rng = rng or random.Random()  # noqa: S311 - censorship simulation, not crypto
+        #: Residual blocks belong to the middlebox, not to a policy: a reloaded policy
+        #: (SIGHUP, a changed file, the next step of a timeline) keeps the live ones.
+        self.residuals = ResidualTable()
         self.metrics = metrics
         self.decisions = DecisionLog(self.clock, decision_log, metrics)
         self.config = config or MiddleboxConfig()
@@ -182,7 +185,7 @@ class Middlebox:
 
     def decide(self, record: FlowRecord) -> Decision:
         """Decide on a flow the middlebox does not relay itself (a DNS query), and log it."""
-        decision = self._policy().decide(record, self.clock.now(), self.rng)
+        decision = self._policy().decide(record, self.clock.now(), self.rng, self.residuals)
         self.record_decision(record, decision)
         return decision
 
@@ -227,7 +230,8 @@ class Middlebox:
         local = server.get_extra_info("sockname")
         await arrival.connected(Endpoint(str(local[0]), int(local[1])))
         classifier = FlowClassifier(flow.record.client, target)
-        residual = self._policy().residual_decision(flow.record, self.clock.now())
+        residual = self._policy().residual_decision(flow.record, self.clock.now(),
+                                                       self.residuals)
         downstream = asyncio.get_running_loop().create_task(
             self._pump(flow, server, client, upstream=False, classifier=classifier))
         flow.tasks.append(downstream)
@@ -237,7 +241,8 @@ class Middlebox:
             decision = residual
         else:
             flow.record, held = await self._classify(flow, classifier)
-            decision = self._policy().decide(flow.record, self.clock.now(), self.rng)
+            decision = self._policy().decide(flow.record, self.clock.now(), self.rng,
+                                              self.residuals)
         opening = flow.enforcement.start(decision)
         self.decisions.decided(flow.ident, flow.record, decision)
         if opening is Opening.RESET:

@@ -291,6 +291,27 @@ async def test_residual_blocks_retries_inside_the_window_only(echo_backend: asyn
     assert effects == [("allow", False), ("reset", False), ("reset", True), ("allow", False)]
 
 
+async def test_a_reloaded_policy_keeps_the_live_residual_blocks(
+        echo_backend: asyncio.Server) -> None:
+    text = "rules: [{match: {fully_encrypted: true}, action: reset, residual: 180}]"
+    policies = [parse_policy(text, "before.yaml")]
+    clock = ManualClock(1_500_000_000)
+    middlebox = Middlebox(lambda: policies[-1], clock=clock, rng=random.Random(1))
+    target = Endpoint("127.0.0.1", echo_backend.sockets[0].getsockname()[1])
+    async with middlebox:
+        entry = await middlebox.add_route(Route(Endpoint("127.0.0.1", 0), target))
+        reader, writer = await asyncio.open_connection(entry.host, entry.port)
+        writer.write(random.Random(5).randbytes(300))  # trips the fully-encrypted rule
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1), 3)
+        writer.close()
+        policies.append(parse_policy(text, "after.yaml"))  # as SIGHUP or a changed file does
+        clock.advance(60)
+        assert not await http_echo_works(entry.host, entry.port, timeout=3)
+        clock.advance(121)
+        assert await http_echo_works(entry.host, entry.port, timeout=3)
+
+
 async def test_noisewall_stream_through_an_allow_route() -> None:
     server_key = dh_function("25519").generate_keypair()
 
