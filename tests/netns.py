@@ -44,6 +44,17 @@ def require_netns() -> None:
     pytest.skip(reason)
 
 
+def require_program(program: str, package: str) -> None:
+    """Skip unless ``program`` is installed; under ``NOISEWALL_REQUIRE_NETNS=1`` (CI, which
+    installs every Debian package the tests use) its absence is a failure, not a skip."""
+    if shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin"):
+        return
+    reason = f"{program} is not installed (Debian: {package})"
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_ENV}=1: .ci/run installs it)", pytrace=False)
+    pytest.skip(reason)
+
+
 def unique_network_name() -> str:
     """A network name no other test (here or in a parallel run) uses: ``t`` and 7 hex digits."""
     return "t" + secrets.token_hex(4)[:7]

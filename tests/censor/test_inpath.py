@@ -22,13 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from noisewall.censor.nftables import TABLE
 from noisewall.net import Network, Side, add_host, entered, issue_server_certificate, run_argv
 from noisewall.selfsigned import load_cert_chain
 from tests.net.cli import noisewall
 from tests.net.test_network import web_server
+from tests.netns import require_program
 
 TIMEOUT = 30
 
@@ -125,8 +124,7 @@ def _sshd(network: Network, folder: Path, address: str) -> subprocess.Popen[str]
 
 def test_openssh_reaches_a_real_sshd_across_the_censor_classified_ssh(
         lab_network: Network, tmp_path: Path) -> None:
-    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
-        pytest.skip("openssh-server is not installed")
+    require_program("sshd", "openssh-server")
     address = str(add_host(lab_network, "shell.lab"))
     sshd = _sshd(lab_network, tmp_path, address)
     policy = "rules: [{name: fet, match: {fully_encrypted: true}, action: reset}]\n"

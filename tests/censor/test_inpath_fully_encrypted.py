@@ -3,16 +3,16 @@ and never TLS (curl), HTTP (curl) or SSH (OpenSSH), even when it inspects every 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from noisewall.lab.thirdparty import EchoServer, Shadowsocks, shadowsocks_installed
+from noisewall.lab.thirdparty import EchoServer, Shadowsocks
 from noisewall.net import Network, Side, add_host, tools
 from noisewall.net.loops import NamespaceLoop
 from noisewall.records.endpoint import Endpoint
 from tests.censor.test_inpath import TIMEOUT, _sshd, censor, decisions, https_servers, run_in
+from tests.netns import require_program
 
 #: Every flow inspected (probability 1): any TLS, HTTP or SSH flow it caught would fail here.
 POLICY = """rules:
@@ -27,10 +27,8 @@ SS_CONNECTIONS = 60
 @pytest.mark.slow
 async def test_fully_encrypted_rule_in_the_path_spares_tls_http_ssh_and_catches_shadowsocks(
         lab_network: Network, tmp_path: Path) -> None:
-    if not shadowsocks_installed():
-        pytest.skip("shadowsocks-libev is not installed")
-    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
-        pytest.skip("openssh-server is not installed")
+    require_program("ss-server", "shadowsocks-libev")
+    require_program("sshd", "openssh-server")
     shell = str(add_host(lab_network, "shell.lab"))
     tunnel_host = str(add_host(lab_network, "tunnel.lab"))
     sshd = _sshd(lab_network, tmp_path, shell)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from noisewall.lab.runner import LabOptions, run_lab
 from noisewall.lab.scenario import ScenarioError, parse_scenario
+from tests.netns import require_program
 
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+@pytest.fixture
+def needs_curl() -> None:
+    require_program("curl", "curl")
 
 #: Media reset by SNI after a baseline; curl fetches the media server's page by that name.
 CURL = """\
@@ -41,7 +44,7 @@ timeline:
 """
 
 
-@needs_curl
+@pytest.mark.usefixtures("needs_curl")
 @pytest.mark.slow
 @pytest.mark.xdist_group("throughput-b")  # scores timed probes: see tests/lab/test_shipped.py
 async def test_curl_as_a_vantage_is_detected_and_scored(tmp_path: Path) -> None:

@@ -15,11 +15,15 @@ import pytest
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import parse_policy
 from noisewall.clock import ManualClock
-from noisewall.lab.thirdparty import SHADOWSOCKS, Shadowsocks, shadowsocks_installed
+from noisewall.lab.thirdparty import SHADOWSOCKS, Shadowsocks
 from noisewall.records.endpoint import Endpoint
+from tests.netns import require_program
 
-pytestmark = pytest.mark.skipif(not shadowsocks_installed(),
-                                reason="shadowsocks-libev is not installed (ss-server, ss-local)")
+
+@pytest.fixture(autouse=True)
+def _shadowsocks() -> None:
+    require_program("ss-server", "shadowsocks-libev")
+    require_program("ss-local", "shadowsocks-libev")
 
 CONNECTIONS = 200
 INSPECTED = 0.26

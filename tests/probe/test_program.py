@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import struct
 import sys
@@ -24,8 +23,12 @@ from noisewall.probe.program import (
     program_measurement,
     run_program,
 )
+from tests.netns import require_program
 
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+@pytest.fixture
+def needs_curl() -> None:
+    require_program("curl", "curl")
 
 
 def test_expand_fills_placeholders_as_data() -> None:
@@ -127,7 +130,7 @@ async def resetting_server() -> AsyncIterator[int]:
     await server.wait_closed()
 
 
-@needs_curl
+@pytest.mark.usefixtures("needs_curl")
 async def test_real_curl_meeting_a_reset(resetting_server: int) -> None:
     argv = expand(["curl", "-sS", "--max-time", "5", "http://{host}:{port}/"],
                   {"host": "127.0.0.1", "port": str(resetting_server)})
@@ -136,7 +139,7 @@ async def test_real_curl_meeting_a_reset(resetting_server: int) -> None:
     assert outcome.failure == "connection_reset"
 
 
-@needs_curl
+@pytest.mark.usefixtures("needs_curl")
 async def test_real_curl_refused() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
