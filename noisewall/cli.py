@@ -18,7 +18,7 @@ from noisewall.net.errors import NetError
 from noisewall.noise.errors import NoiseError
 
 if TYPE_CHECKING:
-    from noisewall.noise.bench import BenchResult
+    from noisewall.bench.kit import BenchResult
 
 #: Each subcommand group as "module:attribute", imported only when it runs: a
 #: ``noisewall noise cat`` need not load aiohttp, the censor and the lab first
@@ -70,7 +70,7 @@ def bench() -> None:
 
 
 def _print_results(results: list[BenchResult], as_json: bool) -> None:
-    machine_description = _load("noisewall.noise.bench:machine_description")
+    machine_description = _load("noisewall.bench.kit:machine_description")
     if as_json:
         click.echo(json.dumps({"machine": machine_description(),
                                "results": [r.as_json() for r in results]}, indent=2))
@@ -93,17 +93,17 @@ def _bench_command(name: str, run: str, summary: str) -> None:
     bench.command(name=name)(command)
 
 
-_bench_command("noise", "noisewall.noise.bench:run_noise_benchmarks",
+_bench_command("noise", "noisewall.bench.noise:run_noise_benchmarks",
                "Noise handshakes per second and transport throughput vs the raw AEAD.")
-_bench_command("censor", "noisewall.censor.bench:run_censor_benchmarks",
+_bench_command("censor", "noisewall.bench.censor:run_censor_benchmarks",
                "Relay throughput vs direct loopback, new flows/s, capture packets/s.")
-_bench_command("tunnel", "noisewall.tunnel.bench:run_tunnel_benchmarks",
+_bench_command("tunnel", "noisewall.bench.tunnel:run_tunnel_benchmarks",
                "Bulk throughput of each tunnel transport vs OpenSSH's ssh -D, both ways, with "
                "CPU seconds per GB of each process.")
-_bench_command("observe", "noisewall.observatory.bench:run_observe_benchmarks",
+_bench_command("observe", "noisewall.bench.observatory:run_observe_benchmarks",
                "Ingest rate and analysis time of 200,000 synthetic measurements vs the "
                "engine's raw insert and scan, and vs the SQLite store.")
-_bench_command("lab", "noisewall.lab.bench:run_lab_benchmarks",
+_bench_command("lab", "noisewall.bench.lab:run_lab_benchmarks",
                "Full runs of every shipped scenario: replay speed, wall time, detection score.")
 
 
@@ -114,7 +114,7 @@ _bench_command("lab", "noisewall.lab.bench:run_lab_benchmarks",
 @json_option
 def bench_messenger(clients: int, quick: bool, as_json: bool) -> None:
     """Relayed and E2E messages/s through a durable server, latency, idle-connection memory."""
-    run = _load("noisewall.messenger.bench:run_messenger_benchmarks")
+    run = _load("noisewall.bench.messenger:run_messenger_benchmarks")
     _print_results(run(clients, quick), as_json)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.censor.bench import write_benchmark_capture
+from noisewall.bench.censor import write_benchmark_capture
 from tests.censor.capture import HTTP_REQUEST, http_echo_works
 
 

@@ -9,18 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from noisewall.bench.kit import rss
 from tests.messenger.test_durability import ServerProcess
 
 CONNECTIONS = 10_000
 MAX_PER_CONNECTION = 50 * 1024
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 @pytest.mark.slow

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.tunnel import bench, bench_ssh
-from noisewall.tunnel.proc_cpu import tree_cpu_seconds
+from noisewall.bench import ssh as bench_ssh
+from noisewall.bench import tunnel as bench
+from noisewall.bench.proc_cpu import tree_cpu_seconds
 
 
 def test_cpu_of_a_process_tree_counts_its_live_children() -> None:

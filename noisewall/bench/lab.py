@@ -13,9 +13,9 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from noisewall.bench.kit import BenchResult
 from noisewall.lab.runner import LabOptions, LabResult, run_lab
 from noisewall.lab.scenario import parse_scenario, shipped_scenarios
-from noisewall.noise.bench import BenchResult
 
 __all__ = ["WALL_BUDGET_S", "run_lab_benchmarks"]
 

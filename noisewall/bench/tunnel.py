@@ -4,7 +4,7 @@ Everything runs as separate processes, as in real use: a byte sink (the
 censor benchmark's), a byte source, a ``noisewall tunnel server`` and
 ``noisewall tunnel client`` per transport, and, when OpenSSH's server is
 installed, a real ``sshd`` on loopback with an ``ssh -D`` client
-(:mod:`noisewall.tunnel.bench_ssh`, ``aes128-gcm@openssh.com``). This
+(:mod:`noisewall.bench.ssh`, ``aes128-gcm@openssh.com``). This
 process is the application: it pushes the same bytes through each path's
 SOCKS5 entry to the sink (upload) and pulls them from the source
 (download), with the same SOCKS5 client. Every round visits every path in
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -36,12 +35,12 @@ from pathlib import Path
 
 from noisewall import socks5
 from noisewall.allocator import MALLOC_ENV, tune_allocator
-from noisewall.noise.bench import BenchResult, time_bulk_send
+from noisewall.bench import ssh as bench_ssh
+from noisewall.bench.kit import BenchResult, ServingChild, module_argv, time_bulk_send
+from noisewall.bench.proc_cpu import tree_cpu_seconds
 from noisewall.records.names import TRANSPORT_NAMES
 from noisewall.tcp_stream import TcpStream
-from noisewall.tunnel import bench_ssh
 from noisewall.tunnel.keyfile import load_or_create_key
-from noisewall.tunnel.proc_cpu import tree_cpu_seconds
 
 BULK = 256 * 1024 * 1024
 CHUNK = 256 * 1024
@@ -52,38 +51,14 @@ DIRECTIONS = ("upload", "download")
 Opener = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
-class _Child:
-    """A child process that prints one line naming the port it serves."""
+async def _child(workdir: Path, name: str, argv: list[str], pattern: str,
+                 env: dict[str, str] | None = None) -> ServingChild:
+    """A child process started (and its port awaited) off the event loop."""
+    return await asyncio.to_thread(ServingChild, argv, workdir / f"{name}.log", pattern, env=env)
 
-    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
-        self.process = process
-        self.port = port
 
-    @classmethod
-    async def start(cls, args: list[str], pattern: str, stdout: bool = False,
-                    env: dict[str, str] | None = None) -> _Child:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, *args, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**(env or {}), **os.environ},
-        )
-        stream = process.stdout if stdout else process.stderr
-        assert stream is not None
-        line = (await asyncio.wait_for(stream.readline(), 30)).decode()
-        match = re.search(pattern, line)
-        if match is None:
-            process.kill()
-            await process.wait()
-            raise RuntimeError(f"benchmark child did not start: {line!r}")
-        return cls(process, int(match.group(1)))
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 5)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+async def _stop(child: ServingChild) -> None:
+    await asyncio.to_thread(child.stop)
 
 
 async def _direct(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -157,22 +132,22 @@ async def _tunnel(transport: str, workdir: Path, allow: list[str]) -> _Path:
     client_public = load_or_create_key(client_key).public.hex()
     server_public = load_or_create_key(server_key).public.hex()
     allow_args = [arg for dest in allow for arg in ("--allow", dest)]
-    server = await _Child.start(
-        ["-m", "noisewall", "tunnel", "server", "--listen", "127.0.0.1:0", "--key",
-         str(server_key), "--transport", transport, "--allow-client", client_public,
-         *allow_args], r"on 127\.0\.0\.1:(\d+)")
+    server = await _child(workdir, f"{transport}-server", module_argv(
+        "noisewall", "tunnel", "server", "--listen", "127.0.0.1:0", "--key", server_key,
+        "--transport", transport, "--allow-client", client_public, *allow_args),
+        r"on 127\.0\.0\.1:(\d+)")
     try:
-        client = await _Child.start(
-            ["-m", "noisewall", "tunnel", "client", "--server", f"127.0.0.1:{server.port}",
-             "--server-key", server_public, "--key", str(client_key), "--transport", transport,
-             "--socks", "127.0.0.1:0"], r"SOCKS5 on 127\.0\.0\.1:(\d+)")
+        client = await _child(workdir, f"{transport}-client", module_argv(
+            "noisewall", "tunnel", "client", "--server", f"127.0.0.1:{server.port}",
+            "--server-key", server_public, "--key", client_key, "--transport", transport,
+            "--socks", "127.0.0.1:0"), r"SOCKS5 on 127\.0\.0\.1:(\d+)")
     except BaseException:
-        await server.stop()
+        await _stop(server)
         raise
 
     async def stop() -> None:
-        await client.stop()
-        await server.stop()
+        await _stop(client)
+        await _stop(server)
 
     return _Path(transport, _via(client.port), [("tunnel client", client.process.pid),
                                                  ("tunnel server", server.process.pid)], stop)
@@ -184,22 +159,22 @@ async def _ssh(workdir: Path) -> _Path:
                  [("ssh", ssh.client.pid), ("sshd", ssh.server.pid)], ssh.stop)
 
 
-async def _relays(sink_port: int, source_port: int) -> _Path:
+async def _relays(workdir: Path, sink_port: int, source_port: int) -> _Path:
     """Two chains of two plain relays, to the sink and to the source."""
-    children: list[_Child] = []
+    children: list[ServingChild] = []
 
     async def stop() -> None:
         for child in reversed(children):
-            await child.stop()
+            await _stop(child)
 
     try:
-        for target in (sink_port, source_port):
-            second = await _Child.start(["-m", "noisewall.tunnel.bench", "relay", str(target)],
-                                        r"on 127\.0\.0\.1:(\d+)", stdout=True)
-            children.append(second)
-            children.append(await _Child.start(
-                ["-m", "noisewall.tunnel.bench", "relay", str(second.port)],
-                r"on 127\.0\.0\.1:(\d+)", stdout=True))
+        for end in (sink_port, source_port):
+            onward = end
+            for hop in ("second", "first"):
+                children.append(await _child(
+                    workdir, f"relay-{end}-{hop}", module_argv(__name__, "relay", onward),
+                    r"on 127\.0\.0\.1:(\d+)"))
+                onward = children[-1].port
     except BaseException:
         await stop()
         raise
@@ -215,7 +190,7 @@ def _helper_role(direction: str) -> str:
     return "sink" if direction == "upload" else "source"
 
 
-async def _measure(path: _Path, direction: str, helper: _Child, size: int) -> None:
+async def _measure(path: _Path, direction: str, helper: ServingChild, size: int) -> None:
     """One transfer along ``path`` (to the sink or from the source), with the CPU it cost."""
     port = helper.port
     roles = [*path.processes, (_helper_role(direction), helper.process.pid)]
@@ -270,10 +245,10 @@ def _results(paths: list[_Path], size: int,
 
 async def _run(workdir: Path, size: int, rounds: int, trips: int) -> list[BenchResult]:
     """Every path, ``rounds`` rounds of ``size`` bytes each way, ``trips`` round trips."""
-    sink = await _Child.start(["-m", "noisewall.censor.bench", "sink"], r"port (\d+)",
-                              stdout=True, env=MALLOC_ENV)
-    source = await _Child.start(["-m", "noisewall.tunnel.bench", "source"], r"port (\d+)",
-                                stdout=True, env=MALLOC_ENV)
+    sink = await _child(workdir, "sink", module_argv("noisewall.bench.censor", "sink"),
+                        r"port (\d+)", env=MALLOC_ENV)
+    source = await _child(workdir, "source", module_argv(__name__, "source"), r"port (\d+)",
+                          env=MALLOC_ENV)
     echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
     echo_port = int(echo.sockets[0].getsockname()[1])
     allow = [f"127.0.0.1:{port}" for port in (sink.port, source.port, echo_port)]
@@ -284,7 +259,7 @@ async def _run(workdir: Path, size: int, rounds: int, trips: int) -> list[BenchR
     paths = [_Path(DIRECT, _direct, [], nothing)]
     trips_ms: dict[str, tuple[float, float]] = {}
     try:
-        paths.append(await _relays(sink.port, source.port))
+        paths.append(await _relays(workdir, sink.port, source.port))
         if bench_ssh.available():
             paths.append(await _ssh(workdir))
         for transport in TRANSPORT_NAMES:
@@ -301,8 +276,8 @@ async def _run(workdir: Path, size: int, rounds: int, trips: int) -> list[BenchR
         for path in reversed(paths):
             await path.stop()
         echo.close()
-        await source.stop()
-        await sink.stop()
+        await _stop(source)
+        await _stop(sink)
     return _results(paths, size, trips_ms)
 
 

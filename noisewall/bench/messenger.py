@@ -46,13 +46,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import re
-import select
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,11 +58,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from noisewall.bench.kit import BenchResult, ChildProcess, ServingChild, module_argv, rss
 from noisewall.messenger.app import MessengerClient, Received
 from noisewall.messenger.client import ChatConnection, client_settings
 from noisewall.messenger.profile import Profile
 from noisewall.noise import dh_function
-from noisewall.noise.bench import BenchResult
 from noisewall.noise.stream import NoiseStream, connect
 
 DH = dh_function("25519")
@@ -84,128 +81,23 @@ STEP_TIMEOUT = 120.0
 # ----------------------------------------------------------------- orchestrator
 
 
-def rss(pid: int) -> int:
-    """Resident set size of a process, in bytes."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+def _worker(log: Path, *args: object) -> ChildProcess:
+    """A child of this module spoken to in lines (see the worker side below)."""
+    return ChildProcess(module_argv(__name__, *args), log, answers=True)
 
 
-class _Child:
-    """A Python child process spoken to in lines: JSON commands in, one line per answer out.
-
-    Its stderr goes to ``log``, quoted when it fails.
-    """
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        with log.open("wb") as err:
-            self.process = subprocess.Popen(  # noqa: S603 - our own modules, fixed arguments
-                [sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=err,
-            )
-        self._buffer = b""
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def failure(self, what: str) -> RuntimeError:
-        """An error naming ``what`` went wrong, with the end of the child's stderr."""
-        tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
-        return RuntimeError(f"benchmark child {self.log.stem}: {what}"
-                            + ("".join(f"\n  {line}" for line in tail)))
-
-    def readline(self, timeout: float = STEP_TIMEOUT) -> str:
-        """The child's next line on stdout."""
-        assert self.process.stdout is not None
-        descriptor = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self.failure(f"no answer within {timeout:.0f} s")
-            ready, _, _ = select.select([descriptor], [], [], remaining)
-            if ready:
-                chunk = os.read(descriptor, 65536)
-                if not chunk:
-                    raise self.failure(f"exited with status {self.process.wait()}")
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()
-
-    def ask(self, command: dict[str, Any]) -> None:
-        """Send one command line."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(command).encode() + b"\n")
-        self.process.stdin.flush()
-
-    def answer(self, timeout: float = STEP_TIMEOUT + 30) -> dict[str, Any]:
-        """The child's next JSON line."""
-        reply: dict[str, Any] = json.loads(self.readline(timeout))
-        if "error" in reply:
-            raise self.failure(str(reply["error"]))
-        return reply
-
-    def stop(self) -> None:
-        """Close its stdin (the signal to finish), then make sure it is gone."""
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            with contextlib.suppress(BrokenPipeError):
-                self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def _server(data: Path, log: Path) -> ServingChild:
+    """``noisewall server`` (chat only); its port is read from its log."""
+    return ServingChild(module_argv("noisewall", "server", "--data", data, "--listen",
+                                    f"{HOST}:0", "--media-listen", "off"),
+                        log, r"chat on 127\.0\.0\.1:(\d+)")
 
 
-class _Server:
-    """``noisewall server`` (chat only) as a child process; its port is read from its log."""
-
-    def __init__(self, data: Path, log: Path) -> None:
-        self.log = log
-        with log.open("wb") as err:
-            self.process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-                [sys.executable, "-m", "noisewall", "server", "--data", str(data),
-                 "--listen", f"{HOST}:0", "--media-listen", "off"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            match = re.search(r"chat on 127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
-            if match is not None:
-                self.port = int(match.group(1))
-                return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the benchmark server did not start: "
-                                   f"{log.read_text(errors='replace').strip()!r}")
-            time.sleep(0.02)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def _module(*args: object) -> list[str]:
-    return ["-m", "noisewall.messenger.bench", *map(str, args)]
-
-
-def _round(workers: list[_Child], command: dict[str, Any]) -> float:
+def _round(workers: list[ChildProcess], command: dict[str, Any]) -> float:
     """Messages per second of one round run by every worker at once."""
     for worker in workers:
         worker.ask(command)
-    replies = [worker.answer() for worker in workers]
+    replies = [worker.answer(STEP_TIMEOUT + 30) for worker in workers]
     messages = sum(int(reply["messages"]) for reply in replies)
     elapsed = max(float(r["end"]) for r in replies) - min(float(r["start"]) for r in replies)
     return messages / elapsed
@@ -217,14 +109,14 @@ def _percentile(samples: list[float], percent: int) -> float:
 
 def _traffic_benchmarks(clients: int, quick: bool, workdir: Path) -> list[BenchResult]:
     workdir.mkdir()
-    server = _Server(workdir / "server", workdir / "server.log")
+    server = _server(workdir / "server", workdir / "server.log")
     processes = min(clients, WORKER_PROCESSES)
     shares = [clients // processes + (k < clients % processes) for k in range(processes)]
-    workers: list[_Child] = []
+    workers: list[ChildProcess] = []
     try:
         for k, pairs in enumerate(shares):
-            workers.append(_Child(_module("worker", server.port, pairs, f"w{k}", workdir),
-                                  workdir / f"worker{k}.log"))
+            workers.append(_worker(workdir / f"worker{k}.log", "worker", server.port, pairs,
+                                   f"w{k}", workdir))
         for worker, pairs in zip(workers, shares, strict=True):
             worker.answer(60 + 2 * pairs)  # ready: accounts registered, E2E sessions set up
         rounds = 1 if quick else 3
@@ -237,7 +129,7 @@ def _traffic_benchmarks(clients: int, quick: bool, workdir: Path) -> list[BenchR
                                         "round": index})
                 best[kind] = max(best[kind], rate)
         workers[0].ask({"cmd": "latency", "samples": 40 if quick else 400})
-        latency: dict[str, list[float]] = workers[0].answer()["samples"]
+        latency: dict[str, list[float]] = workers[0].answer(STEP_TIMEOUT + 30)["samples"]
     finally:
         for worker in workers:
             worker.stop()
@@ -264,7 +156,7 @@ def _traffic_benchmarks(clients: int, quick: bool, workdir: Path) -> list[BenchR
 def _idle_growth(pid: int, port: int, kind: str, count: int, workdir: Path) -> float:
     """Bytes of RSS growth per connection of process ``pid`` holding ``count`` idle ones."""
     before = rss(pid)
-    crowd = _Child(_module("crowd", kind, port, count), workdir / f"crowd-{kind}.log")
+    crowd = _worker(workdir / f"crowd-{kind}.log", "crowd", kind, port, count)
     try:
         opened, failed = map(int, re.findall(r"\d+", crowd.readline(600)))
         time.sleep(1.0)
@@ -279,12 +171,12 @@ def _idle_growth(pid: int, port: int, kind: str, count: int, workdir: Path) -> f
 def _memory_benchmark(quick: bool, workdir: Path) -> BenchResult:
     workdir.mkdir()
     count = 1000 if quick else 10_000
-    server = _Server(workdir / "server", workdir / "server.log")
+    server = _server(workdir / "server", workdir / "server.log")
     try:
         ours = _idle_growth(server.pid, server.port, "noise", count, workdir)
     finally:
         server.stop()
-    plain = _Child(_module("plain-server"), workdir / "plain-server.log")
+    plain = _worker(workdir / "plain-server.log", "plain-server")
     try:
         port = int(plain.readline(30))
         base = _idle_growth(plain.pid, port, "tcp", count, workdir)

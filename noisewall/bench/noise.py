@@ -16,15 +16,13 @@ both sides alike and the ratio stays meaningful.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from noisewall.bench.kit import BenchResult
 from noisewall.noise.handshakestate import HandshakeState
 from noisewall.noise.noisesocket import NoiseSocketConnection
 from noisewall.noise.protocol import parse_protocol_name
@@ -32,26 +30,6 @@ from noisewall.noise.settings import NoiseSettings
 
 SUITE = "25519_AESGCM_SHA256"
 LARGE = 65517  # the largest body one NoiseSocket transport message carries
-
-
-@dataclass
-class BenchResult:
-    """One benchmark line: our rate, the baseline's rate, and their ratio."""
-
-    name: str
-    unit: str
-    value: float
-    baseline_name: str
-    baseline: float
-
-    @property
-    def ratio(self) -> float:
-        """Our rate divided by the baseline's."""
-        return self.value / self.baseline if self.baseline else 0.0
-
-    def as_json(self) -> dict[str, object]:
-        """The ``--json`` shape of this line."""
-        return {**asdict(self), "ratio": round(self.ratio, 3)}
 
 
 def _best_rate(run: Callable[[int], None], count: int, rounds: int) -> float:
@@ -172,36 +150,3 @@ def run_noise_benchmarks(quick: bool = False) -> list[BenchResult]:
                             "raw cryptography AESGCM", raw * size / 1e6)
             )
     return results
-
-
-def machine_description() -> str:
-    """One line saying what this ran on, for BENCHMARKS.md."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-async def time_bulk_send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         size: int, chunk: int) -> float:
-    """Seconds to push ``size`` bytes down a connection to a byte sink and hear it has them.
-
-    The sink answers one byte after our end of stream: the time covers every
-    byte's arrival, not just our writes. Closes the connection.
-    """
-    block = os.urandom(chunk)
-    start = time.perf_counter()
-    for _ in range(size // chunk):
-        writer.write(block)
-        await writer.drain()
-    writer.write_eof()
-    await reader.read(1)
-    elapsed = time.perf_counter() - start
-    writer.close()
-    return elapsed

@@ -23,10 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import secrets
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,10 +35,10 @@ from pathlib import Path
 import dpkt
 
 from noisewall.allocator import MALLOC_ENV
+from noisewall.bench.kit import BenchResult, ServingChild, module_argv, time_bulk_send
 from noisewall.censor.flowclassifier import classify_flow
 from noisewall.censor.pcap import read_flows
 from noisewall.net import NetError, Network, Side, add_host, entered, run_argv, temporary_network
-from noisewall.noise.bench import BenchResult, time_bulk_send
 
 
 def client_hello(server_name: str = "example.org") -> bytes:
@@ -110,41 +108,20 @@ async def _best_times(runs: list[Callable[[], Awaitable[float]]], rounds: int) -
     return best
 
 
-class _Child:
-    """A child process that prints one line naming the port it serves (``argv``: all of it)."""
-
-    def __init__(self, argv: list[str], pattern: str, *, says_on_stdout: bool = False) -> None:
-        # The sink and the censor run with glibc's allocator kept out of its
-        # page-faulting heap-trim mode, which otherwise made the direct
-        # baseline 0.4-0.6 GB/s in some runs and 3+ GB/s in others.
-        self.process = subprocess.Popen(  # noqa: S603 - our own modules, fixed arguments
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**MALLOC_ENV, **os.environ},
-        )
-        stream = self.process.stdout if says_on_stdout else self.process.stderr
-        assert stream is not None
-        line = stream.readline()
-        match = re.search(pattern, line)
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"benchmark child did not start: {line!r}")
-        self.port = int(match.group(1))
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def _child(argv: list[str], log: Path, pattern: str = r"port (\d+)") -> ServingChild:
+    # The sink and the censor run with glibc's allocator kept out of its
+    # page-faulting heap-trim mode, which otherwise made the direct
+    # baseline 0.4-0.6 GB/s in some runs and 3+ GB/s in others.
+    return ServingChild(argv, log, pattern, env=MALLOC_ENV)
 
 
-def _censor_child(target_port: int, workdir: Path, *extra: str) -> _Child:
+def _censor_child(target_port: int, workdir: Path, name: str, *extra: str) -> ServingChild:
     policy = workdir / "allow.yaml"
     policy.write_text("rules: [{action: allow}]\n")
-    return _Child([sys.executable, "-m", "noisewall", "censor", "--policy", str(policy), "--route",
-                   f"127.0.0.1:0=127.0.0.1:{target_port}", "--log", os.devnull, *extra],
-                  r"route 127\.0\.0\.1:(\d+)")
+    return _child(module_argv("noisewall", "censor", "--policy", policy, "--route",
+                              f"127.0.0.1:0=127.0.0.1:{target_port}", "--log", os.devnull,
+                              *extra),
+                  workdir / f"{name}.log", r"route 127\.0\.0\.1:(\d+)")
 
 
 async def _relay_benchmarks(quick: bool, workdir: Path) -> list[BenchResult]:
@@ -152,10 +129,9 @@ async def _relay_benchmarks(quick: bool, workdir: Path) -> list[BenchResult]:
     flows = 200 if quick else 3000
     rounds = 2 if quick else 4
     # The sink is a process of its own, so direct and relayed differ only by the relay.
-    sink = _Child([sys.executable, "-m", "noisewall.censor.bench", "sink"], r"port (\d+)",
-                  says_on_stdout=True)
-    kernel = _censor_child(sink.port, workdir)
-    copying = _censor_child(sink.port, workdir, "--copy-relay")
+    sink = _child(module_argv(__name__, "sink"), workdir / "sink.log")
+    kernel = _censor_child(sink.port, workdir, "censor-kernel")
+    copying = _censor_child(sink.port, workdir, "censor-copying", "--copy-relay")
     try:
         direct, relayed, copied = await _best_times(
             [partial(_bulk, port, size) for port in (sink.port, kernel.port, copying.port)],
@@ -172,7 +148,7 @@ async def _relay_benchmarks(quick: bool, workdir: Path) -> list[BenchResult]:
     ]
     server = await asyncio.start_server(_echo_once, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    censor = _censor_child(port, workdir)
+    censor = _censor_child(port, workdir, "censor-flows")
     try:
         direct, relayed = await _best_times(
             [partial(_flows, port, flows), partial(_flows, censor.port, flows)], rounds)
@@ -185,11 +161,10 @@ async def _relay_benchmarks(quick: bool, workdir: Path) -> list[BenchResult]:
     return results
 
 
-def _outside_server(network: Network, kind: str, address: str) -> _Child:
+def _outside_server(network: Network, kind: str, address: str, workdir: Path) -> ServingChild:
     """A sink or an echo server in the lab network's outside namespace, on ``address``."""
-    argv = run_argv(network, Side.OUTSIDE,
-                    [sys.executable, "-m", "noisewall.censor.bench", kind, address])
-    return _Child(argv, r"port (\d+)", says_on_stdout=True)
+    argv = run_argv(network, Side.OUTSIDE, module_argv(__name__, kind, address))
+    return _child(argv, workdir / f"outside-{kind}.log")
 
 
 async def _with_and_without(network: Network, policy: Path, rounds: int,
@@ -198,8 +173,9 @@ async def _with_and_without(network: Network, policy: Path, rounds: int,
     forwarded = censored = float("inf")
     for _ in range(rounds):
         forwarded = min(forwarded, await run())
-        censor = _Child([sys.executable, "-m", "noisewall", "censor", "--policy", str(policy),
-                         "--net", network.name, "--log", os.devnull], r"TCP to \S+:(\d+)")
+        censor = _child(module_argv("noisewall", "censor", "--policy", policy, "--net",
+                                    network.name, "--log", os.devnull),
+                        policy.with_name("censor-inpath.log"), r"TCP to \S+:(\d+)")
         try:
             censored = min(censored, await run())
         finally:
@@ -214,8 +190,8 @@ async def _inpath_benchmarks(network: Network, quick: bool, workdir: Path) -> li
     policy = workdir / "allow.yaml"
     policy.write_text("rules: [{action: allow}]\n")
     address = str(add_host(network, "sink.lab"))
-    sink = _outside_server(network, "sink", address)
-    echo = _outside_server(network, "echo", address)
+    sink = _outside_server(network, "sink", address, workdir)
+    echo = _outside_server(network, "echo", address, workdir)
     try:
         with entered(network.namespace(Side.INSIDE)):  # the clients' sockets are the users'
             direct, relayed = await _with_and_without(

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from noisewall.noise.bench import BenchResult
+from noisewall.bench.kit import BenchResult
 from noisewall.observatory.detect import Event, analyze
 from noisewall.observatory.sqlite_store import SqliteStore
 from noisewall.observatory.store import MeasurementStore
