@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Generic, TypeAlias, TypeVar
 
 import yaml
-from pydantic import BeforeValidator, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 from pydantic_core import ErrorDetails
 
 from noisewall.errors import InputError
@@ -235,6 +235,65 @@ def read_spec_text(path: Path | str, error: type[E]) -> str:
         raise error(source, None, None, f"not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
         raise error(source, None, None, f"cannot read: {exc.strerror or exc}") from None
+
+
+_MESSAGES = {
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "finite_number": "must be a finite number",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "string_too_short": "must not be empty",
+    "too_short": "must not be empty",
+    "bool_type": "must be true or false",
+    "tuple_type": "must be a list",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+    "datetime_type": "must be an ISO 8601 date or datetime",
+}
+
+
+def key_list(model: type[BaseModel]) -> str:
+    """The keys a mapping of ``model`` takes, as written in files (aliases such as ``from``)."""
+    return ", ".join(info.alias or name for name, info in model.model_fields.items())
+
+
+def _number(value: Any) -> Any:
+    """``0.0`` -> ``0`` in messages."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def error_message(error: ErrorDetails, model: type[BaseModel] | None = None) -> str:
+    """The one wording of a schema error, for every loader of the project's YAML files.
+
+    ``model`` is the schema of the mapping that holds the field, when the
+    loader knows it: an unknown key is then answered with the keys it takes.
+    """
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return f"unknown key (expected one of: {key_list(model)})" if model else "unknown key"
+    if kind == "literal_error":
+        return f"unknown value {error.get('input')!r} (expected {ctx.get('expected')})"
+    template = _MESSAGES.get(kind)
+    if template is None:
+        return str(error["msg"]).removeprefix("Input ")
+    try:
+        return template.format(**{k: _number(v) for k, v in ctx.items()})
+    except (KeyError, IndexError):
+        return str(error["msg"])
 
 
 #: Maps one pydantic error to (path whose line to report, field path shown, message).

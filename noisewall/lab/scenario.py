@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from noisewall.censor.policy import Policy, PolicyError, policy_from_node
+from noisewall.censor.policy import Policy, compile_policy
 from noisewall.probe.program import ProgramTemplateError, placeholders
 from noisewall.records.names import TRANSPORT_NAMES, Feature, TransportName
 from noisewall.selfsigned import dns_name
@@ -37,6 +37,7 @@ from noisewall.yamlspec import (
     SpecPath,
     When,
     compose_spec,
+    error_message,
     field_name,
     line_of,
     read_spec_text,
@@ -256,58 +257,17 @@ _MODELS: dict[tuple[str, ...], type[BaseModel]] = {
 def _describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
     """How :func:`validation_error` words a schema error of a scenario."""
     path = tuple(error["loc"])
-    return path, path, _message(error, path)
+    holder = tuple(p for p in path[:-1] if isinstance(p, str))
+    return path, path, error_message(error, _MODELS.get(holder))
 
 
-def _message(error: ErrorDetails, path: SpecPath) -> str:
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "missing":
-        return "is required"
-    if kind == "extra_forbidden":
-        model = _MODELS.get(tuple(p for p in path[:-1] if isinstance(p, str)))
-        known = ", ".join(model.model_fields) if model is not None else ""
-        return f"unknown key (expected one of: {known})" if known else "unknown key"
-    if kind == "literal_error":
-        return f"unknown value {error.get('input')!r} (expected {ctx.get('expected')})"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return "must be a mapping"
-    if kind in ("tuple_type", "list_type"):
-        return "must be a list"
-    return str(error["msg"]).removeprefix("Input ").lower()
-
-
-def _from_policy_error(exc: PolicyError, source: str) -> ScenarioError:
-    field = exc.field
-    if field is not None and field.startswith("rules"):
-        field = "timeline" + field.removeprefix("rules")
-    return ScenarioError(source, exc.line, field, exc.message)
-
-
-def _rule_node(entry: yaml.MappingNode) -> yaml.MappingNode:
-    """The censor rule inside a timeline entry: the entry minus the lab's keys."""
-    pairs = [(k, v) for k, v in entry.value
-             if not (isinstance(k, yaml.ScalarNode) and k.value in _LAB_KEYS)]
-    return yaml.MappingNode(entry.tag, pairs, entry.start_mark, entry.end_mark,
-                            flow_style=entry.flow_style)
-
-
-def _policy(root: yaml.MappingNode, source: str, description: str | None) -> Policy:
-    key, timeline = next((k, v) for k, v in root.value
-                         if isinstance(k, yaml.ScalarNode) and k.value == "timeline")
-    assert isinstance(timeline, yaml.SequenceNode)
-    rules = yaml.SequenceNode(
-        timeline.tag, [_rule_node(e) for e in timeline.value if isinstance(e, yaml.MappingNode)],
-        timeline.start_mark, timeline.end_mark)
-    # The policy is the timeline: errors point at the timeline's own lines.
-    rules_key = yaml.ScalarNode("tag:yaml.org,2002:str", "rules", key.start_mark, key.end_mark)
-    node = yaml.MappingNode(root.tag, [(rules_key, rules)], root.start_mark, root.end_mark)
-    try:
-        policy = policy_from_node(node, source)
-    except PolicyError as exc:
-        raise _from_policy_error(exc, source) from None
+def _policy(data: dict[str, Any], lines: Mapping[SpecPath, int], source: str,
+            description: str | None) -> Policy:
+    """The censor policy the timeline is: each entry minus the lab's own keys is a rule."""
+    rules = [{key: value for key, value in entry.items() if key not in _LAB_KEYS}
+             for entry in data["timeline"]]
+    policy = compile_policy({"rules": rules}, lines, source, rules_at=("timeline",),
+                            error=ScenarioError)
     return Policy(policy.rules, source=source, description=description)
 
 
@@ -422,7 +382,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         spec = _ScenarioSpec.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, lines, source, ScenarioError, _describe) from None
-    policy = _policy(node, source, spec.description)
+    policy = _policy(data, lines, source, spec.description)
     entries = _check(spec, policy, lines, source)
     race = spec.arms_race
     return Scenario(

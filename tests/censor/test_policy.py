@@ -261,7 +261,7 @@ INVALID = [
         "rules:\n  - action: {kind: flaky, fail: 0.5, mode: sometimes}\n",
         2,
         "rules[0].action.mode",
-        "must be one of 'fail' or 'stall'",
+        "unknown value 'sometimes' (expected 'fail' or 'stall')",
     ),
     (
         "stall bytes without stall mode",

@@ -17,6 +17,7 @@ with examples: ``docs/censor-policy.md``.
 from noisewall.censor.policy.actions import ALLOW, Action, ActionKind, Decision, Effect
 from noisewall.censor.policy.loading import (
     PolicyError,
+    compile_policy,
     load_policy,
     parse_policy,
     policy_from_node,
@@ -39,6 +40,7 @@ __all__ = [
     "ResidualTable",
     "Rule",
     "Window",
+    "compile_policy",
     "load_policy",
     "parse_policy",
     "policy_from_node",

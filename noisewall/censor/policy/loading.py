@@ -34,7 +34,6 @@ from noisewall.censor.policy.schema import (
     RuleSpec,
     ThrottleSpec,
     WindowSpec,
-    key_list,
 )
 from noisewall.yamlspec import (
     Describe,
@@ -42,6 +41,7 @@ from noisewall.yamlspec import (
     SpecError,
     SpecPath,
     compose_spec,
+    error_message,
     field_name,
     line_of,
     read_spec_text,
@@ -79,20 +79,33 @@ def load_policy(path: Path | str) -> Policy:
 
 
 def policy_from_node(node: yaml.Node, source: str) -> Policy:
-    """Build a policy from an already composed YAML node (e.g. inside a scenario file).
+    """Build a policy from an already composed YAML node.
 
     Line numbers in errors are those of the node's document.
     """
     tracker = LineTracker(source, PolicyError, "policy")
     data = tracker.convert(node)
-    lines = tracker.lines
     if not isinstance(data, dict):
-        raise PolicyError(source, lines[()], None, "a policy is a mapping with a 'rules' list")
+        raise PolicyError(source, tracker.lines[()], None,
+                          "a policy is a mapping with a 'rules' list")
+    return compile_policy(data, tracker.lines, source)
+
+
+def compile_policy(data: dict[str, Any], lines: Mapping[SpecPath, int], source: str, *,
+                   rules_at: SpecPath = ("rules",),
+                   error: type[SpecError] = PolicyError) -> Policy:
+    """Validate and compile policy data (``rules``, ``description``) read from a document.
+
+    ``lines`` are the document's (:class:`~noisewall.yamlspec.LineTracker`),
+    where the rule list sits at ``rules_at``: a policy file's ``rules``, or a
+    lab scenario's ``timeline``, whose entries are rules. Errors are ``error``
+    naming that document's lines and fields.
+    """
     try:
         spec = PolicySpec.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, lines, source, PolicyError, _describer(data)) from None
-    return _compile(spec, lines, source)
+        raise validation_error(exc, lines, source, error, _describer(data, rules_at)) from None
+    return _Compiler(lines, source, rules_at, error).compile(spec)
 
 
 def _child(cur: Any, part: str | int) -> tuple[bool, Any]:
@@ -130,59 +143,16 @@ def _locate(loc: tuple[str | int, ...], data: Any) -> tuple[SpecPath, SpecPath]:
     return tuple(display), tuple(found)
 
 
-def _message(error: Mapping[str, Any], display: SpecPath, data: Any) -> tuple[SpecPath, str]:
+def _message(error: ErrorDetails, display: SpecPath, data: Any) -> tuple[SpecPath, str]:
     kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "value_error":
-        return display, str(ctx.get("error", error["msg"]))
-    if kind == "missing":
-        return display, "is required"
-    if kind == "extra_forbidden":
-        model = _model_at(display[:-1], data)
-        allowed = f" (expected one of: {key_list(model)})" if model is not None else ""
-        return display, f"unknown key{allowed}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         at_kind = (*display, "kind") if kind == "union_tag_invalid" else display
-        node = _value_at(display, data)
-        if not isinstance(node, dict):
+        if not isinstance(_value_at(display, data), dict):
             at_kind = display
-        tag = ctx.get("tag")
+        tag = (error.get("ctx") or {}).get("tag")
         head = f"unknown action {tag!r}" if tag is not None else "needs a 'kind'"
         return at_kind, f"{head} (expected one of: {', '.join(ACTION_KINDS)})"
-    messages = {
-        "greater_than": "must be greater than {gt}",
-        "greater_than_equal": "must be at least {ge}",
-        "less_than": "must be less than {lt}",
-        "less_than_equal": "must be at most {le}",
-        "finite_number": "must be a finite number",
-        "int_type": "must be an integer",
-        "int_from_float": "must be an integer",
-        "float_type": "must be a number",
-        "string_type": "must be a string",
-        "string_too_short": "must not be empty",
-        "bool_type": "must be true or false",
-        "tuple_type": "must be a list",
-        "list_type": "must be a list",
-        "model_type": "must be a mapping",
-        "model_attributes_type": "must be a mapping",
-        "dict_type": "must be a mapping",
-        "literal_error": "must be one of {expected}",
-        "datetime_type": "must be an ISO 8601 date or datetime",
-    }
-    template = messages.get(kind)
-    if template is None:
-        return display, str(error["msg"])
-    try:
-        return display, template.format(**{k: _number(v) for k, v in ctx.items()})
-    except (KeyError, IndexError):
-        return display, str(error["msg"])
-
-
-def _number(value: Any) -> Any:
-    """``0.0`` -> ``0`` in messages."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return display, error_message(error, _model_at(display[:-1], data))
 
 
 def _value_at(path: SpecPath, data: Any) -> Any:
@@ -209,15 +179,18 @@ def _model_at(path: SpecPath, data: Any) -> type[BaseModel] | None:
     return models.get(names)
 
 
-def _describer(data: Any) -> Describe:
+def _describer(data: Any, rules_at: SpecPath) -> Describe:
     """How :func:`validation_error` words a schema error of the policy ``data``."""
+
+    def in_document(path: SpecPath) -> SpecPath:
+        return (*rules_at, *path[1:]) if path[:1] == ("rules",) else path
 
     def describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
         display, data_path = _locate(tuple(error["loc"]), data)
         display, message = _message(error, display, data)
         if display[len(data_path) :] == ("kind",):
             data_path = (*data_path, "kind")  # the line of 'kind' itself, when written
-        return data_path, display, message
+        return in_document(data_path), in_document(display), message
 
     return describe
 
@@ -242,68 +215,68 @@ def _action(spec: Any) -> Action:
     return Action(kind)
 
 
-def _compile(spec: PolicySpec, lines: Mapping[SpecPath, int], source: str) -> Policy:
-    rules: list[Rule] = []
-    seen: dict[str, int] = {}
-    for index, rule in enumerate(spec.rules):
-        here: SpecPath = ("rules", index)
-        name = rule.name if rule.name is not None else f"rule-{index + 1}"
-        if name in seen:
-            raise PolicyError(
-                source,
-                line_of(lines, (*here, "name")),
-                field_name((*here, "name")),
-                f"duplicate rule name {name!r} (also rules[{seen[name]}])",
-            )
-        seen[name] = index
-        action = rule.action
-        stall_bytes = action.stall_after_bytes if isinstance(action, FlakySpec) else None
-        if isinstance(action, FlakySpec) and stall_bytes is not None and action.mode != "stall":
-            at: SpecPath = (*here, "action", "stall_after_bytes")
-            raise PolicyError(source, line_of(lines, at), field_name(at), "only with mode: stall")
-        if rule.residual > 0 and rule.action.kind == "allow":
-            raise PolicyError(
-                source,
-                line_of(lines, (*here, "residual")),
-                field_name((*here, "residual")),
-                "residual needs a blocking action, not allow",
-            )
-        if rule.match.transport == "udp":
-            _check_udp_rule(rule, here, lines, source)
-        windows = tuple(Window(_timestamp(w.start), _timestamp(w.until)) for w in rule.active or ())
-        rules.append(
-            Rule(
-                name=name,
-                match=Match(rule.match),
-                action=_action(rule.action),
-                probability=rule.probability,
-                residual=rule.residual,
-                active=windows,
-                line=line_of(lines, here),
-            )
-        )
-    return Policy(rules, source=source, description=spec.description)
+class _Compiler:
+    """Checks that span fields (names, modes, udp limits) and the runtime :class:`Policy`."""
 
+    def __init__(self, lines: Mapping[SpecPath, int], source: str, rules_at: SpecPath,
+                 error: type[SpecError]) -> None:
+        self.lines = lines
+        self.source = source
+        self.rules_at = rules_at
+        self.error_type = error
 
-def _check_udp_rule(rule: RuleSpec, here: SpecPath, lines: Mapping[SpecPath, int],
-                    source: str) -> None:
-    """A ``transport: udp`` rule becomes an nftables rule: only what nftables can match and do."""
-    def error(at: SpecPath, message: str) -> PolicyError:
-        return PolicyError(source, line_of(lines, at), field_name(at), message)
+    def error(self, at: SpecPath, message: str) -> SpecError:
+        return self.error_type(self.source, line_of(self.lines, at), field_name(at), message)
 
-    given = rule.match.model_dump(exclude_none=True)
-    for condition in given:
-        if condition not in UDP_CONDITIONS:
-            raise error((*here, "match", condition),
-                        f"not for udp rules (they match {', '.join(UDP_CONDITIONS)})")
-    for entry in rule.match.server or ():
-        try:
-            ipaddress.IPv4Network(entry)
-        except ValueError:
-            raise error((*here, "match", "server"),
-                        f"udp rules match IPv4 addresses or CIDRs, not {entry!r}") from None
-    if rule.action.kind not in UDP_ACTIONS:
-        raise error((*here, "action"), f"udp rules {' or '.join(UDP_ACTIONS)}")
-    for name, default in (("probability", 1.0), ("residual", 0.0), ("active", None)):
-        if getattr(rule, name) != default:
-            raise error((*here, name), "not for udp rules (enforced in the kernel, per packet)")
+    def compile(self, spec: PolicySpec) -> Policy:
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for index, rule in enumerate(spec.rules):
+            here: SpecPath = (*self.rules_at, index)
+            name = rule.name if rule.name is not None else f"rule-{index + 1}"
+            if name in seen:
+                raise self.error((*here, "name"), f"duplicate rule name {name!r} "
+                                 f"(also {field_name((*self.rules_at, seen[name]))})")
+            seen[name] = index
+            action = rule.action
+            stall_bytes = action.stall_after_bytes if isinstance(action, FlakySpec) else None
+            if isinstance(action, FlakySpec) and stall_bytes is not None and action.mode != "stall":
+                raise self.error((*here, "action", "stall_after_bytes"), "only with mode: stall")
+            if rule.residual > 0 and rule.action.kind == "allow":
+                raise self.error((*here, "residual"), "residual needs a blocking action, not allow")
+            if rule.match.transport == "udp":
+                self._check_udp_rule(rule, here)
+            windows = tuple(Window(_timestamp(w.start), _timestamp(w.until))
+                            for w in rule.active or ())
+            rules.append(
+                Rule(
+                    name=name,
+                    match=Match(rule.match),
+                    action=_action(rule.action),
+                    probability=rule.probability,
+                    residual=rule.residual,
+                    active=windows,
+                    line=line_of(self.lines, here),
+                )
+            )
+        return Policy(rules, source=self.source, description=spec.description)
+
+    def _check_udp_rule(self, rule: RuleSpec, here: SpecPath) -> None:
+        """A ``transport: udp`` rule becomes an nftables rule: only what nftables can do."""
+        given = rule.match.model_dump(exclude_none=True)
+        for condition in given:
+            if condition not in UDP_CONDITIONS:
+                raise self.error((*here, "match", condition),
+                                 f"not for udp rules (they match {', '.join(UDP_CONDITIONS)})")
+        for entry in rule.match.server or ():
+            try:
+                ipaddress.IPv4Network(entry)
+            except ValueError:
+                raise self.error((*here, "match", "server"), "udp rules match IPv4 addresses "
+                                 f"or CIDRs, not {entry!r}") from None
+        if rule.action.kind not in UDP_ACTIONS:
+            raise self.error((*here, "action"), f"udp rules {' or '.join(UDP_ACTIONS)}")
+        for name, default in (("probability", 1.0), ("residual", 0.0), ("active", None)):
+            if getattr(rule, name) != default:
+                raise self.error((*here, name),
+                                 "not for udp rules (enforced in the kernel, per packet)")

@@ -244,7 +244,3 @@ class RuleSpec(_Spec):
 class PolicySpec(_Spec):
     description: str | None = None
     rules: Annotated[tuple[RuleSpec, ...], BeforeValidator(_as_tuple)]
-
-
-def key_list(model: type[BaseModel]) -> str:
-    return ", ".join(info.alias or name for name, info in model.model_fields.items())
