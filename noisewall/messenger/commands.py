@@ -153,8 +153,8 @@ def register(options: _ClientOptions, name: str, server: str, media_url: str | N
         raise click.BadParameter("the media URL must start with https://", param_hint="--media")
     welcome = _run(options, lambda c: c.register(name, server, media_url=media_url,
                                                  framing=framing))
-    media = welcome.get("media") or {}
-    click.echo(f"registered {welcome['name']} on {server}"
+    media = welcome.media or {}
+    click.echo(f"registered {welcome.name} on {server}"
                + (f" (media {media['url']})" if media else ""))
 
 
