@@ -110,7 +110,60 @@ class Delivered:
         return {"type": self.TYPE, "queue_ids": self.queue_ids}
 
 
-Request = Register | Hello | PublishKeys | FetchBundle | Send | Delivered
+@dataclass(frozen=True)
+class Link:
+    """Link another phone number, from ``region`` (WeChat mode; the registration region stays)."""
+
+    TYPE: ClassVar[str] = "link"
+    region: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object for this request (without ``id``)."""
+        return {"type": self.TYPE, "region": self.region}
+
+
+@dataclass(frozen=True)
+class CreateGroup:
+    """Create the group chat ``group`` with the sender as its first member (WeChat mode)."""
+
+    TYPE: ClassVar[str] = "create_group"
+    group: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object for this request (without ``id``)."""
+        return {"type": self.TYPE, "group": self.group}
+
+
+@dataclass(frozen=True)
+class AddMember:
+    """Add the account ``name`` to ``group`` (any member may; WeChat mode)."""
+
+    TYPE: ClassVar[str] = "add_member"
+    group: str
+    name: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object for this request (without ``id``)."""
+        return {"type": self.TYPE, "group": self.group, "name": self.name}
+
+
+@dataclass(frozen=True)
+class SendGroup:
+    """Send ``envelope`` to every other member of ``group`` (WeChat mode); ``ack`` when stored."""
+
+    TYPE: ClassVar[str] = "send_group"
+    group: str
+    msg_id: str
+    envelope: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object for this request (without ``id``)."""
+        return {"type": self.TYPE, "group": self.group, "msg_id": self.msg_id,
+                "envelope": self.envelope}
+
+
+Request = (Register | Hello | PublishKeys | FetchBundle | Send | Delivered | Link | CreateGroup
+           | AddMember | SendGroup)
 
 
 def parse_request(message: dict[str, Any]) -> Request:
@@ -133,6 +186,17 @@ def parse_request(message: dict[str, Any]) -> Request:
                     wire.require_dict(message, "envelope"))
     if kind == Delivered.TYPE:
         return Delivered(wire.require_ints(message, "queue_ids"))
+    if kind == Link.TYPE:
+        return Link(wire.require_str(message, "region"))
+    if kind == CreateGroup.TYPE:
+        return CreateGroup(wire.require_str(message, "group", wire.NAME_PATTERN))
+    if kind == AddMember.TYPE:
+        return AddMember(wire.require_str(message, "group", wire.NAME_PATTERN),
+                         wire.require_str(message, "name", wire.NAME_PATTERN))
+    if kind == SendGroup.TYPE:
+        return SendGroup(wire.require_str(message, "group", wire.NAME_PATTERN),
+                         wire.require_str(message, "msg_id", wire.MSG_ID_PATTERN),
+                         wire.require_dict(message, "envelope"))
     raise WireError("bad_request", f"unknown request type {kind!r}")
 
 
@@ -207,7 +271,35 @@ class Error:
         return {"type": self.TYPE, "id": request_id, "code": self.code, "message": self.message}
 
 
-Reply = Welcome | Ok | Bundle | Ack | Error
+@dataclass(frozen=True)
+class Account:
+    """An account's regions (WeChat mode): where it registered, which number it links now."""
+
+    TYPE: ClassVar[str] = "account"
+    name: str
+    region: str
+    linked: str
+
+    def to_wire(self, request_id: object) -> dict[str, Any]:
+        """The JSON reply to request ``request_id``."""
+        return {"type": self.TYPE, "id": request_id, "name": self.name, "region": self.region,
+                "linked": self.linked}
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group chat and its members."""
+
+    TYPE: ClassVar[str] = "group"
+    group: str
+    members: list[str]
+
+    def to_wire(self, request_id: object) -> dict[str, Any]:
+        """The JSON reply to request ``request_id``."""
+        return {"type": self.TYPE, "id": request_id, "group": self.group, "members": self.members}
+
+
+Reply = Welcome | Ok | Bundle | Ack | Error | Account | Group
 
 
 @dataclass(frozen=True)
@@ -267,6 +359,14 @@ def parse_reply(message: dict[str, Any]) -> Reply:
         return Ack(_field(message, "msg_id", str))
     if kind == Error.TYPE:
         return Error(str(message.get("code")), str(message.get("message")))
+    if kind == Account.TYPE:
+        return Account(_field(message, "name", str), _field(message, "region", str),
+                       _field(message, "linked", str))
+    if kind == Group.TYPE:
+        members = _field(message, "members", list)
+        if not all(isinstance(member, str) for member in members):
+            raise WireError("bad_reply", "'group' field 'members' is malformed")
+        return Group(_field(message, "group", str), members)
     raise WireError("bad_reply", f"unknown reply type {kind!r}")
 
 

@@ -2,11 +2,13 @@
 
 An inner message is a JSON object with ``kind``, ``id`` (the message id) and
 ``ts`` (the sender's clock), see :mod:`~noisewall.messenger.app`. End to end,
-it travels encrypted in the envelope (:func:`seal`, :func:`open_sealed`).
+it travels encrypted in the envelope (:func:`seal`, :func:`open_sealed`); to a
+server in WeChat mode, in the clear (:func:`unsealed`, :func:`open_plain`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,6 +36,11 @@ def text(body: str) -> dict[str, Any]:
 def location(lat: float, lon: float, label: str | None) -> dict[str, Any]:
     """A location (without id and timestamp)."""
     return {"kind": "location", "lat": lat, "lon": lon, "label": label}
+
+
+def image(data: bytes, name: str | None = None) -> dict[str, Any]:
+    """An image carried inline (WeChat mode: the server reads it), without id and timestamp."""
+    return {"kind": "image", "image": base64.b64encode(data).decode("ascii"), "name": name}
 
 
 def receipt(status: str, ids: list[str]) -> dict[str, Any]:
@@ -64,4 +71,17 @@ async def open_sealed(sessions: E2ESessions, sender: str, envelope: Mapping[str,
     if not isinstance(payload, dict) or not isinstance(payload.get("kind"), str) \
             or "id" not in payload:
         raise PayloadError(f"envelope from {sender!r} holds no inner message")
+    return payload
+
+
+def unsealed(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The envelope carrying ``payload`` in the clear, for a server that reads messages."""
+    return {"plain": dict(payload)}
+
+
+def open_plain(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """The inner message of a clear envelope; :class:`PayloadError` if there is none."""
+    payload = envelope.get("plain")
+    if not isinstance(payload, dict) or not isinstance(payload.get("kind"), str):
+        raise PayloadError("the envelope holds no clear inner message ('plain' with a 'kind')")
     return payload

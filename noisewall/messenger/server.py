@@ -17,19 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from noisewall.clock import Clock
 from noisewall.messenger import fragments, messages, wire
 from noisewall.messenger.messages import (
     Ack,
+    AddMember,
     Bundle,
+    CreateGroup,
     Delivered,
     Error,
     FetchBundle,
     Hello,
+    Link,
     Ok,
     PublishKeys,
     Register,
     Reply,
     Send,
+    SendGroup,
     Welcome,
 )
 from noisewall.messenger.store import (
@@ -39,6 +44,8 @@ from noisewall.messenger.store import (
     Queued,
     UnknownRecipientError,
 )
+from noisewall.messenger.wechat.filters import FilterLists
+from noisewall.messenger.wechat.mode import Mode, wechat_mode
 from noisewall.messenger.wire import WireError
 from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
 from noisewall.noise.keys import load_or_create_private_key
@@ -87,13 +94,17 @@ class ChatServer:
     """The messenger's chat endpoint over one data directory."""
 
     def __init__(self, data_dir: Path, *, framing: Framing = "noisesocket",
-                 ttl: float = DEFAULT_TTL, media: dict[str, Any] | None = None) -> None:
+                 ttl: float = DEFAULT_TTL, media: dict[str, Any] | None = None,
+                 mode: Mode = "e2e", filters: FilterLists | None = None,
+                 clock: Clock | None = None) -> None:
         self.data_dir = data_dir
         self.static = load_or_create_static_key(data_dir)
         self.store = ChatStore(data_dir / "chat.sqlite3", ttl=ttl)
         self.framing: Framing = framing
         # {"url", "fingerprint" (hex), "server_name" (or None)} once a media server runs
         self.media = media
+        # None for the E2E default: it cannot read messages, so filter lists cannot act.
+        self.wechat = wechat_mode(mode, data_dir, filters, clock)
         self._online: dict[str, _Client] = {}
         self._media_tokens: dict[bytes, str] = {}
         self._server: NoiseServer | None = None
@@ -125,6 +136,8 @@ class ChatServer:
         if self._server is not None:
             await self._server.close()
         self.store.close()
+        if self.wechat is not None:
+            self.wechat.close()
 
     async def __aenter__(self) -> ChatServer:
         return self
@@ -244,6 +257,11 @@ class ChatServer:
                 return await self._send(client, request)
             case Delivered(queue_ids=queue_ids):
                 await self.store.delivered(client.account, queue_ids)
+            case Link() | CreateGroup() | AddMember() | SendGroup():
+                if self.wechat is None:
+                    return Error("unsupported", "group chats and linked numbers need a server "
+                                 "in WeChat mode (--mode wechat)")
+                return await self.wechat.handle(client.account, request, self._deliver)
         return None
 
     async def _register(self, client: _Client, request: Register) -> Reply:
@@ -252,6 +270,9 @@ class ChatServer:
         assert remote is not None
         if client.account is not None and client.account != name:
             return Error("already_registered", f"this key is registered as {client.account!r}")
+        if self.wechat is not None and (
+                refused := await self.wechat.registering(name, request.region)) is not None:
+            return refused
         try:
             await self.store.register(name, remote)
         except NameTakenError:
@@ -276,15 +297,25 @@ class ChatServer:
     async def _send(self, client: _Client, request: Send) -> Reply:
         assert client.account is not None
         recipient, msg_id = request.to, request.msg_id
+        if self.wechat is not None and (refused := await self.wechat.screen_send(
+                client.account, recipient, msg_id, request.envelope)) is not None:
+            return refused
         try:
-            queued = await self.store.enqueue(client.account, recipient, msg_id, request.envelope)
+            await self._deliver(client.account, recipient, msg_id, request.envelope)
         except UnknownRecipientError:
             return Error("unknown_recipient", f"no account {recipient!r}")
         # The ack goes out only now: enqueue returned after the commit.
-        if queued is not None:
-            online = self._online.get(recipient)
-            if online is not None:
-                task = asyncio.get_running_loop().create_task(self._push(online, queued))
-                self._pushes.add(task)
-                task.add_done_callback(self._pushes.discard)
         return Ack(msg_id)
+
+    async def _deliver(self, sender: str, recipient: str, msg_id: str,
+                       envelope: dict[str, Any]) -> bool:
+        """Store durably and push if the recipient is online; False for a duplicate."""
+        queued = await self.store.enqueue(sender, recipient, msg_id, envelope)
+        if queued is None:
+            return False
+        online = self._online.get(recipient)
+        if online is not None:
+            task = asyncio.get_running_loop().create_task(self._push(online, queued))
+            self._pushes.add(task)
+            task.add_done_callback(self._pushes.discard)
+        return True
