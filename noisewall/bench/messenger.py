@@ -61,6 +61,16 @@ from typing import Any
 from noisewall.bench.kit import BenchResult, ChildProcess, ServingChild, module_argv, rss
 from noisewall.messenger.app import MessengerClient, Received
 from noisewall.messenger.client import ChatConnection, client_settings
+from noisewall.messenger.messages import (
+    Ack,
+    Delivered,
+    Hello,
+    Message,
+    Register,
+    Send,
+    Welcome,
+    parse_push,
+)
 from noisewall.messenger.profile import Profile
 from noisewall.noise import dh_function
 from noisewall.noise.stream import NoiseStream, connect
@@ -210,7 +220,7 @@ class _TimedClient(MessengerClient):
         self.last_decrypted = 0.0
         self.arrived = asyncio.Event()
 
-    async def _accept_batch(self, pushes: list[dict[str, Any]]) -> list[Received]:
+    async def _accept_batch(self, pushes: list[Message]) -> list[Received]:
         results = await super()._accept_batch(pushes)
         if results:
             self.decrypted += len(results)
@@ -252,7 +262,7 @@ def _lanes(items: list[Any], window: int) -> list[list[Any]]:
 
 async def _raw_account(port: int, name: str) -> ChatConnection:
     connection = await ChatConnection.open(HOST, port, DH.generate_keypair(), None)
-    await connection.request({"type": "register", "name": name})
+    await connection.call(Register(name), Welcome)
     return connection
 
 
@@ -287,7 +297,7 @@ async def _setup(worker: _Worker, pairs: int, tag: str, folder: Path) -> None:
 async def _hello(worker: _Worker, count: int, window: int) -> dict[str, Any]:
     async def lane(connection: ChatConnection, requests: list[int]) -> None:
         for _ in requests:
-            await connection.request({"type": "hello"}, timeout=STEP_TIMEOUT)
+            await connection.call(Hello(), Welcome, timeout=STEP_TIMEOUT)
 
     start = time.monotonic()
     await asyncio.gather(*(lane(pair.sender, items) for pair in worker.pairs
@@ -301,11 +311,8 @@ async def _relay(worker: _Worker, count: int, window: int, round_id: int) -> dic
 
     async def lane(pair: _Pair, numbers: list[int]) -> None:
         for n in numbers:
-            reply = await pair.sender.request(
-                {"type": "send", "to": pair.recipient_name, "msg_id": f"{prefix}{n}",
-                 "envelope": envelopes[n]}, timeout=STEP_TIMEOUT)
-            if reply.get("type") != "ack":
-                raise RuntimeError(f"send not acknowledged: {reply}")
+            await pair.sender.call(Send(pair.recipient_name, f"{prefix}{n}", envelopes[n]), Ack,
+                                   timeout=STEP_TIMEOUT)
 
     async def drain(connection: ChatConnection) -> float:
         seen: set[str] = set()
@@ -314,14 +321,15 @@ async def _relay(worker: _Worker, count: int, window: int, round_id: int) -> dic
             batch = [await asyncio.wait_for(connection.pushes.get(), STEP_TIMEOUT)]
             while not connection.pushes.empty():
                 batch.append(connection.pushes.get_nowait())
-            for push in batch:
-                if push.get("type") != "message":
+            queue_ids: list[int] = []
+            for push in map(parse_push, batch):
+                if not isinstance(push, Message):
                     raise RuntimeError(f"recipient connection: {push}")
-                if str(push["msg_id"]).startswith(prefix):
-                    seen.add(str(push["msg_id"]))
+                if push.msg_id.startswith(prefix):
+                    seen.add(push.msg_id)
                     deliveries += 1
-            await connection.notify({"type": "delivered",
-                                     "queue_ids": [push["queue_id"] for push in batch]})
+                queue_ids.append(push.queue_id)
+            await connection.notify(Delivered(queue_ids))
         if deliveries != count:
             raise RuntimeError(f"{deliveries - count} messages delivered twice")
         return time.monotonic()
@@ -363,17 +371,18 @@ async def _latency(worker: _Worker, samples: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {"hello": [], "relay": [], "e2e": []}
     for n in range(samples):
         start = time.monotonic()
-        await pair.sender.request({"type": "hello"})
+        await pair.sender.call(Hello(), Welcome)
         times["hello"].append(time.monotonic() - start)
 
         start = time.monotonic()
-        ack = asyncio.create_task(pair.sender.request(
-            {"type": "send", "to": pair.recipient_name, "msg_id": f"lat-{n}",
-             "envelope": _envelope(n)}))
-        push = await asyncio.wait_for(pair.recipient.pushes.get(), STEP_TIMEOUT)
+        ack = asyncio.create_task(pair.sender.call(
+            Send(pair.recipient_name, f"lat-{n}", _envelope(n)), Ack))
+        push = parse_push(await asyncio.wait_for(pair.recipient.pushes.get(), STEP_TIMEOUT))
         times["relay"].append(time.monotonic() - start)
         await ack
-        await pair.recipient.notify({"type": "delivered", "queue_ids": [push["queue_id"]]})
+        if not isinstance(push, Message):
+            raise RuntimeError(f"recipient connection: {push}")
+        await pair.recipient.notify(Delivered([push.queue_id]))
 
         recipient = pair.e2e_recipient
         recipient.arrived.clear()

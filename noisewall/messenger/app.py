@@ -22,11 +22,10 @@ for a passing reason is retried by later :meth:`MessengerClient.receive` calls
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
 import math
 import mimetypes
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from noisewall.clock import Clock, SystemClock
+from noisewall.messenger import payloads
 from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.e2e import E2EError, E2EIdentity, E2ESessions, SqliteSessionStore
 from noisewall.messenger.mediaclient import (
@@ -54,6 +54,20 @@ from noisewall.messenger.mediacrypto import (
     MediaDescriptorError,
     MediaIntegrityError,
     MediaKind,
+)
+from noisewall.messenger.messages import (
+    Ack,
+    Bundle,
+    Delivered,
+    FetchBundle,
+    Hello,
+    Message,
+    Ok,
+    PublishKeys,
+    Register,
+    Send,
+    Welcome,
+    parse_push,
 )
 from noisewall.messenger.profile import HistoryEntry, OutboxItem, Profile, ProfileError
 from noisewall.noise import KeyPair, dh_function
@@ -104,14 +118,14 @@ class Received:
 class _PendingAcks:
     """Pushes committed locally whose server notice and senders' receipts are still due."""
 
-    queue_ids: list[Any] = field(default_factory=list)
+    queue_ids: list[int] = field(default_factory=list)
     delivered: dict[str, list[str]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.queue_ids)
 
-    def add(self, pushes: list[dict[str, Any]], results: list[Received]) -> None:
-        self.queue_ids.extend(push["queue_id"] for push in pushes)
+    def add(self, pushes: list[Message], results: list[Received]) -> None:
+        self.queue_ids.extend(push.queue_id for push in pushes)
         for result in results:
             self.delivered.setdefault(result.entry.peer, []).append(result.entry.msg_id)
 
@@ -134,7 +148,7 @@ class MessengerClient:
         self._store = SqliteSessionStore(profile.db)
         self._downloads = MediaDownloads(profile.db, media_retry)
         self._connection: ChatConnection | None = None
-        self._welcome: dict[str, Any] = {}
+        self._welcome = Welcome(None, None)
         self._sessions: E2ESessions | None = None
         self._flush_lock = asyncio.Lock()
         # Acks from the server not yet written: (recipient, msg_id, status) by msg_id.
@@ -208,7 +222,7 @@ class MessengerClient:
         if connection.server_key is not None:
             self.profile.set("server_key", connection.server_key.hex())
         self._connection = connection
-        self._welcome = await connection.request({"type": "hello"})
+        self._welcome = await connection.call(Hello(), Welcome)
         return connection
 
     def _e2e(self) -> E2ESessions:
@@ -218,7 +232,7 @@ class MessengerClient:
         return self._sessions
 
     async def register(self, name: str, server: str, *, media_url: str | None = None,
-                       framing: str = "noisesocket") -> dict[str, Any]:
+                       framing: str = "noisesocket") -> Welcome:
         """Create the account ``name`` on ``server`` (HOST:PORT) and publish E2E keys.
 
         ``media_url`` overrides the media address the server announces (e.g. to
@@ -233,36 +247,34 @@ class MessengerClient:
         if media_url is not None:
             self.profile.set("media_url", media_url)
         connection = await self._connect()
-        self._welcome = await connection.request({"type": "register", "name": name})
+        self._welcome = await connection.call(Register(name), Welcome)
         self.profile.set("name", name)
         identity = self._e2e().identity
-        await connection.request({"type": "publish_keys", "bundle": identity.publish_bundle()})
+        await connection.call(PublishKeys(identity.publish_bundle()), Ok)
         return self._welcome
 
     async def _replenish(self) -> None:
         """Top up the directory's one-time prekeys when the server runs low."""
-        available = self._welcome.get("one_time_prekeys")
-        if not isinstance(available, int) or available >= REPLENISH_BELOW:
+        available = self._welcome.one_time_prekeys
+        if available is None or available >= REPLENISH_BELOW:
             return
         fresh = self._e2e().top_up_one_time_prekeys(ONE_TIME_PREKEYS - available)
         bundle = self._e2e().identity.publish_bundle(include_one_time_prekeys=False)
         connection = await self._connect()
-        reply = await connection.request({"type": "publish_keys",
-                                          "bundle": {**bundle, "one_time_prekeys": fresh}})
-        self._welcome["one_time_prekeys"] = reply["one_time_prekeys"]
+        reply = await connection.call(PublishKeys({**bundle, "one_time_prekeys": fresh}), Ok)
+        self._welcome = dataclasses.replace(self._welcome,
+                                            one_time_prekeys=reply.one_time_prekeys)
 
     # --- sending -------------------------------------------------------
 
     async def _fetch_bundle(self, peer: str) -> Mapping[str, Any]:
         connection = await self._connect()
-        reply = await connection.request({"type": "fetch_bundle", "name": peer})
-        bundle: dict[str, Any] = reply["bundle"]
-        return bundle
+        return (await connection.call(FetchBundle(peer), Bundle)).bundle
 
     async def _send_payload(self, to: str, payload: dict[str, Any],
                             record: bool = True) -> str:
-        msg_id = secrets.token_urlsafe(12)
-        payload = {**payload, "id": msg_id, "ts": time.time()}
+        payload = payloads.stamped(payload, time.time())
+        msg_id = str(payload["id"])
 
         def keep(envelope: dict[str, Any]) -> None:
             # Committed with the ratchet step: a crash leaves both or neither.
@@ -272,8 +284,7 @@ class MessengerClient:
                                     status="queued")
             self.profile.queue(msg_id, to, envelope)
 
-        await self._e2e().encrypt(to, json.dumps(payload).encode("utf-8"), self._fetch_bundle,
-                                  on_saved=keep)
+        await payloads.seal(self._e2e(), to, payload, self._fetch_bundle, on_saved=keep)
         await self.flush()
         return msg_id
 
@@ -309,9 +320,8 @@ class MessengerClient:
         async def send(item: OutboxItem) -> None:
             async with window:
                 try:
-                    await connection.request({"type": "send", "to": item.recipient,
-                                              "msg_id": item.msg_id,
-                                              "envelope": item.envelope})
+                    await connection.call(Send(item.recipient, item.msg_id, item.envelope),
+                                          Ack)
                 except ChatError as exc:
                     if exc.code != "unknown_recipient":
                         raise
@@ -331,15 +341,14 @@ class MessengerClient:
 
     async def send_text(self, to: str, text: str) -> str:
         """Send a text message; returns its id."""
-        return await self._send_payload(to, {"kind": "text", "text": text})
+        return await self._send_payload(to, payloads.text(text))
 
     async def send_location(self, to: str, lat: float, lon: float, label: str | None) -> str:
         """Send a location."""
-        return await self._send_payload(to, {"kind": "location", "lat": lat, "lon": lon,
-                                             "label": label})
+        return await self._send_payload(to, payloads.location(lat, lon, label))
 
     def _media_client(self) -> MediaClient:
-        media = self._welcome.get("media")
+        media = self._welcome.media
         if not media:
             raise ProfileError("the server offers no media endpoint")
         url = self.profile.get("media_url") or media["url"]
@@ -362,8 +371,7 @@ class MessengerClient:
 
     async def send_receipt(self, to: str, status: str, ids: list[str]) -> None:
         """Tell ``to`` that messages were delivered, read or played (end to end)."""
-        await self._send_payload(to, {"kind": "receipt", "status": status, "ids": ids},
-                                 record=False)
+        await self._send_payload(to, payloads.receipt(status, ids), record=False)
 
     # --- receiving -----------------------------------------------------
 
@@ -399,7 +407,8 @@ class MessengerClient:
                 continue
             while not connection.pushes.empty():
                 pushes.append(connection.pushes.get_nowait())
-            messages = [push for push in pushes if push.get("type") == "message"]
+            typed = [parse_push(push) for push in pushes]
+            messages = [push for push in typed if isinstance(push, Message)]
             results = await self._accept_batch(messages)
             received.extend(results)
             acks.add(messages, results)
@@ -416,21 +425,20 @@ class MessengerClient:
     async def _acknowledge(self, connection: ChatConnection, acks: _PendingAcks) -> None:
         """Tell the server which pushes are stored, and the senders what was delivered."""
         if acks.queue_ids:
-            await connection.notify({"type": "delivered", "queue_ids": acks.queue_ids})
+            await connection.notify(Delivered(acks.queue_ids))
         for peer, ids in acks.delivered.items():
             await self.send_receipt(peer, "delivered", ids)
         acks.clear()
 
-    async def _accept_batch(self, pushes: list[dict[str, Any]]) -> list[Received]:
+    async def _accept_batch(self, pushes: list[Message]) -> list[Received]:
         """Decrypt ``pushes``, commit sessions and history together, then fetch media."""
         e2e = self._e2e()
         opened: list[HistoryEntry] = []
         now = self.clock.now()
         for push in pushes:
-            sender = str(push["from"])
+            sender = push.sender
             try:
-                payload = json.loads(await e2e.decrypt(sender, push["envelope"],
-                                                       persist=False))
+                payload = await payloads.open_sealed(e2e, sender, push.envelope, persist=False)
                 kind = str(payload["kind"])
                 entry = HistoryEntry(sender, str(payload["id"]), "in", kind, payload,
                                      float(payload.get("ts") or time.time()), "received")

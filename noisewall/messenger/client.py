@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from typing import Any
+from typing import Any, TypeVar
 
-from noisewall.messenger import fragments, wire
+from noisewall.messenger import fragments, messages, wire
+from noisewall.messenger.messages import Closed, Reply, Request
 from noisewall.messenger.server import IK, XX, XX_FALLBACK
 from noisewall.noise import ConnectionClosedError, KeyPair, NoiseError, NoiseSettings
 from noisewall.noise.stream import Framing, NoiseStream, connect
@@ -19,6 +20,17 @@ class ChatError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+
+
+ReplyT = TypeVar("ReplyT", bound=Reply)
+
+#: What :meth:`ChatConnection.request` sends: a typed request, or a raw JSON object
+#: (for tests and tools that must send what the typed requests cannot express).
+Outgoing = Request | dict[str, Any]
+
+
+def _as_wire(message: Outgoing) -> dict[str, Any]:
+    return message if isinstance(message, dict) else message.to_wire()
 
 
 def client_settings(static: KeyPair, server_key: bytes | None,
@@ -38,7 +50,8 @@ class ChatConnection:
     """One authenticated connection to the chat server.
 
     Replies are matched to requests by id; pushed ``message`` objects wait in
-    :attr:`pushes` until the application takes them.
+    :attr:`pushes` (as checked JSON objects; :func:`messages.parse_push` types
+    them) until the application takes them.
     """
 
     def __init__(self, stream: NoiseStream) -> None:
@@ -74,7 +87,8 @@ class ChatConnection:
                 )
                 if waiter is not None and not waiter.done():
                     waiter.set_result(message)
-                elif message.get("type") == "message":
+                elif message.get("type") == messages.Message.TYPE:
+                    messages.parse_push(message)  # a malformed push ends the connection
                     await self.pushes.put(message)
         except (NoiseError, wire.WireError, ConnectionError, OSError) as exc:
             failure = exc
@@ -82,26 +96,34 @@ class ChatConnection:
             if not waiter.done():
                 waiter.set_exception(failure)
         self._waiting.clear()
-        await self.pushes.put({"type": "closed", "reason": str(failure)})
+        await self.pushes.put(Closed(str(failure)).to_wire())
 
-    async def request(self, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    async def call(self, request: Request, expect: type[ReplyT],
+                   timeout: float = 10.0) -> ReplyT:
+        """Send a typed request and return its typed reply (``expect``, else ``bad_reply``)."""
+        reply = messages.parse_reply(await self.request(request, timeout))
+        if not isinstance(reply, expect):
+            raise ChatError("bad_reply", f"{request.TYPE!r} answered with {reply.TYPE!r}")
+        return reply
+
+    async def request(self, message: Outgoing, timeout: float = 10.0) -> dict[str, Any]:
         """Send a request and wait for its reply; server errors raise :class:`ChatError`."""
         request_id = next(self._ids)
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = waiter
-        await self.notify({**message, "id": request_id})
+        await self.notify({**_as_wire(message), "id": request_id})
         try:
             reply = await asyncio.wait_for(waiter, timeout)
         finally:
             self._waiting.pop(request_id, None)
-        if reply.get("type") == "error":
+        if reply.get("type") == messages.Error.TYPE:
             raise ChatError(str(reply.get("code")), str(reply.get("message")))
         return reply
 
-    async def notify(self, message: dict[str, Any]) -> None:
+    async def notify(self, message: Outgoing) -> None:
         """Send a message that gets no reply (e.g. ``delivered``)."""
         async with self._send_lock:
-            await fragments.send(self.stream, wire.encode(message))
+            await fragments.send(self.stream, wire.encode(_as_wire(message)))
 
     async def close(self) -> None:
         """Close the connection."""

@@ -22,14 +22,18 @@ from noisewall.messenger.mediacrypto import MediaError
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer, load_or_create_static_key
 from noisewall.messenger.store import DEFAULT_TTL
+from noisewall.messenger.wechat.filters import FilterLists
+from noisewall.messenger.wechat.lists import FilterListError, load_filter_lists
+from noisewall.messenger.wechat.mode import MODES, Mode
 from noisewall.noise.stream import FRAMINGS, Framing
 from noisewall.selfsigned import dns_name
 
 
 async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[str, int] | None,
                       framing: Framing, ttl: float, max_media: int,
-                      media_name: str | None) -> None:
-    async with ChatServer(data, framing=framing, ttl=ttl) as chat:
+                      media_name: str | None, *, mode: Mode = "e2e",
+                      filters: FilterLists | None = None) -> None:
+    async with ChatServer(data, framing=framing, ttl=ttl, mode=mode, filters=filters) as chat:
         media = None
         if media_listen is not None:
             media = MediaServer(data / "media", chat.authorize_media, max_size=max_media,
@@ -38,7 +42,7 @@ async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[s
             chat.media = media.announcement(f"https://{media_listen[0]}:{media_port}")
         try:
             port = await chat.start(*listen)
-            print(f"chat on {listen[0]}:{port} ({framing}), "
+            print(f"chat on {listen[0]}:{port} ({framing}, {mode} mode), "
                   f"server key {chat.static.public.hex()}", file=sys.stderr, flush=True)
             if chat.media is not None:
                 named = f" as {chat.media['server_name']}" if "server_name" in chat.media else ""
@@ -77,17 +81,29 @@ def _media_name(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--ttl-days", default=DEFAULT_TTL / 86400, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Undelivered messages expire after this many days.")
+@click.option("--mode", type=click.Choice(MODES), default="e2e", show_default=True,
+              help="e2e: messages are end-to-end encrypted and opaque to the server. wechat: "
+                   "the server reads every message and censors it with --filters (docs/wechat.md).")
+@click.option("--filters", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Filter lists (YAML: keyword combinations, image hashes). Only a --mode "
+                   "wechat server can act on them; an e2e server says so and ignores them.")
 @click.option("--show-key", is_flag=True, help="Print the server's static public key and exit.")
 def server(data: Path, listen: str, media_listen: str, media_name: str | None,
-           max_media_mib: int, framing: Framing, ttl_days: float, show_key: bool) -> None:
+           max_media_mib: int, framing: Framing, ttl_days: float, mode: Mode,
+           filters: Path | None, show_key: bool) -> None:
     """Run the messenger server: accounts, key directory, store-and-forward chat, media."""
     if show_key:
         click.echo(load_or_create_static_key(data).public.hex())
         return
     media = None if media_listen == "off" else parse_endpoint(media_listen)
     try:
+        lists = None if filters is None else load_filter_lists(filters)
+    except FilterListError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
         asyncio.run(_run_server(data, parse_endpoint(listen), media, framing,
-                                ttl_days * 86400, max_media_mib * 1024 * 1024, media_name))
+                                ttl_days * 86400, max_media_mib * 1024 * 1024, media_name,
+                                mode=mode, filters=lists))
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -153,8 +169,8 @@ def register(options: _ClientOptions, name: str, server: str, media_url: str | N
         raise click.BadParameter("the media URL must start with https://", param_hint="--media")
     welcome = _run(options, lambda c: c.register(name, server, media_url=media_url,
                                                  framing=framing))
-    media = welcome.get("media") or {}
-    click.echo(f"registered {welcome['name']} on {server}"
+    media = welcome.media or {}
+    click.echo(f"registered {welcome.name} on {server}"
                + (f" (media {media['url']})" if media else ""))
 
 

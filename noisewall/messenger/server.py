@@ -17,7 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noisewall.messenger import fragments, wire
+from noisewall.clock import Clock
+from noisewall.messenger import fragments, messages, wire
+from noisewall.messenger.messages import (
+    Ack,
+    AddMember,
+    Bundle,
+    CreateGroup,
+    Delivered,
+    Error,
+    FetchBundle,
+    Hello,
+    Link,
+    Ok,
+    PublishKeys,
+    Register,
+    Reply,
+    Send,
+    SendGroup,
+    Welcome,
+)
 from noisewall.messenger.store import (
     DEFAULT_TTL,
     ChatStore,
@@ -25,6 +44,8 @@ from noisewall.messenger.store import (
     Queued,
     UnknownRecipientError,
 )
+from noisewall.messenger.wechat.filters import FilterLists
+from noisewall.messenger.wechat.mode import Mode, wechat_mode
 from noisewall.messenger.wire import WireError
 from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
 from noisewall.noise.keys import load_or_create_private_key
@@ -73,13 +94,17 @@ class ChatServer:
     """The messenger's chat endpoint over one data directory."""
 
     def __init__(self, data_dir: Path, *, framing: Framing = "noisesocket",
-                 ttl: float = DEFAULT_TTL, media: dict[str, Any] | None = None) -> None:
+                 ttl: float = DEFAULT_TTL, media: dict[str, Any] | None = None,
+                 mode: Mode = "e2e", filters: FilterLists | None = None,
+                 clock: Clock | None = None) -> None:
         self.data_dir = data_dir
         self.static = load_or_create_static_key(data_dir)
         self.store = ChatStore(data_dir / "chat.sqlite3", ttl=ttl)
         self.framing: Framing = framing
         # {"url", "fingerprint" (hex), "server_name" (or None)} once a media server runs
         self.media = media
+        # None for the E2E default: it cannot read messages, so filter lists cannot act.
+        self.wechat = wechat_mode(mode, data_dir, filters, clock)
         self._online: dict[str, _Client] = {}
         self._media_tokens: dict[bytes, str] = {}
         self._server: NoiseServer | None = None
@@ -111,6 +136,8 @@ class ChatServer:
         if self._server is not None:
             await self._server.close()
         self.store.close()
+        if self.wechat is not None:
+            self.wechat.close()
 
     async def __aenter__(self) -> ChatServer:
         return self
@@ -141,9 +168,10 @@ class ChatServer:
             async for data in fragments.receive(stream):
                 request_id = None
                 try:
-                    request = wire.decode(data)
-                    request_id = request.get("id")
-                    if request["type"] == "send" and client.account is not None:
+                    decoded = wire.decode(data)
+                    request_id = decoded.get("id")
+                    request = messages.parse_request(decoded)
+                    if isinstance(request, Send) and client.account is not None:
                         # Sends run concurrently (a bounded window per connection) so a
                         # client's pipelined messages share group commits; their store
                         # jobs still enter the FIFO in arrival order.
@@ -155,9 +183,9 @@ class ChatServer:
                         continue
                     reply = await self._dispatch(client, request)
                 except WireError as exc:
-                    reply = wire.error(request_id, exc.code, str(exc))
+                    reply = Error(exc.code, str(exc))
                 if reply is not None:
-                    await client.send(reply)
+                    await client.send(reply.to_wire(request_id))
             if client.tasks:  # the peer finished sending: let its last acks go out
                 await asyncio.wait(set(client.tasks), timeout=10)
         finally:
@@ -166,13 +194,9 @@ class ChatServer:
             self._detach(client)
 
     async def _send_and_reply(self, client: _Client, request_id: object,
-                              request: dict[str, Any]) -> None:
+                              request: Send) -> None:
         try:
-            try:
-                reply = await self._send(client, request_id, request)
-            except WireError as exc:
-                reply = wire.error(request_id, exc.code, str(exc))
-            await client.send(reply)
+            await client.send((await self._send(client, request)).to_wire(request_id))
         except (NoiseError, ConnectionError, OSError):
             pass  # the connection is gone; a message already stored stays queued
         finally:
@@ -205,60 +229,58 @@ class ChatServer:
             return
         client.pushed.add(queued.queue_id)
         try:
-            await client.send(queued.push())
+            await client.send(queued.push().to_wire())
         except (NoiseError, ConnectionError, OSError):
             log.info("push to %s failed; the message stays queued", queued.recipient)
 
     # --- requests ------------------------------------------------------
 
-    async def _dispatch(self, client: _Client, request: dict[str, Any]) -> dict[str, Any] | None:
-        kind = request["type"]
-        request_id = request.get("id")
-        if kind not in wire.REQUESTS:
-            raise WireError("bad_request", f"unknown request type {kind!r}")
-        if kind == "register":
-            return await self._register(client, request_id, request)
+    async def _dispatch(self, client: _Client, request: messages.Request) -> Reply | None:
+        if isinstance(request, Register):
+            return await self._register(client, request)
         if client.account is None:
-            if kind == "hello":
-                return {"type": "welcome", "id": request_id, "name": None, "media": None}
-            return wire.error(request_id, "not_registered", "register this key first")
-        if kind == "hello":
-            return await self._welcome(client, request_id)
-        if kind == "publish_keys":
-            bundle = wire.require_dict(request, "bundle")
-            prekeys = bundle.pop("one_time_prekeys", [])
-            if not isinstance(prekeys, list) or not all(isinstance(p, str) for p in prekeys):
-                raise WireError("bad_request", "one_time_prekeys must be a list of strings")
-            stock = await self.store.publish_keys(client.account, bundle, prekeys)
-            return {"type": "ok", "id": request_id, "one_time_prekeys": stock}
-        if kind == "fetch_bundle":
-            name = wire.require_str(request, "name", wire.NAME_PATTERN)
-            found = await self.store.take_bundle(name)
-            if found is None:
-                return wire.error(request_id, "unknown_recipient", f"no keys for {name!r}")
-            return {"type": "bundle", "id": request_id, "name": name, "bundle": found}
-        if kind == "send":
-            return await self._send(client, request_id, request)
-        queue_ids = wire.require_ints(request, "queue_ids")
-        await self.store.delivered(client.account, queue_ids)
+            if isinstance(request, Hello):
+                return Welcome(None, None)
+            return Error("not_registered", "register this key first")
+        match request:
+            case Hello():
+                return await self._welcome(client)
+            case PublishKeys():
+                bundle, prekeys = request.split()
+                return Ok(await self.store.publish_keys(client.account, bundle, prekeys))
+            case FetchBundle(name=name):
+                found = await self.store.take_bundle(name)
+                if found is None:
+                    return Error("unknown_recipient", f"no keys for {name!r}")
+                return Bundle(name, found)
+            case Send():
+                return await self._send(client, request)
+            case Delivered(queue_ids=queue_ids):
+                await self.store.delivered(client.account, queue_ids)
+            case Link() | CreateGroup() | AddMember() | SendGroup():
+                if self.wechat is None:
+                    return Error("unsupported", "group chats and linked numbers need a server "
+                                 "in WeChat mode (--mode wechat)")
+                return await self.wechat.handle(client.account, request, self._deliver)
         return None
 
-    async def _register(self, client: _Client, request_id: object,
-                        request: dict[str, Any]) -> dict[str, Any]:
-        name = wire.require_str(request, "name", wire.NAME_PATTERN)
+    async def _register(self, client: _Client, request: Register) -> Reply:
+        name = request.name
         remote = client.stream.remote_static
         assert remote is not None
         if client.account is not None and client.account != name:
-            return wire.error(request_id, "already_registered",
-                              f"this key is registered as {client.account!r}")
+            return Error("already_registered", f"this key is registered as {client.account!r}")
+        if self.wechat is not None and (
+                refused := await self.wechat.registering(name, request.region)) is not None:
+            return refused
         try:
             await self.store.register(name, remote)
         except NameTakenError:
-            return wire.error(request_id, "name_taken", f"the name {name!r} is taken")
+            return Error("name_taken", f"the name {name!r} is taken")
         await self._attach(client, name)
-        return await self._welcome(client, request_id)
+        return await self._welcome(client)
 
-    async def _welcome(self, client: _Client, request_id: object) -> dict[str, Any]:
+    async def _welcome(self, client: _Client) -> Welcome:
         media = None
         if self.media is not None:
             if client.media_token_digest is not None:
@@ -270,24 +292,30 @@ class ChatServer:
             media = {**self.media, "token": token}
         assert client.account is not None
         stock = await self.store.prekey_stock(client.account)
-        return {"type": "welcome", "id": request_id, "name": client.account, "media": media,
-                "one_time_prekeys": stock}
+        return Welcome(client.account, media, stock)
 
-    async def _send(self, client: _Client, request_id: object,
-                    request: dict[str, Any]) -> dict[str, Any]:
+    async def _send(self, client: _Client, request: Send) -> Reply:
         assert client.account is not None
-        recipient = wire.require_str(request, "to", wire.NAME_PATTERN)
-        msg_id = wire.require_str(request, "msg_id", wire.MSG_ID_PATTERN)
-        envelope = wire.require_dict(request, "envelope")
+        recipient, msg_id = request.to, request.msg_id
+        if self.wechat is not None and (refused := await self.wechat.screen_send(
+                client.account, recipient, msg_id, request.envelope)) is not None:
+            return refused
         try:
-            queued = await self.store.enqueue(client.account, recipient, msg_id, envelope)
+            await self._deliver(client.account, recipient, msg_id, request.envelope)
         except UnknownRecipientError:
-            return wire.error(request_id, "unknown_recipient", f"no account {recipient!r}")
+            return Error("unknown_recipient", f"no account {recipient!r}")
         # The ack goes out only now: enqueue returned after the commit.
-        if queued is not None:
-            online = self._online.get(recipient)
-            if online is not None:
-                task = asyncio.get_running_loop().create_task(self._push(online, queued))
-                self._pushes.add(task)
-                task.add_done_callback(self._pushes.discard)
-        return {"type": "ack", "id": request_id, "msg_id": msg_id}
+        return Ack(msg_id)
+
+    async def _deliver(self, sender: str, recipient: str, msg_id: str,
+                       envelope: dict[str, Any]) -> bool:
+        """Store durably and push if the recipient is online; False for a duplicate."""
+        queued = await self.store.enqueue(sender, recipient, msg_id, envelope)
+        if queued is None:
+            return False
+        online = self._online.get(recipient)
+        if online is not None:
+            task = asyncio.get_running_loop().create_task(self._push(online, queued))
+            self._pushes.add(task)
+            task.add_done_callback(self._pushes.discard)
+        return True

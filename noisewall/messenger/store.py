@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from noisewall.messenger.messages import Message
+
 T = TypeVar("T")
 DEFAULT_TTL = 30 * 24 * 3600.0
 MAX_BATCH = 512
@@ -93,10 +95,9 @@ class Queued:
     envelope: dict[str, Any]
     created: float
 
-    def push(self) -> dict[str, Any]:
+    def push(self) -> Message:
         """The ``message`` push sent to the recipient."""
-        return {"type": "message", "queue_id": self.queue_id, "from": self.sender,
-                "msg_id": self.msg_id, "envelope": self.envelope, "sent_at": self.created}
+        return Message(self.queue_id, self.sender, self.msg_id, self.envelope, self.created)
 
 
 class ChatStore:

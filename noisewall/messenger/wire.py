@@ -16,6 +16,9 @@ Client to server:
 
 Server to client: ``ok``, ``ack {msg_id}``, ``bundle``, ``error {code, message}``
 (replies), and ``message {queue_id, from, msg_id, envelope, sent_at}`` (push).
+
+:mod:`~noisewall.messenger.messages` holds one typed class per message; this
+module holds the JSON framing and the field checks they use.
 """
 
 from __future__ import annotations
@@ -28,9 +31,6 @@ MAX_FRAME = 1024 * 1024
 MAX_IDS = 1000
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 MSG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-REQUESTS = frozenset(
-    {"register", "hello", "publish_keys", "fetch_bundle", "send", "delivered"}
-)
 
 
 class WireError(ValueError):
@@ -86,7 +86,3 @@ def require_ints(message: dict[str, Any], key: str) -> list[int]:
                         "row ids")
     return value
 
-
-def error(request_id: object, code: str, message: str) -> dict[str, Any]:
-    """An error reply."""
-    return {"type": "error", "id": request_id, "code": code, "message": message}

@@ -9,15 +9,23 @@ from the vantage label by digest, so any label fits the server's name rules.
 from __future__ import annotations
 
 import hashlib
-import json
-import secrets
 from pathlib import Path
 from typing import Any
 
 from noisewall.errors import InputError
-from noisewall.messenger import wire
+from noisewall.messenger import payloads, wire
 from noisewall.messenger.client import ChatConnection, ChatError
-from noisewall.messenger.e2e import E2EError, E2EIdentity, E2ESessions, SqliteSessionStore
+from noisewall.messenger.e2e import E2EIdentity, E2ESessions, SqliteSessionStore
+from noisewall.messenger.messages import (
+    Bundle,
+    FetchBundle,
+    Message,
+    Ok,
+    PublishKeys,
+    Register,
+    Send,
+    Welcome,
+)
 from noisewall.messenger.profile import Profile
 from noisewall.noise import KeyPair, dh_function
 from noisewall.probe.settings import ProbeSettings
@@ -76,8 +84,7 @@ class ProbeAccount:
         try:
             self.remember_server(connection)
             try:
-                await connection.request({"type": "register", "name": self.name},
-                                         settings.phase_timeout)
+                await connection.call(Register(self.name), Welcome, settings.phase_timeout)
             except ChatError as exc:
                 if exc.code == "name_taken":
                     raise InputError(
@@ -86,9 +93,8 @@ class ProbeAccount:
                     ) from None
                 raise
             if e2e:
-                await connection.request(
-                    {"type": "publish_keys", "bundle": self.sessions.identity.publish_bundle()},
-                    settings.phase_timeout)
+                await connection.call(PublishKeys(self.sessions.identity.publish_bundle()), Ok,
+                                      settings.phase_timeout)
         finally:
             await connection.close()
         self.profile.set("registered", server)
@@ -99,39 +105,28 @@ class ProbeAccount:
 
 
 async def seal(account: ProbeAccount, connection: ChatConnection, to: str,
-               payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+               payload: dict[str, Any], timeout: float) -> Send:
     """The ``send`` request carrying ``payload`` end-to-end encrypted for ``to``.
 
-    ``payload`` is the app's inner message (``kind``, ``id``, ``ts``, ...), so
-    any noisewall client understands it.
+    ``payload`` is the app's inner message (:mod:`~noisewall.messenger.payloads`),
+    so any noisewall client understands it.
     """
 
     async def fetch_bundle(peer: str) -> dict[str, Any]:
-        reply = await connection.request({"type": "fetch_bundle", "name": peer}, timeout)
-        bundle: dict[str, Any] = reply["bundle"]
-        return bundle
+        return (await connection.call(FetchBundle(peer), Bundle, timeout)).bundle
 
-    envelope = await account.sessions.encrypt(to, json.dumps(payload).encode("utf-8"),
-                                              fetch_bundle)
-    return {"type": "send", "to": to, "msg_id": str(payload["id"]), "envelope": envelope}
+    envelope = await payloads.seal(account.sessions, to, payload, fetch_bundle)
+    return Send(to, str(payload["id"]), envelope)
 
 
-def new_message_id() -> str:
-    """A message id in the app's format."""
-    return secrets.token_urlsafe(12)
-
-
-def wire_size(message: dict[str, Any]) -> int:
+def wire_size(request: Send) -> int:
     """Bytes a request takes inside the Noise channel (the payload the bulk phase moves)."""
-    return len(wire.encode(message))
+    return len(wire.encode(request.to_wire()))
 
 
-async def open_payload(account: ProbeAccount, push: dict[str, Any]) -> dict[str, Any] | None:
-    """Decrypt a pushed ``message``; None if it is not one this account can read."""
+async def open_payload(account: ProbeAccount, push: Message) -> dict[str, Any] | None:
+    """Decrypt a pushed message; None if this account cannot read it (the app drops those)."""
     try:
-        plaintext = await account.sessions.decrypt(str(push["from"]), push["envelope"])
-        payload = json.loads(plaintext)
-    except (E2EError, ValueError, KeyError, TypeError):
-        # Undecryptable or malformed: dropped, as the app does.
+        return await payloads.open_sealed(account.sessions, push.sender, push.envelope)
+    except payloads.PayloadError:
         return None
-    return payload if isinstance(payload, dict) else None

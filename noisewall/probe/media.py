@@ -30,6 +30,7 @@ import aiohttp
 from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.mediaclient import MediaClient, MediaPinError
 from noisewall.messenger.mediacrypto import MediaKind, blob_size
+from noisewall.messenger.messages import Hello, Welcome
 from noisewall.noise import NoiseError
 from noisewall.probe.accounts import ProbeAccount
 from noisewall.probe.measurement import Trace, kbps
@@ -88,15 +89,14 @@ class CredentialSession:
         for attempt in range(2):
             try:
                 connection = await self._connect()
-                welcome = await connection.request({"type": "hello"},
-                                                   self.settings.phase_timeout)
+                welcome = await connection.call(Hello(), Welcome, self.settings.phase_timeout)
                 break
             except (OSError, TimeoutError, NoiseError, ChatError):
                 await self.close()
                 if attempt:
                     raise
-        media = welcome.get("media")
-        if not isinstance(media, dict):
+        media = welcome.media
+        if media is None:
             raise ValueError("the server offers no media endpoint")
         url = self.settings.media_url or str(media["url"])
         name = media.get("server_name")

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from noisewall.clock import Clock
+from noisewall.messenger import payloads
 from noisewall.messenger.client import ChatConnection
-from noisewall.probe.accounts import ProbeAccount, new_message_id, open_payload, seal, wire_size
+from noisewall.messenger.messages import Ack, Delivered, Message, Register, Welcome, parse_push
+from noisewall.probe.accounts import ProbeAccount, open_payload, seal, wire_size
 from noisewall.probe.measurement import Trace, kbps
 from noisewall.probe.phases import failure_of, measure, open_chat, phase
 from noisewall.probe.settings import ProbeSettings, Vantage
@@ -62,13 +64,13 @@ async def message_round_trip(probe: ChatProbe, peer: str, kind: str) -> FeatureR
 
 
 def _payload(probe: ChatProbe, kind: str) -> dict[str, Any]:
-    base: dict[str, Any] = {"id": new_message_id(), "ts": probe.clock.now()}
     if kind == "location":
         lat, lon = PROBE_LOCATION
-        return {"kind": "location", "lat": lat, "lon": lon, "label": "noisewall probe", **base}
+        return payloads.stamped(payloads.location(lat, lon, "noisewall probe"), probe.clock.now())
     filler = "noisewall probe "
     size = probe.settings.samples.text
-    return {"kind": "text", "text": (filler * (size // len(filler) + 1))[:size], **base}
+    return payloads.stamped(payloads.text((filler * (size // len(filler) + 1))[:size]),
+                            probe.clock.now())
 
 
 async def _exchange(probe: ChatProbe, connection: ChatConnection, peer: str, kind: str,
@@ -82,7 +84,7 @@ async def _exchange(probe: ChatProbe, connection: ChatConnection, peer: str, kin
         size = wire_size(request)
         t0 = probe.trace.now()
         try:
-            await connection.request(request, s.transfer_timeout)
+            await connection.call(request, Ack, s.transfer_timeout)
         except Exception as exc:
             probe.trace.event("write", address, t0=t0, failure=failure_of(exc), tid=tid,
                               tags=probe.tags, num_bytes=0)
@@ -103,11 +105,11 @@ async def _exchange(probe: ChatProbe, connection: ChatConnection, peer: str, kin
 async def _receipt(probe: ChatProbe, connection: ChatConnection, msg_id: str) -> None:
     """Wait for the peer's delivered receipt for ``msg_id`` (others are acknowledged, skipped)."""
     while True:
-        push = await connection.pushes.get()
-        if push.get("type") != "message":
+        push = parse_push(await connection.pushes.get())
+        if not isinstance(push, Message):
             raise EOFError("the chat connection closed before the receipt")
         payload = await open_payload(probe.account, push)
-        await connection.notify({"type": "delivered", "queue_ids": [push["queue_id"]]})
+        await connection.notify(Delivered([push.queue_id]))
         if (payload is not None and payload.get("kind") == "receipt"
                 and msg_id in payload.get("ids", ())):
             return
@@ -122,8 +124,8 @@ async def register(probe: ChatProbe) -> FeatureResult:
         try:
             t0 = probe.trace.now()
             async with phase("register", probe.settings.phase_timeout):
-                await connection.request({"type": "register", "name": probe.account.name},
-                                         probe.settings.phase_timeout)
+                await connection.call(Register(probe.account.name), Welcome,
+                                      probe.settings.phase_timeout)
             result.t_round_trip = probe.trace.now() - t0
         finally:
             await connection.close()

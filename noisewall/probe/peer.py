@@ -14,9 +14,11 @@ import contextlib
 import logging
 
 from noisewall.clock import Clock
+from noisewall.messenger import payloads
 from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.messenger.messages import Ack, Delivered, Message, parse_push
 from noisewall.noise import NoiseError
-from noisewall.probe.accounts import ProbeAccount, new_message_id, open_payload, seal
+from noisewall.probe.accounts import ProbeAccount, open_payload, seal
 from noisewall.probe.settings import ProbeSettings
 
 log = logging.getLogger("noisewall.probe")
@@ -71,15 +73,15 @@ class ProbePeer:
 
     async def _answer(self, connection: ChatConnection) -> None:
         while True:
-            push = await connection.pushes.get()
-            if push.get("type") != "message":
+            push = parse_push(await connection.pushes.get())
+            if not isinstance(push, Message):
                 return  # the connection closed
             payload = await open_payload(self.account, push)
-            await connection.notify({"type": "delivered", "queue_ids": [push["queue_id"]]})
-            if payload is None or payload.get("kind") == "receipt" or "id" not in payload:
+            await connection.notify(Delivered([push.queue_id]))
+            if payload is None or payload["kind"] == "receipt":
                 continue
-            receipt = {"kind": "receipt", "status": "delivered", "ids": [str(payload["id"])],
-                       "id": new_message_id(), "ts": self.clock.now()}
-            request = await seal(self.account, connection, str(push["from"]), receipt,
+            receipt = payloads.stamped(payloads.receipt("delivered", [str(payload["id"])]),
+                                       self.clock.now())
+            request = await seal(self.account, connection, push.sender, receipt,
                                  self.settings.phase_timeout)
-            await connection.request(request, self.settings.phase_timeout)
+            await connection.call(request, Ack, self.settings.phase_timeout)
