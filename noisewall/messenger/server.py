@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noisewall.messenger import fragments, wire
+from noisewall.messenger import fragments, names, wire
 from noisewall.messenger.store import (
     DEFAULT_TTL,
     ChatStore,
@@ -232,7 +232,7 @@ class ChatServer:
             stock = await self.store.publish_keys(client.account, bundle, prekeys)
             return {"type": "ok", "id": request_id, "one_time_prekeys": stock}
         if kind == "fetch_bundle":
-            name = wire.require_str(request, "name", wire.NAME_PATTERN)
+            name = names.require_name(request, "name")
             found = await self.store.take_bundle(name)
             if found is None:
                 return wire.error(request_id, "unknown_recipient", f"no keys for {name!r}")
@@ -245,7 +245,7 @@ class ChatServer:
 
     async def _register(self, client: _Client, request_id: object,
                         request: dict[str, Any]) -> dict[str, Any]:
-        name = wire.require_str(request, "name", wire.NAME_PATTERN)
+        name = names.require_name(request, "name")
         remote = client.stream.remote_static
         assert remote is not None
         if client.account is not None and client.account != name:
@@ -276,7 +276,7 @@ class ChatServer:
     async def _send(self, client: _Client, request_id: object,
                     request: dict[str, Any]) -> dict[str, Any]:
         assert client.account is not None
-        recipient = wire.require_str(request, "to", wire.NAME_PATTERN)
+        recipient = names.require_name(request, "to")
         msg_id = wire.require_str(request, "msg_id", wire.MSG_ID_PATTERN)
         envelope = wire.require_dict(request, "envelope")
         try:
