@@ -79,8 +79,10 @@ async def test_lookups_use_the_canonical_name(server: ChatServer) -> None:
     assert ack["type"] == "ack"
     assert (await bob.pushes.get())["msg_id"] == "m1"
     for raw in ("bob\n", "b\u200dob"):
-        for request in ({"type": "fetch_bundle", "name": raw},
-                        {"type": "send", "to": raw, "msg_id": "m2", "envelope": {}}):
+        requests: list[dict[str, object]] = [
+            {"type": "fetch_bundle", "name": raw},
+            {"type": "send", "to": raw, "msg_id": "m2", "envelope": {}}]
+        for request in requests:
             with pytest.raises(ChatError) as refused:
                 await alice.request(request)
             assert refused.value.code == "bad_request"
