@@ -44,8 +44,10 @@ async def test_a_fresh_data_dir_database_and_blobs_are_private(tmp_path: Path) -
                                               dh_function("25519").generate_keypair(), None)
             welcome = await alice.request({"type": "register", "name": "alice"})
             await alice.request({"type": "send", "to": "alice", "msg_id": "m1", "envelope": {}})
+            blob = tmp_path / "blob"
+            blob.write_bytes(b"an encrypted blob")
             await upload(welcome["media"]["url"], welcome["media"]["token"], media.fingerprint,
-                         b"an encrypted blob")
+                         blob)
             await alice.close()
             names = {path.name for path in data.rglob("*")}
             assert {"chat.sqlite3", "chat.sqlite3-wal", "chat.sqlite3-shm", "blobs"} <= names
