@@ -41,6 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from noisewall.messenger.mediacrypto import BLOB_ID_PATTERN, fsync_dir
+from noisewall.private_files import create_private, private_dir
 from noisewall.selfsigned import build_self_signed, dns_name
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,7 @@ def ensure_certificate(data_dir: Path, server_name: str | None = None) -> tuple[
     ``server_name`` the certificate does not name yet makes a new one (clients
     learn its fingerprint over Noise at their next connection, as always).
     """
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(Path(data_dir))
     cert_path = data_dir / CERT_FILE
     key_path = data_dir / KEY_FILE
     if server_name is not None:
@@ -103,7 +103,7 @@ def _create_certificate(cert_path: Path, key_path: Path, dns_names: list[str]) -
         validity=CERT_VALIDITY)
     # The key first, then the certificate: a certificate on disk implies its key is.
     _write_atomic(key_path, certificate.key_pem, mode=0o600)
-    _write_atomic(cert_path, certificate.cert_pem, mode=0o644)
+    _write_atomic(cert_path, certificate.cert_pem, mode=0o600)
 
 
 def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
@@ -159,7 +159,7 @@ class MediaServer:
         self._authorize = authorize
         self.cert_path, self.key_path, self.fingerprint = ensure_certificate(
             self.data_dir, self.server_name)
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.blob_dir)
         self.app = web.Application()
         self.app.router.add_post("/blobs", self._upload)
         self.app.router.add_get("/blobs/{blob_id}", self._download, allow_head=False)
@@ -230,7 +230,7 @@ class MediaServer:
         size = 0
         buffer = bytearray()
         try:
-            with part.open("xb") as out:
+            with os.fdopen(create_private(part), "wb") as out:
                 async for chunk in request.content.iter_chunked(READ_CHUNK):
                     size += len(chunk)
                     if size > self.max_size:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from noisewall.messenger import wire
+from noisewall.messenger import names, wire
 from noisewall.messenger.wire import WireError
 
 # --- requests (client to server) ---------------------------------------
@@ -173,15 +173,15 @@ def parse_request(message: dict[str, Any]) -> Request:
         region = message.get("region")
         if region is not None and not isinstance(region, str):
             raise WireError("bad_request", "field 'region' must be a string")
-        return Register(wire.require_str(message, "name", wire.NAME_PATTERN), region)
+        return Register(names.require_name(message, "name"), region)
     if kind == Hello.TYPE:
         return Hello()
     if kind == PublishKeys.TYPE:
         return PublishKeys(wire.require_dict(message, "bundle"))
     if kind == FetchBundle.TYPE:
-        return FetchBundle(wire.require_str(message, "name", wire.NAME_PATTERN))
+        return FetchBundle(names.require_name(message, "name"))
     if kind == Send.TYPE:
-        return Send(wire.require_str(message, "to", wire.NAME_PATTERN),
+        return Send(names.require_name(message, "to"),
                     wire.require_str(message, "msg_id", wire.MSG_ID_PATTERN),
                     wire.require_dict(message, "envelope"))
     if kind == Delivered.TYPE:
@@ -192,7 +192,7 @@ def parse_request(message: dict[str, Any]) -> Request:
         return CreateGroup(wire.require_str(message, "group", wire.NAME_PATTERN))
     if kind == AddMember.TYPE:
         return AddMember(wire.require_str(message, "group", wire.NAME_PATTERN),
-                         wire.require_str(message, "name", wire.NAME_PATTERN))
+                         names.require_name(message, "name"))
     if kind == SendGroup.TYPE:
         return SendGroup(wire.require_str(message, "group", wire.NAME_PATTERN),
                          wire.require_str(message, "msg_id", wire.MSG_ID_PATTERN),

@@ -50,6 +50,7 @@ from noisewall.messenger.wire import WireError
 from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
 from noisewall.noise.keys import load_or_create_private_key
 from noisewall.noise.stream import Framing, NoiseServer, NoiseStream, serve
+from noisewall.private_files import private_dir
 
 log = logging.getLogger("noisewall.messenger")
 
@@ -63,8 +64,8 @@ SEND_WINDOW = 64
 
 
 def load_or_create_static_key(data_dir: Path) -> KeyPair:
-    """The server's Noise static key pair from DIR, created (mode 0600) on first start."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """The server's Noise static key pair from DIR (a new DIR is 0700; the key file 0600)."""
+    private_dir(data_dir)
     return load_or_create_private_key(data_dir / KEY_FILE, dh_function("25519"))
 
 

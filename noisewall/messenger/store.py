@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from noisewall.messenger.messages import Message
+from noisewall.private_files import private_file
 
 T = TypeVar("T")
 DEFAULT_TTL = 30 * 24 * 3600.0
@@ -76,6 +77,16 @@ def _settle(results: list[_Result]) -> None:
             future.set_result(value)
 
 
+def _make_private(path: Path) -> None:
+    """The database file 0600 before SQLite opens it (SQLite gives new WAL and SHM files
+    the database's mode), and a WAL or SHM file an older server left readable tightened."""
+    private_file(path)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            private_file(companion)
+
+
 class NameTakenError(Exception):
     """The requested account name belongs to another key."""
 
@@ -118,12 +129,13 @@ class ChatStore:
 
     def _run(self) -> None:
         try:
+            _make_private(self.path)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._ready.set_exception(exc)
             return
         self._ready.set_result(None)

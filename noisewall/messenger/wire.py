@@ -29,8 +29,10 @@ from typing import Any
 
 MAX_FRAME = 1024 * 1024
 MAX_IDS = 1000
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
-MSG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: An account name in canonical form; use with ``fullmatch`` (``$`` would let ``"bob\n"``
+#: through). :mod:`noisewall.messenger.names` turns any spelling into this form.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+MSG_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class WireError(ValueError):
@@ -60,9 +62,9 @@ def decode(data: bytes) -> dict[str, Any]:
 
 
 def require_str(message: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
-    """A string field, optionally checked against ``pattern``."""
+    """A string field, optionally matching ``pattern`` in full."""
     value = message.get(key)
-    if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
+    if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
         raise WireError("bad_request", f"field {key!r} is missing or malformed")
     return value
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from noisewall.noise.dh import DHFunction, KeyPair
 from noisewall.noise.errors import InvalidKeyError
+from noisewall.private_files import create_private
 
 
 def parse_hex_key(text: str, length: int, what: str) -> bytes:
@@ -41,7 +42,7 @@ def load_or_create_private_key(path: Path, dh: DHFunction) -> KeyPair:
         path.parent.mkdir(parents=True, exist_ok=True)
         pair = dh.generate_keypair()
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            descriptor = create_private(path)
         except FileExistsError:
             return load_private_key(path, dh)
         with os.fdopen(descriptor, "w", encoding="ascii") as out:
