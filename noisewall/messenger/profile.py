@@ -1,7 +1,9 @@
 """A client's profile folder: keys, settings, history and outbox in one SQLite file.
 
-The folder is created mode 0700 and the database mode 0600: it holds the
-Noise static private key and the end-to-end session state.
+The folder is kept mode 0700 and the database (with its WAL and shared-memory
+files) mode 0600 whatever the umask, or the mode of a folder the user made
+beforehand: it holds the Noise static private key and the end-to-end session
+state.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
@@ -78,10 +81,17 @@ class Profile:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = folder / "profile.sqlite3"
-        if not path.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _owner_only(folder, 0o700)
+            # SQLite gives its -wal and -shm files the database's mode: tighten it first.
+            for owned in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                if owned.exists():
+                    _owner_only(owned, 0o600)
+        except OSError as exc:
+            raise ProfileError(f"{folder}: cannot make the profile private: {exc}") from None
         try:
             self.db = sqlite3.connect(path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -193,6 +203,13 @@ class Profile:
                             [(status, peer, msg_id) for peer, msg_id, status in acks])
         self.db.executemany("DELETE FROM outbox WHERE msg_id = ?",
                             [(msg_id,) for _, msg_id, _ in acks])
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    """Take group and other permissions away from ``path`` (mkdir's mode yields to the umask,
+    and a folder the user made beforehand has its own)."""
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(mode)
 
 
 def _entry(row: tuple[Any, ...]) -> HistoryEntry:
