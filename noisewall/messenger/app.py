@@ -35,7 +35,14 @@ from typing import Any
 
 from noisewall.clock import Clock, SystemClock
 from noisewall.messenger.client import ChatConnection, ChatError
-from noisewall.messenger.e2e import E2EError, E2EIdentity, E2ESessions, SqliteSessionStore
+from noisewall.messenger.e2e import (
+    E2EError,
+    E2EIdentity,
+    E2ESessions,
+    IdentityChangedError,
+    KeyBook,
+    SqliteSessionStore,
+)
 from noisewall.messenger.mediaclient import (
     MediaAuthError,
     MediaClient,
@@ -76,12 +83,15 @@ class Received:
     """A message received and decrypted by :meth:`MessengerClient.receive`.
 
     ``media`` is a media message's download state after this call; ``retried``
-    marks an earlier message whose pending download this call tried again.
+    marks an earlier message whose pending download this call tried again;
+    ``key_changed`` says the sender's identity key changed and the new key is
+    not accepted yet (sending to the sender is held).
     """
 
     entry: HistoryEntry
     media: MediaDownload | None = None
     retried: bool = False
+    key_changed: bool = False
 
     @property
     def media_path(self) -> Path | None:
@@ -97,6 +107,8 @@ class Received:
             view["file"] = str(self.media_path)
         if self.retried:
             view["retried"] = True
+        if self.key_changed:
+            view["key_changed"] = True
         return view
 
 
@@ -132,6 +144,8 @@ class MessengerClient:
         self.socks5 = socks5
         self.clock = clock or SystemClock()
         self._store = SqliteSessionStore(profile.db)
+        self.key_book = KeyBook(profile.db)
+        """The identity key trusted for each peer (see :mod:`~noisewall.messenger.e2e.trust`)."""
         self._downloads = MediaDownloads(profile.db, media_retry)
         self._connection: ChatConnection | None = None
         self._welcome: dict[str, Any] = {}
@@ -214,8 +228,13 @@ class MessengerClient:
     def _e2e(self) -> E2ESessions:
         if self._sessions is None:
             identity = E2EIdentity.load_or_create(self._store, self.name, ONE_TIME_PREKEYS)
-            self._sessions = E2ESessions(identity, self._store)
+            self._sessions = E2ESessions(identity, self._store, self.key_book)
         return self._sessions
+
+    @property
+    def identity(self) -> E2EIdentity:
+        """This profile's end-to-end identity (its key is what peers' safety numbers show)."""
+        return self._e2e().identity
 
     async def register(self, name: str, server: str, *, media_url: str | None = None,
                        framing: str = "noisesocket") -> dict[str, Any]:
@@ -361,9 +380,15 @@ class MessengerClient:
                                              "name": path.name})
 
     async def send_receipt(self, to: str, status: str, ids: list[str]) -> None:
-        """Tell ``to`` that messages were delivered, read or played (end to end)."""
-        await self._send_payload(to, {"kind": "receipt", "status": status, "ids": ids},
-                                 record=False)
+        """Tell ``to`` that messages were delivered, read or played (end to end).
+
+        Not sent while the identity key of ``to`` changed and is not accepted.
+        """
+        try:
+            await self._send_payload(to, {"kind": "receipt", "status": status, "ids": ids},
+                                     record=False)
+        except IdentityChangedError:
+            log.info("%s receipt to %s held back: its identity key changed", status, to)
 
     # --- receiving -----------------------------------------------------
 
@@ -458,7 +483,10 @@ class MessengerClient:
             e2e.discard_unsaved()
             raise
         media = await self._fetch([entry for entry in new if entry.kind in MEDIA_KINDS])
-        return [Received(entry, media.get((entry.peer, entry.msg_id))) for entry in new]
+        changed = {peer for peer in {entry.peer for entry in new}
+                   if (trusted := self.key_book.get(peer)) and trusted.changed_key is not None}
+        return [Received(entry, media.get((entry.peer, entry.msg_id)),
+                         key_changed=entry.peer in changed) for entry in new]
 
     def _apply_receipt(self, entry: HistoryEntry) -> None:
         status, ids = entry.body.get("status"), entry.body.get("ids")

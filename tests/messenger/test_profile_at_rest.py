@@ -14,21 +14,13 @@ from pathlib import Path
 import pytest
 
 from noisewall.messenger.app import MessengerClient
-from noisewall.messenger.mediaserver import MediaServer
-from noisewall.messenger.server import ChatServer
+from tests.messenger.loopback_messenger import running_messenger
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[str]:
-    data = tmp_path / "server"
-    async with ChatServer(data) as chat:
-        media = MediaServer(data / "media", chat.authorize_media)
-        media_port = await media.start("127.0.0.1", 0)
-        chat.media = media.announcement(f"https://127.0.0.1:{media_port}")
-        try:
-            yield f"127.0.0.1:{await chat.start('127.0.0.1', 0)}"
-        finally:
-            await media.close()
+    async with running_messenger(tmp_path / "server") as address:
+        yield address
 
 
 async def _exchange(tmp_path: Path, server: str, text: str) -> Path:
