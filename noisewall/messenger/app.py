@@ -63,7 +63,6 @@ from noisewall.messenger.mediacrypto import (
     MediaKind,
 )
 from noisewall.messenger.profile import HistoryEntry, OutboxItem, Profile, ProfileError
-from noisewall.noise import KeyPair, dh_function
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ class MessengerClient:
         self._store = SqliteSessionStore(profile.db)
         self.key_book = KeyBook(profile.db)
         """The identity key trusted for each peer (see :mod:`~noisewall.messenger.e2e.trust`)."""
-        self._downloads = MediaDownloads(profile.db, media_retry)
+        self._downloads = MediaDownloads(profile, media_retry)
         self._connection: ChatConnection | None = None
         self._welcome: dict[str, Any] = {}
         self._sessions: E2ESessions | None = None
@@ -200,15 +199,6 @@ class MessengerClient:
         """This profile's account name."""
         return self.profile.require("name")
 
-    def _static(self) -> KeyPair:
-        dh = dh_function("25519")
-        stored = self.profile.get("noise_private")
-        if stored is None:
-            pair = dh.generate_keypair()
-            self.profile.set("noise_private", pair.private_bytes().hex())
-            return pair
-        return dh.keypair_from_private(bytes.fromhex(stored))
-
     async def _connect(self) -> ChatConnection:
         if self._connection is not None:
             return self._connection
@@ -216,7 +206,7 @@ class MessengerClient:
         cached = self.profile.get("server_key")
         framing = self.profile.get("framing") or "noisesocket"
         connection = await ChatConnection.open(
-            host, int(port), self._static(), bytes.fromhex(cached) if cached else None,
+            host, int(port), self.profile.noise_static(), bytes.fromhex(cached) if cached else None,
             framing="wa" if framing == "wa" else "noisesocket", socks5=self.socks5,
         )
         if connection.server_key is not None:
