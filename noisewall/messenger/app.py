@@ -35,7 +35,14 @@ from typing import Any
 from noisewall.clock import Clock, SystemClock
 from noisewall.messenger import payloads
 from noisewall.messenger.client import ChatConnection, ChatError
-from noisewall.messenger.e2e import E2EError, E2EIdentity, E2ESessions, SqliteSessionStore
+from noisewall.messenger.e2e import (
+    E2EError,
+    E2EIdentity,
+    E2ESessions,
+    IdentityChangedError,
+    KeyBook,
+    SqliteSessionStore,
+)
 from noisewall.messenger.mediaclient import (
     MediaAuthError,
     MediaClient,
@@ -70,7 +77,6 @@ from noisewall.messenger.messages import (
     parse_push,
 )
 from noisewall.messenger.profile import HistoryEntry, OutboxItem, Profile, ProfileError
-from noisewall.noise import KeyPair, dh_function
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +96,15 @@ class Received:
     """A message received and decrypted by :meth:`MessengerClient.receive`.
 
     ``media`` is a media message's download state after this call; ``retried``
-    marks an earlier message whose pending download this call tried again.
+    marks an earlier message whose pending download this call tried again;
+    ``key_changed`` says the sender's identity key changed and the new key is
+    not accepted yet (sending to the sender is held).
     """
 
     entry: HistoryEntry
     media: MediaDownload | None = None
     retried: bool = False
+    key_changed: bool = False
 
     @property
     def media_path(self) -> Path | None:
@@ -111,6 +120,8 @@ class Received:
             view["file"] = str(self.media_path)
         if self.retried:
             view["retried"] = True
+        if self.key_changed:
+            view["key_changed"] = True
         return view
 
 
@@ -146,7 +157,9 @@ class MessengerClient:
         self.socks5 = socks5
         self.clock = clock or SystemClock()
         self._store = SqliteSessionStore(profile.db)
-        self._downloads = MediaDownloads(profile.db, media_retry)
+        self.key_book = KeyBook(profile.db)
+        """The identity key trusted for each peer (see :mod:`~noisewall.messenger.e2e.trust`)."""
+        self._downloads = MediaDownloads(profile, media_retry)
         self._connection: ChatConnection | None = None
         self._welcome = Welcome(None, None)
         self._sessions: E2ESessions | None = None
@@ -200,15 +213,6 @@ class MessengerClient:
         """This profile's account name."""
         return self.profile.require("name")
 
-    def _static(self) -> KeyPair:
-        dh = dh_function("25519")
-        stored = self.profile.get("noise_private")
-        if stored is None:
-            pair = dh.generate_keypair()
-            self.profile.set("noise_private", pair.private_bytes().hex())
-            return pair
-        return dh.keypair_from_private(bytes.fromhex(stored))
-
     async def _connect(self) -> ChatConnection:
         if self._connection is not None:
             return self._connection
@@ -216,7 +220,7 @@ class MessengerClient:
         cached = self.profile.get("server_key")
         framing = self.profile.get("framing") or "noisesocket"
         connection = await ChatConnection.open(
-            host, int(port), self._static(), bytes.fromhex(cached) if cached else None,
+            host, int(port), self.profile.noise_static(), bytes.fromhex(cached) if cached else None,
             framing="wa" if framing == "wa" else "noisesocket", socks5=self.socks5,
         )
         if connection.server_key is not None:
@@ -228,8 +232,13 @@ class MessengerClient:
     def _e2e(self) -> E2ESessions:
         if self._sessions is None:
             identity = E2EIdentity.load_or_create(self._store, self.name, ONE_TIME_PREKEYS)
-            self._sessions = E2ESessions(identity, self._store)
+            self._sessions = E2ESessions(identity, self._store, self.key_book)
         return self._sessions
+
+    @property
+    def identity(self) -> E2EIdentity:
+        """This profile's end-to-end identity (its key is what peers' safety numbers show)."""
+        return self._e2e().identity
 
     async def register(self, name: str, server: str, *, media_url: str | None = None,
                        framing: str = "noisesocket") -> Welcome:
@@ -370,8 +379,14 @@ class MessengerClient:
                                              "name": path.name})
 
     async def send_receipt(self, to: str, status: str, ids: list[str]) -> None:
-        """Tell ``to`` that messages were delivered, read or played (end to end)."""
-        await self._send_payload(to, payloads.receipt(status, ids), record=False)
+        """Tell ``to`` that messages were delivered, read or played (end to end).
+
+        Not sent while the identity key of ``to`` changed and is not accepted.
+        """
+        try:
+            await self._send_payload(to, payloads.receipt(status, ids), record=False)
+        except IdentityChangedError:
+            log.info("%s receipt to %s held back: its identity key changed", status, to)
 
     # --- receiving -----------------------------------------------------
 
@@ -466,7 +481,10 @@ class MessengerClient:
             e2e.discard_unsaved()
             raise
         media = await self._fetch([entry for entry in new if entry.kind in MEDIA_KINDS])
-        return [Received(entry, media.get((entry.peer, entry.msg_id))) for entry in new]
+        changed = {peer for peer in {entry.peer for entry in new}
+                   if (trusted := self.key_book.get(peer)) and trusted.changed_key is not None}
+        return [Received(entry, media.get((entry.peer, entry.msg_id)),
+                         key_changed=entry.peer in changed) for entry in new]
 
     def _apply_receipt(self, entry: HistoryEntry) -> None:
         status, ids = entry.body.get("status"), entry.body.get("ids")

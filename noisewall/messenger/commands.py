@@ -15,7 +15,13 @@ import click
 from noisewall.cli_options import json_option, parse_endpoint
 from noisewall.messenger.app import MessengerClient, Received
 from noisewall.messenger.client import ChatError
-from noisewall.messenger.e2e import E2EError
+from noisewall.messenger.e2e import E2EError, IdentityChangedError, TrustError, fingerprint
+from noisewall.messenger.e2e.safety import (
+    format_safety_number,
+    parse_safety_number,
+    safety_number,
+    same_safety_number,
+)
 from noisewall.messenger.mediaclient import MediaClientError
 from noisewall.messenger.mediaclient_downloads import MediaDownload
 from noisewall.messenger.mediacrypto import MediaError
@@ -126,6 +132,10 @@ def _run(options: _ClientOptions, action: Callable[[MessengerClient], Awaitable[
 
     try:
         return asyncio.run(main())
+    except IdentityChangedError as exc:
+        raise click.ClickException(
+            f"{exc} (see `noisewall client --profile {options.profile} fingerprint {exc.peer}`"
+            f", then `... accept-key {exc.peer}`)") from None
     except (ChatError, E2EError, MediaClientError, MediaError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -149,7 +159,12 @@ def _sent(send: Callable[[MessengerClient], Awaitable[str]]
               help="Reach the server (chat and media) through this SOCKS5 proxy.")
 @click.pass_context
 def client(ctx: click.Context, profile: Path, socks5: str | None) -> None:
-    """The messenger client: end-to-end encrypted text, media, locations, receipts."""
+    """The messenger client: end-to-end encrypted text, media, locations, receipts.
+
+    A peer's identity key is trusted when first seen; if it changes, nothing
+    more is sent to that peer until you accept the new key (`fingerprint`,
+    `verify`, `accept-key`).
+    """
     ctx.obj = _ClientOptions(profile, parse_endpoint(socks5) if socks5 else None)
 
 
@@ -179,7 +194,11 @@ def register(options: _ClientOptions, name: str, server: str, media_url: str | N
 @click.argument("text")
 @click.pass_obj
 def send(options: _ClientOptions, to: str, text: str) -> None:
-    """Send TEXT to TO."""
+    """Send TEXT to TO.
+
+    Refused, with nothing encrypted, if the identity key of TO changed since
+    it was first seen or accepted: see `fingerprint` and `accept-key`.
+    """
     click.echo(_run(options, _sent(lambda c: c.send_text(to, text))))
 
 
@@ -226,6 +245,10 @@ def _describe(item: Received) -> str:
 
 
 def _print_received(items: list[Received], as_json: bool) -> None:
+    for peer in sorted({item.entry.peer for item in items if item.key_changed}):
+        click.echo(f"warning: the identity key of {peer} changed (its safety number changed); "
+                   f"messages to {peer} are held until you accept the new key: compare with "
+                   f"`fingerprint {peer}`, then `accept-key {peer}`", err=True)
     if as_json:
         click.echo(json.dumps([item.as_json() for item in items], indent=2))
         return
@@ -316,3 +339,119 @@ def history(options: _ClientOptions, peer: str | None, as_json: bool) -> None:
             shown = f"{shown} ({media.describe()})"
         click.echo(f"{entry['id']} {arrow} {entry['peer']} [{entry['status']}] "
                    f"{entry['kind']}: {shown}")
+
+
+# --- identity keys: fingerprints, safety numbers, verification ------------
+
+
+def _peer_keys(client: MessengerClient, peer: str) -> dict[str, Any]:
+    """What is known of the identity key of ``peer``, as the ``fingerprint`` command shows it."""
+    trusted = client.key_book.get(peer)
+    if trusted is None:
+        raise TrustError(f"no identity key of {peer!r} known yet: it is learned with the first "
+                         "message sent to or received from them")
+    me = (client.identity.account, client.identity.identity_key)
+    view: dict[str, Any] = {
+        "account": peer, "fingerprint": fingerprint(trusted.identity_key),
+        "verified": trusted.verified,
+        "safety_number": format_safety_number(safety_number(me, (peer, trusted.identity_key)))}
+    if trusted.changed_key is not None:
+        view["changed_key"] = {
+            "fingerprint": fingerprint(trusted.changed_key),
+            "safety_number": format_safety_number(
+                safety_number(me, (peer, trusted.changed_key)))}
+    return view
+
+
+@client.command(name="fingerprint")
+@click.argument("peer", required=False)
+@json_option
+@click.pass_obj
+def fingerprint_command(options: _ClientOptions, peer: str | None, as_json: bool) -> None:
+    """Show this profile's identity key fingerprint, and with PEER theirs and your safety number.
+
+    The safety number (60 digits, as Signal's) is the same on both sides when
+    each holds the other's real key: compare it with PEER in person or on a
+    call, then mark the key verified with `verify PEER`. If the identity key
+    of PEER changed (a new device, or someone in the middle), the new key is
+    shown too and nothing is sent to PEER until you run `accept-key PEER`.
+    """
+
+    async def action(c: MessengerClient) -> dict[str, Any]:
+        view: dict[str, Any] = {"account": c.identity.account,
+                                "fingerprint": c.identity.fingerprint}
+        if peer is not None:
+            view["peer"] = _peer_keys(c, peer)
+        return view
+
+    view = _run(options, action)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    click.echo(f"you ({view['account']}): {view['fingerprint']}")
+    theirs = view.get("peer")
+    if theirs is None:
+        return
+    state = "verified" if theirs["verified"] else "not verified"
+    click.echo(f"{theirs['account']} ({state}): {theirs['fingerprint']}")
+    click.echo(f"safety number: {theirs['safety_number']}")
+    changed = theirs.get("changed_key")
+    if changed is not None:
+        click.echo(f"WARNING: the identity key of {peer} changed; nothing is sent to {peer} "
+                   f"until you accept it (`accept-key {peer}`)")
+        click.echo(f"{peer} (new key): {changed['fingerprint']}")
+        click.echo(f"safety number with the new key: {changed['safety_number']}")
+
+
+def _safety_number_option(_ctx: click.Context, _param: click.Parameter,
+                          value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_safety_number(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@client.command()
+@click.argument("peer")
+@click.option("--safety-number", "number", metavar="DIGITS", callback=_safety_number_option,
+              help="The safety number PEER's device shows (spaces allowed): refused, and "
+                   "nothing marked, unless it equals this profile's.")
+@click.option("--clear", is_flag=True, help="Mark the key of PEER not verified.")
+@click.pass_obj
+def verify(options: _ClientOptions, peer: str, number: str | None, clear: bool) -> None:
+    """Mark the identity key of PEER verified, after comparing safety numbers out of band."""
+
+    async def action(c: MessengerClient) -> str:
+        trusted = c.key_book.get(peer)
+        if trusted is None:
+            raise TrustError(f"no identity key of {peer!r} known yet")
+        if number is not None:
+            mine = safety_number((c.identity.account, c.identity.identity_key),
+                                 (peer, trusted.identity_key))
+            if not same_safety_number(mine, number):
+                raise TrustError(f"the safety numbers differ: this is not the key {peer}'s "
+                                 "device holds (nothing marked)")
+        c.key_book.set_verified(peer, trusted.identity_key, not clear)
+        return f"{peer} {'not verified' if clear else 'verified'}"
+
+    click.echo(_run(options, action))
+
+
+@client.command(name="accept-key")
+@click.argument("peer")
+@click.pass_obj
+def accept_key(options: _ClientOptions, peer: str) -> None:
+    """Accept the changed identity key of PEER, so messages to PEER go out again.
+
+    Compare the new safety number first (`fingerprint PEER`): a changed key is
+    a new device, or someone reading in the middle. The accepted key is not
+    verified until you run `verify PEER`.
+    """
+
+    async def action(c: MessengerClient) -> str:
+        c.key_book.accept(peer)
+        return f"accepted the new identity key of {peer} (not verified)"
+
+    click.echo(_run(options, action))

@@ -26,14 +26,12 @@ history entry only.
 from __future__ import annotations
 
 import datetime
-import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from noisewall.messenger.profile import HistoryEntry
+from noisewall.messenger.profile import HistoryEntry, Profile
 
 DownloadState = Literal["pending", "downloaded", "failed"]
 FailureReason = Literal["unavailable", "refused", "integrity"]
@@ -51,6 +49,7 @@ CREATE TABLE IF NOT EXISTS media_downloads (
     PRIMARY KEY (peer, msg_id)
 )""", "CREATE INDEX IF NOT EXISTS media_downloads_due ON media_downloads (state, next_attempt)")
 _COLUMNS = "d.peer, d.msg_id, d.state, d.attempts, d.next_attempt, d.reason, d.error, d.path"
+_HISTORY_COLUMNS = "h.peer, h.msg_id, h.direction, h.kind, h.body, h.ts, h.status"
 
 
 @dataclass(frozen=True)
@@ -138,11 +137,12 @@ class MediaDownloads:
     commit).
     """
 
-    def __init__(self, db: sqlite3.Connection, policy: RetryPolicy | None = None) -> None:
-        self._db = db
+    def __init__(self, profile: Profile, policy: RetryPolicy | None = None) -> None:
+        self._profile = profile
+        self._db = profile.db
         self.policy = policy or RetryPolicy()
         for statement in _SCHEMA:  # not executescript: it would commit a caller's transaction
-            db.execute(statement)
+            self._db.execute(statement)
 
     def add(self, peer: str, msg_id: str, now: float) -> None:
         """A new media message: its download is pending and due at once."""
@@ -201,11 +201,10 @@ class MediaDownloads:
     def _with_entries(self, where: str, values: tuple[Any, ...]
                       ) -> list[tuple[HistoryEntry, MediaDownload]]:
         rows = self._db.execute(
-            f"SELECT {_COLUMNS}, h.kind, h.body, h.ts, h.status FROM media_downloads d "  # noqa: S608
+            f"SELECT {_COLUMNS}, {_HISTORY_COLUMNS} FROM media_downloads d "  # noqa: S608
             "JOIN history h ON h.peer = d.peer AND h.msg_id = d.msg_id AND h.direction = 'in' "
             f"WHERE {where}", values).fetchall()
-        return [(HistoryEntry(row[0], row[1], "in", row[8], json.loads(row[9]), row[10], row[11]),
-                 _download(row)) for row in rows]
+        return [(self._profile.entry(row[8:]), _download(row)) for row in rows]
 
 
 def _download(row: tuple[Any, ...]) -> MediaDownload:

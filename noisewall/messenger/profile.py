@@ -1,7 +1,14 @@
 """A client's profile folder: keys, settings, history and outbox in one SQLite file.
 
-The folder is created mode 0700 and the database mode 0600: it holds the
-Noise static private key and the end-to-end session state.
+Message bodies in the history are sealed (:mod:`~noisewall.messenger.history_cipher`)
+with a key derived from the profile's Noise static private key; a profile
+written before that is migrated when opened, and its file rebuilt so that no
+plaintext lingers in free pages or the WAL.
+
+The folder is kept mode 0700 and the database (with its WAL and shared-memory
+files) mode 0600 whatever the umask, or the mode of a folder the user made
+beforehand: it holds the Noise static private key and the end-to-end session
+state.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from noisewall.errors import InputError
+from noisewall.messenger.history_cipher import HistoryCipher
+from noisewall.noise import KeyPair, dh_function
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -25,7 +35,7 @@ CREATE TABLE IF NOT EXISTS history (
     msg_id TEXT NOT NULL,
     direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
     kind TEXT NOT NULL,
-    body TEXT NOT NULL,
+    body BLOB NOT NULL,  -- sealed JSON (a TEXT body is an unsealed one from before)
     ts REAL NOT NULL,
     status TEXT NOT NULL,
     PRIMARY KEY (peer, direction, msg_id)
@@ -78,10 +88,17 @@ class Profile:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = folder / "profile.sqlite3"
-        if not path.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _owner_only(folder, 0o700)
+            # SQLite gives its -wal and -shm files the database's mode: tighten it first.
+            for owned in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                if owned.exists():
+                    _owner_only(owned, 0o600)
+        except OSError as exc:
+            raise ProfileError(f"{folder}: cannot make the profile private: {exc}") from None
         try:
             self.db = sqlite3.connect(path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -91,6 +108,8 @@ class Profile:
         except sqlite3.Error as exc:
             raise ProfileError(f"{path}: cannot open the profile database: {exc}") from None
         self.media_dir = folder / "media"
+        self._cipher: HistoryCipher | None = None
+        self._seal_old_history()
 
     def close(self) -> None:
         """Close the database."""
@@ -130,14 +149,56 @@ class Profile:
         """Store a setting."""
         self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
 
+    def noise_static(self) -> KeyPair:
+        """The profile's Noise static key pair (its identity to the server), made on first use."""
+        dh = dh_function("25519")
+        stored = self.get("noise_private")
+        if stored is None:
+            pair = dh.generate_keypair()
+            self.set("noise_private", pair.private_bytes().hex())
+            return pair
+        return dh.keypair_from_private(bytes.fromhex(stored))
+
     # --- history -------------------------------------------------------
+
+    @property
+    def _history_cipher(self) -> HistoryCipher:
+        if self._cipher is None:
+            self._cipher = HistoryCipher(self.noise_static().private_bytes())
+        return self._cipher
+
+    def _seal_old_history(self) -> None:
+        """Seal the bodies a profile of an earlier version kept in plaintext.
+
+        Then rebuild the database file (VACUUM) and empty the WAL: the old
+        bodies would otherwise survive in free pages and old WAL frames.
+        """
+        rows = self.db.execute("SELECT rowid, peer, direction, msg_id, body FROM history "
+                               "WHERE typeof(body) = 'text'").fetchall()
+        if not rows:
+            return
+        cipher = self._history_cipher
+        with self.transaction():
+            self.db.executemany("UPDATE history SET body = ? WHERE rowid = ?", [
+                (cipher.seal((peer, direction, msg_id), body.encode("utf-8")), rowid)
+                for rowid, peer, direction, msg_id, body in rows])
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def entry(self, row: Sequence[Any]) -> HistoryEntry:
+        """A history row ``(peer, msg_id, direction, kind, body, ts, status)``, opened."""
+        peer, msg_id, direction, kind, sealed, ts, status = row
+        body = self._history_cipher.open((peer, direction, msg_id), sealed)
+        return HistoryEntry(peer, msg_id, direction, kind, json.loads(body), ts, status)
 
     def record(self, peer: str, msg_id: str, direction: str, kind: str,
                body: dict[str, Any], *, status: str, ts: float | None = None) -> bool:
         """Add a message to the history; False if it was already there (a duplicate)."""
         cursor = self.db.execute(
             "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (peer, msg_id, direction, kind, json.dumps(body), ts or time.time(), status))
+            (peer, msg_id, direction, kind,
+             self._history_cipher.seal((peer, direction, msg_id), json.dumps(body).encode()),
+             ts or time.time(), status))
         return cursor.rowcount == 1
 
     def set_status(self, peer: str, msg_id: str, direction: str, status: str) -> None:
@@ -149,7 +210,7 @@ class Profile:
         """A received message by id."""
         row = self.db.execute("SELECT * FROM history WHERE msg_id = ? AND direction = 'in'",
                               (msg_id,)).fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else self.entry(row)
 
     def history(self, peer: str | None = None) -> list[HistoryEntry]:
         """Messages, oldest first, optionally with one peer only."""
@@ -158,7 +219,7 @@ class Profile:
         else:
             rows = self.db.execute("SELECT * FROM history WHERE peer = ? ORDER BY ts",
                                    (peer,)).fetchall()
-        return [_entry(row) for row in rows]
+        return [self.entry(row) for row in rows]
 
     def contacts(self) -> list[str]:
         """Everyone this profile has exchanged messages with."""
@@ -195,5 +256,9 @@ class Profile:
                             [(msg_id,) for _, msg_id, _ in acks])
 
 
-def _entry(row: tuple[Any, ...]) -> HistoryEntry:
-    return HistoryEntry(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
+def _owner_only(path: Path, mode: int) -> None:
+    """Take group and other permissions away from ``path`` (mkdir's mode yields to the umask,
+    and a folder the user made beforehand has its own)."""
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(mode)
+

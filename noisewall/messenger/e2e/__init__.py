@@ -44,9 +44,12 @@ over (new install, lost state). The X3DH ephemeral keys of sessions a peer
 started are remembered, so a replayed first message of a discarded session is
 refused rather than used to reset the conversation.
 
-Identity keys are trust-on-first-use and a changed identity key is accepted
-(a new session replaces the old); :meth:`E2ESessions.peer_identity_key`
-exposes the key so a client can show a fingerprint or warn on a change.
+Identity keys are trusted on first use. Given a :class:`KeyBook`,
+:class:`E2ESessions` refuses to encrypt to a peer whose identity key is not
+the trusted one (:class:`IdentityChangedError`, before anything is
+encrypted) until the user accepts the new key; messages from the new key are
+still decrypted, and the change is noted. :mod:`.safety` computes Signal's
+safety numbers for the user to compare and mark a key verified.
 
 Nothing in this module logs; no error message contains key material or
 plaintext.
@@ -58,15 +61,18 @@ from noisewall.messenger.e2e.errors import (
     DecryptionError,
     DuplicateMessageError,
     E2EError,
+    IdentityChangedError,
     KeyAgreementError,
     MalformedEnvelopeError,
     NoSessionError,
     SessionConflictError,
     StateError,
+    TrustError,
 )
 from noisewall.messenger.e2e.identity import E2EIdentity
 from noisewall.messenger.e2e.sessions import MAX_ARCHIVED_SESSIONS, E2ESessions
 from noisewall.messenger.e2e.store import SessionStore, SqliteSessionStore, StoredState
+from noisewall.messenger.e2e.trust import KeyBook, TrustedKey
 
 __all__ = [
     "ENVELOPE_VERSION",
@@ -77,7 +83,9 @@ __all__ = [
     "E2EError",
     "E2EIdentity",
     "E2ESessions",
+    "IdentityChangedError",
     "KeyAgreementError",
+    "KeyBook",
     "MalformedEnvelopeError",
     "NoSessionError",
     "SessionConflictError",
@@ -85,6 +93,8 @@ __all__ = [
     "SqliteSessionStore",
     "StateError",
     "StoredState",
+    "TrustError",
+    "TrustedKey",
     "fingerprint",
     "parse_bundle",
 ]

@@ -42,3 +42,21 @@ class SessionConflictError(E2EError):
 class StateError(E2EError):
     """Stored identity or session state cannot be parsed."""
 
+
+
+class IdentityChangedError(E2EError):
+    """A peer's identity key differs from the one trusted for it: nothing was encrypted.
+
+    Raised before any message is encrypted to the new key; sending stays held
+    until the user accepts the new key (:meth:`KeyBook.accept`), ideally after
+    comparing safety numbers with the peer.
+    """
+
+    def __init__(self, peer: str) -> None:
+        super().__init__(f"the identity key of {peer!r} changed: nothing was encrypted to the "
+                         "new key; compare safety numbers, then accept the new key to send")
+        self.peer = peer
+
+
+class TrustError(E2EError):
+    """A trust decision cannot be made (no key known, no change to accept, numbers differ)."""

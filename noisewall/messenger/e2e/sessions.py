@@ -46,6 +46,7 @@ from noisewall.messenger.e2e.primitives import (
     ratchet_from_json,
 )
 from noisewall.messenger.e2e.store import SessionStore
+from noisewall.messenger.e2e.trust import KeyBook
 
 MAX_ARCHIVED_SESSIONS = 4
 """Earlier sessions kept per peer besides the current one."""
@@ -160,11 +161,17 @@ class E2ESessions:
     when redelivered. Encryption is always saved before the envelope is
     returned: a ratchet step that was used must never be forgotten, or its
     message key would encrypt a second message.
+
+    With a :class:`KeyBook`, :meth:`encrypt` refuses a peer whose identity key
+    is not the trusted one (:class:`IdentityChangedError`) before encrypting
+    anything, and :meth:`decrypt` notes the key of every message it opens.
     """
 
-    def __init__(self, identity: E2EIdentity, store: SessionStore) -> None:
+    def __init__(self, identity: E2EIdentity, store: SessionStore,
+                 trust: KeyBook | None = None) -> None:
         self._identity = identity
         self._store = store
+        self._trust = trust
         self._records: dict[str, _CachedRecord] = {}
         self._peer_locks: dict[str, asyncio.Lock] = {}
         self._identity_lock = asyncio.Lock()
@@ -349,11 +356,13 @@ class E2ESessions:
                 record, version = self._load(peer)
                 if record.sessions:
                     session = record.sessions[0]
+                    self._check_trust(peer, session.peer_identity_key)
                     message = await session.ratchet.encrypt_message(
                         data, message_ad(session.ad, self.account, peer))
                 else:
                     if bundle is None:
                         bundle = _single_prekey(parse_bundle(await fetch_bundle(peer)))
+                    self._check_trust(peer, bundle.identity_key)
                     session, message = await self._start_session(peer, bundle, data)
                     record.add(session)
                 envelope = envelope_to_json(session.pending, message)
@@ -368,6 +377,10 @@ class E2ESessions:
                     continue
                 return envelope
         raise AssertionError("unreachable")
+
+    def _check_trust(self, peer: str, identity_key: bytes) -> None:
+        if self._trust is not None:
+            self._trust.check(peer, identity_key)
 
     async def _start_session(self, peer: str, bundle: x3dh.Bundle,
                              plaintext: bytes) -> tuple[_Session, EncryptedMessage]:
@@ -415,6 +428,8 @@ class E2ESessions:
                     if attempt + 1 == _SAVE_ATTEMPTS:
                         raise
                     continue
+                if self._trust is not None:  # the session that opened it is now current
+                    self._trust.observe(peer, record.sessions[0].peer_identity_key)
                 return plaintext
         raise AssertionError("unreachable")
 
