@@ -18,7 +18,11 @@ issues tokens over the Noise channel and checks them in ``authorize``):
 * ``GET /blobs/{id}``: streams the blob; 404 for an id that is unknown or not of
   the blob id form, so no path can escape the blob folder.
 
-Errors answer ``{"error": "..."}`` with 401, 404 or 413. Tokens are never logged.
+Errors answer ``{"error": "..."}`` with 400, 401, 404 or 413. Every handler
+decodes its input (bearer token, blob id, body) through functions that raise
+:class:`MediaRequestError`; one middleware turns it into the answer and one
+log line, so no request shape reaches aiohttp's 500 path. Tokens are never
+logged.
 """
 
 from __future__ import annotations
@@ -29,14 +33,16 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -44,6 +50,9 @@ from noisewall.messenger.mediacrypto import BLOB_ID_PATTERN, fsync_dir
 from noisewall.selfsigned import build_self_signed, dns_name
 
 log = logging.getLogger(__name__)
+
+#: aiohttp's own logger for this server: requests its parser refuses land here.
+http_log = logging.getLogger(f"{__name__}.http")
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 CERT_FILE = "media-cert.pem"
@@ -54,6 +63,10 @@ CERT_COMMON_NAME = "noisewall-media"
 CERT_VALIDITY = datetime.timedelta(days=3650)
 READ_CHUNK = 64 * 1024
 WRITE_BUFFER = 256 * 1024
+
+#: RFC 6750's b64token: what a bearer token may hold. Anything else (bytes that are not
+#: ASCII, spaces, controls) is refused before it reaches ``authorize``.
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 Authorize = Callable[[str], str | None]
 """``authorize(token)``: the account name a bearer token belongs to, or None."""
@@ -128,8 +141,57 @@ def server_ssl_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     return context
 
 
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+class MediaRequestError(Exception):
+    """A request the media server refuses: the status, a reason safe to log and to answer.
+
+    ``close`` drops the connection after the answer (the rest of the body was not read).
+    """
+
+    def __init__(self, status: int, reason: str, *, close: bool = False,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.close = close
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        """The answer: ``{"error": reason}`` with this status."""
+        response = web.json_response(
+            {"error": self.reason}, status=self.status, headers=self.headers or None)
+        if self.close:
+            response.force_close()
+        return response
+
+
+class _OneLineParserRefusals(logging.Filter):
+    """aiohttp logs each request its HTTP parser refuses (answered 400) with a traceback at
+    ERROR; bad input from a client is worth one line, like every other refusal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        if isinstance(refused, HttpProcessingError):
+            record.msg = "media request refused (%d): %s"
+            record.args = (refused.code, refused.message.partition("\n")[0])
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+http_log.addFilter(_OneLineParserRefusals())
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one error path: a refused request gets its 4xx and one log line, no traceback."""
+    try:
+        return await handler(request)
+    except MediaRequestError as refused:
+        log.info("media request refused (%d): %s", refused.status, refused.reason)
+        return refused.response()
 
 
 class MediaServer:
@@ -160,7 +222,7 @@ class MediaServer:
         self.cert_path, self.key_path, self.fingerprint = ensure_certificate(
             self.data_dir, self.server_name)
         self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[_refusals])
         self.app.router.add_post("/blobs", self._upload)
         self.app.router.add_get("/blobs/{blob_id}", self._download, allow_head=False)
         self._runner: web.AppRunner | None = None
@@ -184,7 +246,7 @@ class MediaServer:
         self._remove_partial_uploads()
         context = server_ssl_context(self.cert_path, self.key_path)
         # No access log: it would record blob ids; tokens travel in headers only.
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0, logger=http_log)
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port, ssl_context=context)
@@ -208,21 +270,18 @@ class MediaServer:
         for part in self.blob_dir.glob(f"*{PART_SUFFIX}"):
             part.unlink(missing_ok=True)
 
-    def _account(self, request: web.Request) -> str | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return None
-        return self._authorize(token)
+    def _account(self, request: web.Request) -> str:
+        """The account the request's bearer token belongs to; MediaRequestError (401) if none."""
+        account = self._authorize(_bearer_token(request))
+        if account is None:
+            raise _unauthorized()
+        return account
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
         account = self._account(request)
-        if account is None:
-            return _unauthorized()
         declared = request.content_length
         if declared is not None and declared > self.max_size:
-            return _too_large(self.max_size)
+            raise _too_large(self.max_size)
         blob_id = secrets.token_urlsafe(32)
         part = self.blob_dir / f".{blob_id}{PART_SUFFIX}"
         committed = False
@@ -234,7 +293,7 @@ class MediaServer:
                 async for chunk in request.content.iter_chunked(READ_CHUNK):
                     size += len(chunk)
                     if size > self.max_size:
-                        return _too_large(self.max_size)
+                        raise _too_large(self.max_size)
                     digest.update(chunk)
                     buffer += chunk
                     if len(buffer) >= WRITE_BUFFER:
@@ -244,11 +303,9 @@ class MediaServer:
             await asyncio.to_thread(_commit, part, self.blob_dir / blob_id)
             committed = True
         except ConnectionError:
-            # The client went away mid-body: nothing to answer, nothing to keep.
-            log.info("upload abandoned after %d bytes", size)
-            response = _error(400, "upload interrupted")
-            response.force_close()
-            return response
+            # The client went away mid-body: nothing to keep.
+            raise MediaRequestError(
+                400, f"upload interrupted after {size} bytes", close=True) from None
         finally:
             if not committed:
                 part.unlink(missing_ok=True)
@@ -258,14 +315,11 @@ class MediaServer:
         )
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
-        if self._account(request) is None:
-            return _unauthorized()
+        self._account(request)
         blob_id = request.match_info["blob_id"]
-        if not BLOB_ID_PATTERN.fullmatch(blob_id):
-            return _error(404, "no such blob")
         path = self.blob_dir / blob_id
-        if not path.is_file():
-            return _error(404, "no such blob")
+        if not BLOB_ID_PATTERN.fullmatch(blob_id) or not path.is_file():
+            raise MediaRequestError(404, "no such blob")
         return web.FileResponse(
             path,
             headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},
@@ -283,12 +337,20 @@ def _commit(part: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def _unauthorized() -> web.Response:
-    return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+def _bearer_token(request: web.Request) -> str:
+    """The token of ``Authorization: Bearer TOKEN``; MediaRequestError (401) for any other form."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not BEARER_TOKEN.fullmatch(token):
+        raise _unauthorized()
+    return token
 
 
-def _too_large(max_size: int) -> web.Response:
-    response = _error(413, f"the blob is larger than {max_size} bytes")
+def _unauthorized() -> MediaRequestError:
+    return MediaRequestError(401, "a valid bearer token is required",
+                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def _too_large(max_size: int) -> MediaRequestError:
     # The rest of the body is not read: the connection cannot be reused.
-    response.force_close()
-    return response
+    return MediaRequestError(413, f"the blob is larger than {max_size} bytes", close=True)
