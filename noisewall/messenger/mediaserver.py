@@ -18,7 +18,13 @@ issues tokens over the Noise channel and checks them in ``authorize``):
 * ``GET /blobs/{id}``: streams the blob; 404 for an id that is unknown or not of
   the blob id form, so no path can escape the blob folder.
 
-Errors answer ``{"error": "..."}`` with 400, 401, 404 or 413. Every handler
+Slow or silent clients are bounded by :class:`MediaTimeouts`: the TLS handshake
+and each request head must arrive within ``header`` seconds, an upload's body
+may pause at most ``body`` seconds between reads (408), and a connection with
+no request (or with a response its client stopped reading) is closed after
+``idle`` seconds.
+
+Errors answer ``{"error": "..."}`` with 400, 401, 404, 408 or 413. Every handler
 decodes its input (bearer token, blob id, body) through functions that raise
 :class:`MediaRequestError`; one middleware turns it into the answer and one
 log line, so no request shape reaches aiohttp's 500 path. Tokens are never
@@ -47,6 +53,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from noisewall.messenger.mediacrypto import BLOB_ID_PATTERN, fsync_dir
+from noisewall.messenger.mediatimeouts import MediaTimeouts, TimedConnection
 from noisewall.selfsigned import build_self_signed, dns_name
 
 log = logging.getLogger(__name__)
@@ -194,6 +201,20 @@ async def _refusals(request: web.Request, handler: Handler) -> web.StreamRespons
         return refused.response()
 
 
+@web.middleware
+async def _timed_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection's watchdog when a request's head has arrived and when it is handled."""
+    transport = request.transport
+    connection = transport.get_protocol() if transport is not None else None
+    if not isinstance(connection, TimedConnection):
+        return await handler(request)
+    connection.head_complete()
+    try:
+        return await handler(request)
+    finally:
+        connection.request_handled()
+
+
 class MediaServer:
     """The HTTPS blob store; see the module documentation for its routes.
 
@@ -201,7 +222,8 @@ class MediaServer:
     media went to ``mmg.whatsapp.net``), None for none: its certificate names
     it, and :meth:`announcement` tells clients to send it as the TLS SNI
     whatever address they reach the server at. ValueError if it is not a host
-    name.
+    name. ``timeouts`` bounds slow and silent clients (see the module
+    documentation).
     """
 
     def __init__(
@@ -211,21 +233,24 @@ class MediaServer:
         max_size: int = DEFAULT_MAX_SIZE,
         *,
         server_name: str | None = None,
+        timeouts: MediaTimeouts | None = None,
     ) -> None:
         if max_size <= 0:
             raise ValueError("max_size must be positive")
         self.data_dir = Path(data_dir)
         self.blob_dir = self.data_dir / BLOB_DIR
         self.max_size = max_size
+        self.timeouts = timeouts if timeouts is not None else MediaTimeouts()
         self.server_name = None if server_name is None else dns_name(server_name)
         self._authorize = authorize
         self.cert_path, self.key_path, self.fingerprint = ensure_certificate(
             self.data_dir, self.server_name)
         self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self.app = web.Application(middlewares=[_refusals])
+        self.app = web.Application(middlewares=[_timed_requests, _refusals])
         self.app.router.add_post("/blobs", self._upload)
         self.app.router.add_get("/blobs/{blob_id}", self._download, allow_head=False)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     def announcement(self, url: str) -> dict[str, str]:
         """What the chat server tells clients about this server (with a token added per client).
@@ -246,24 +271,37 @@ class MediaServer:
         self._remove_partial_uploads()
         context = server_ssl_context(self.cert_path, self.key_path)
         # No access log: it would record blob ids; tokens travel in headers only.
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0, logger=http_log)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0, logger=http_log,
+                               keepalive_timeout=self.timeouts.idle,
+                               # A refused body is drained this long at most before closing.
+                               lingering_time=self.timeouts.body)
         await runner.setup()
+        handlers = runner.server
+        assert handlers is not None
         try:
-            site = web.TCPSite(runner, host, port, ssl_context=context)
-            await site.start()
+            # Not aiohttp's TCPSite: each connection's protocol goes behind a watchdog, and
+            # the TLS handshake gets the header deadline.
+            listener = await asyncio.get_running_loop().create_server(
+                lambda: TimedConnection(handlers(), self.timeouts), host, port, ssl=context,
+                ssl_handshake_timeout=self.timeouts.header)
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
-        bound: int = runner.addresses[0][1]
+        self._runner, self._listener = runner, listener
+        bound: int = listener.sockets[0].getsockname()[1]
         log.info("media server listening on %s:%d", host, bound)
         return bound
 
     async def close(self) -> None:
         """Stop listening and close every connection."""
         runner, self._runner = self._runner, None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         if runner is not None:
             await runner.cleanup()
+        if listener is not None:
+            await listener.wait_closed()
 
     def _remove_partial_uploads(self) -> None:
         """Uploads interrupted by a crash are never served: remove what they left."""
@@ -290,7 +328,7 @@ class MediaServer:
         buffer = bytearray()
         try:
             with part.open("xb") as out:
-                async for chunk in request.content.iter_chunked(READ_CHUNK):
+                while chunk := await self._body_chunk(request):
                     size += len(chunk)
                     if size > self.max_size:
                         raise _too_large(self.max_size)
@@ -314,16 +352,38 @@ class MediaServer:
             {"id": blob_id, "size": size, "sha256": digest.hexdigest()}, status=201
         )
 
+    async def _body_chunk(self, request: web.Request) -> bytes:
+        """The next piece of the body (b"" at its end); 408 after ``timeouts.body`` s of none."""
+        try:
+            async with asyncio.timeout(self.timeouts.body):
+                return await request.content.read(READ_CHUNK)
+        except TimeoutError:
+            raise MediaRequestError(
+                408, f"no body bytes for {self.timeouts.body:g} s", close=True) from None
+
     async def _download(self, request: web.Request) -> web.StreamResponse:
         self._account(request)
         blob_id = request.match_info["blob_id"]
         path = self.blob_dir / blob_id
         if not BLOB_ID_PATTERN.fullmatch(blob_id) or not path.is_file():
             raise MediaRequestError(404, "no such blob")
-        return web.FileResponse(
-            path,
-            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},
-        )
+        # Written here rather than by aiohttp's FileResponse: over TLS its sendfile path swaps
+        # the connection's protocol out, which hides a client that stops reading from the
+        # connection's watchdog (and it reads the file 16 KiB at a time).
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
+        sent = 0
+        with path.open("rb") as blob:
+            response.content_length = os.fstat(blob.fileno()).st_size
+            try:
+                await response.prepare(request)
+                while chunk := await asyncio.to_thread(blob.read, WRITE_BUFFER):
+                    await response.write(chunk)
+                    sent += len(chunk)
+            except ConnectionError:
+                # The client went away (or stopped reading and was cut): nothing to answer.
+                log.info("download abandoned after %d of %d bytes", sent, response.content_length)
+        return response  # aiohttp ends it (and ignores a connection already gone)
 
 
 def _finish(out: BinaryIO, rest: bytes) -> None:
