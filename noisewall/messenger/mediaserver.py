@@ -18,7 +18,17 @@ issues tokens over the Noise channel and checks them in ``authorize``):
 * ``GET /blobs/{id}``: streams the blob; 404 for an id that is unknown or not of
   the blob id form, so no path can escape the blob folder.
 
-Errors answer ``{"error": "..."}`` with 401, 404 or 413. Tokens are never logged.
+Slow or silent clients are bounded by :class:`MediaTimeouts`: the TLS handshake
+and each request head must arrive within ``header`` seconds, an upload's body
+may pause at most ``body`` seconds between reads (408), and a connection with
+no request (or with a response its client stopped reading) is closed after
+``idle`` seconds.
+
+Errors answer ``{"error": "..."}`` with 400, 401, 404, 408 or 413. Every handler
+decodes its input (bearer token, blob id, body) through functions that raise
+:class:`MediaRequestError`; one middleware turns it into the answer and one
+log line, so no request shape reaches aiohttp's 500 path. Tokens are never
+logged.
 """
 
 from __future__ import annotations
@@ -29,22 +39,28 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from noisewall.messenger.mediacrypto import BLOB_ID_PATTERN, fsync_dir
+from noisewall.messenger.mediatimeouts import MediaTimeouts, TimedConnection
 from noisewall.private_files import create_private, private_dir
 from noisewall.selfsigned import build_self_signed, dns_name
 
 log = logging.getLogger(__name__)
+
+#: aiohttp's own logger for this server: requests its parser refuses land here.
+http_log = logging.getLogger(f"{__name__}.http")
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 CERT_FILE = "media-cert.pem"
@@ -55,6 +71,10 @@ CERT_COMMON_NAME = "noisewall-media"
 CERT_VALIDITY = datetime.timedelta(days=3650)
 READ_CHUNK = 64 * 1024
 WRITE_BUFFER = 256 * 1024
+
+#: RFC 6750's b64token: what a bearer token may hold. Anything else (bytes that are not
+#: ASCII, spaces, controls) is refused before it reaches ``authorize``.
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 Authorize = Callable[[str], str | None]
 """``authorize(token)``: the account name a bearer token belongs to, or None."""
@@ -128,8 +148,71 @@ def server_ssl_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     return context
 
 
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+class MediaRequestError(Exception):
+    """A request the media server refuses: the status, a reason safe to log and to answer.
+
+    ``close`` drops the connection after the answer (the rest of the body was not read).
+    """
+
+    def __init__(self, status: int, reason: str, *, close: bool = False,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.close = close
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        """The answer: ``{"error": reason}`` with this status."""
+        response = web.json_response(
+            {"error": self.reason}, status=self.status, headers=self.headers or None)
+        if self.close:
+            response.force_close()
+        return response
+
+
+class _OneLineParserRefusals(logging.Filter):
+    """aiohttp logs each request its HTTP parser refuses (answered 400) with a traceback at
+    ERROR; bad input from a client is worth one line, like every other refusal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        if isinstance(refused, HttpProcessingError):
+            record.msg = "media request refused (%d): %s"
+            record.args = (refused.code, refused.message.partition("\n")[0])
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+http_log.addFilter(_OneLineParserRefusals())
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one error path: a refused request gets its 4xx and one log line, no traceback."""
+    try:
+        return await handler(request)
+    except MediaRequestError as refused:
+        log.info("media request refused (%d): %s", refused.status, refused.reason)
+        return refused.response()
+
+
+@web.middleware
+async def _timed_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection's watchdog when a request's head has arrived and when it is handled."""
+    transport = request.transport
+    connection = transport.get_protocol() if transport is not None else None
+    if not isinstance(connection, TimedConnection):
+        return await handler(request)
+    connection.head_complete()
+    try:
+        return await handler(request)
+    finally:
+        connection.request_handled()
 
 
 class MediaServer:
@@ -139,7 +222,8 @@ class MediaServer:
     media went to ``mmg.whatsapp.net``), None for none: its certificate names
     it, and :meth:`announcement` tells clients to send it as the TLS SNI
     whatever address they reach the server at. ValueError if it is not a host
-    name.
+    name. ``timeouts`` bounds slow and silent clients (see the module
+    documentation).
     """
 
     def __init__(
@@ -149,21 +233,24 @@ class MediaServer:
         max_size: int = DEFAULT_MAX_SIZE,
         *,
         server_name: str | None = None,
+        timeouts: MediaTimeouts | None = None,
     ) -> None:
         if max_size <= 0:
             raise ValueError("max_size must be positive")
         self.data_dir = Path(data_dir)
         self.blob_dir = self.data_dir / BLOB_DIR
         self.max_size = max_size
+        self.timeouts = timeouts if timeouts is not None else MediaTimeouts()
         self.server_name = None if server_name is None else dns_name(server_name)
         self._authorize = authorize
         self.cert_path, self.key_path, self.fingerprint = ensure_certificate(
             self.data_dir, self.server_name)
         private_dir(self.blob_dir)
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[_timed_requests, _refusals])
         self.app.router.add_post("/blobs", self._upload)
         self.app.router.add_get("/blobs/{blob_id}", self._download, allow_head=False)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     def announcement(self, url: str) -> dict[str, str]:
         """What the chat server tells clients about this server (with a token added per client).
@@ -184,45 +271,55 @@ class MediaServer:
         self._remove_partial_uploads()
         context = server_ssl_context(self.cert_path, self.key_path)
         # No access log: it would record blob ids; tokens travel in headers only.
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0, logger=http_log,
+                               keepalive_timeout=self.timeouts.idle,
+                               # A refused body is drained this long at most before closing.
+                               lingering_time=self.timeouts.body)
         await runner.setup()
+        handlers = runner.server
+        assert handlers is not None
         try:
-            site = web.TCPSite(runner, host, port, ssl_context=context)
-            await site.start()
+            # Not aiohttp's TCPSite: each connection's protocol goes behind a watchdog, and
+            # the TLS handshake gets the header deadline.
+            listener = await asyncio.get_running_loop().create_server(
+                lambda: TimedConnection(handlers(), self.timeouts), host, port, ssl=context,
+                ssl_handshake_timeout=self.timeouts.header)
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
-        bound: int = runner.addresses[0][1]
+        self._runner, self._listener = runner, listener
+        bound: int = listener.sockets[0].getsockname()[1]
         log.info("media server listening on %s:%d", host, bound)
         return bound
 
     async def close(self) -> None:
         """Stop listening and close every connection."""
         runner, self._runner = self._runner, None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         if runner is not None:
             await runner.cleanup()
+        if listener is not None:
+            await listener.wait_closed()
 
     def _remove_partial_uploads(self) -> None:
         """Uploads interrupted by a crash are never served: remove what they left."""
         for part in self.blob_dir.glob(f"*{PART_SUFFIX}"):
             part.unlink(missing_ok=True)
 
-    def _account(self, request: web.Request) -> str | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return None
-        return self._authorize(token)
+    def _account(self, request: web.Request) -> str:
+        """The account the request's bearer token belongs to; MediaRequestError (401) if none."""
+        account = self._authorize(_bearer_token(request))
+        if account is None:
+            raise _unauthorized()
+        return account
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
         account = self._account(request)
-        if account is None:
-            return _unauthorized()
         declared = request.content_length
         if declared is not None and declared > self.max_size:
-            return _too_large(self.max_size)
+            raise _too_large(self.max_size)
         blob_id = secrets.token_urlsafe(32)
         part = self.blob_dir / f".{blob_id}{PART_SUFFIX}"
         committed = False
@@ -231,10 +328,10 @@ class MediaServer:
         buffer = bytearray()
         try:
             with os.fdopen(create_private(part), "wb") as out:
-                async for chunk in request.content.iter_chunked(READ_CHUNK):
+                while chunk := await self._body_chunk(request):
                     size += len(chunk)
                     if size > self.max_size:
-                        return _too_large(self.max_size)
+                        raise _too_large(self.max_size)
                     digest.update(chunk)
                     buffer += chunk
                     if len(buffer) >= WRITE_BUFFER:
@@ -244,11 +341,9 @@ class MediaServer:
             await asyncio.to_thread(_commit, part, self.blob_dir / blob_id)
             committed = True
         except ConnectionError:
-            # The client went away mid-body: nothing to answer, nothing to keep.
-            log.info("upload abandoned after %d bytes", size)
-            response = _error(400, "upload interrupted")
-            response.force_close()
-            return response
+            # The client went away mid-body: nothing to keep.
+            raise MediaRequestError(
+                400, f"upload interrupted after {size} bytes", close=True) from None
         finally:
             if not committed:
                 part.unlink(missing_ok=True)
@@ -257,19 +352,38 @@ class MediaServer:
             {"id": blob_id, "size": size, "sha256": digest.hexdigest()}, status=201
         )
 
+    async def _body_chunk(self, request: web.Request) -> bytes:
+        """The next piece of the body (b"" at its end); 408 after ``timeouts.body`` s of none."""
+        try:
+            async with asyncio.timeout(self.timeouts.body):
+                return await request.content.read(READ_CHUNK)
+        except TimeoutError:
+            raise MediaRequestError(
+                408, f"no body bytes for {self.timeouts.body:g} s", close=True) from None
+
     async def _download(self, request: web.Request) -> web.StreamResponse:
-        if self._account(request) is None:
-            return _unauthorized()
+        self._account(request)
         blob_id = request.match_info["blob_id"]
-        if not BLOB_ID_PATTERN.fullmatch(blob_id):
-            return _error(404, "no such blob")
         path = self.blob_dir / blob_id
-        if not path.is_file():
-            return _error(404, "no such blob")
-        return web.FileResponse(
-            path,
-            headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"},
-        )
+        if not BLOB_ID_PATTERN.fullmatch(blob_id) or not path.is_file():
+            raise MediaRequestError(404, "no such blob")
+        # Written here rather than by aiohttp's FileResponse: over TLS its sendfile path swaps
+        # the connection's protocol out, which hides a client that stops reading from the
+        # connection's watchdog (and it reads the file 16 KiB at a time).
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
+        sent = 0
+        with path.open("rb") as blob:
+            response.content_length = os.fstat(blob.fileno()).st_size
+            try:
+                await response.prepare(request)
+                while chunk := await asyncio.to_thread(blob.read, WRITE_BUFFER):
+                    await response.write(chunk)
+                    sent += len(chunk)
+            except ConnectionError:
+                # The client went away (or stopped reading and was cut): nothing to answer.
+                log.info("download abandoned after %d of %d bytes", sent, response.content_length)
+        return response  # aiohttp ends it (and ignores a connection already gone)
 
 
 def _finish(out: BinaryIO, rest: bytes) -> None:
@@ -283,12 +397,20 @@ def _commit(part: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def _unauthorized() -> web.Response:
-    return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+def _bearer_token(request: web.Request) -> str:
+    """The token of ``Authorization: Bearer TOKEN``; MediaRequestError (401) for any other form."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not BEARER_TOKEN.fullmatch(token):
+        raise _unauthorized()
+    return token
 
 
-def _too_large(max_size: int) -> web.Response:
-    response = _error(413, f"the blob is larger than {max_size} bytes")
+def _unauthorized() -> MediaRequestError:
+    return MediaRequestError(401, "a valid bearer token is required",
+                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def _too_large(max_size: int) -> MediaRequestError:
     # The rest of the body is not read: the connection cannot be reused.
-    response.force_close()
-    return response
+    return MediaRequestError(413, f"the blob is larger than {max_size} bytes", close=True)

@@ -33,6 +33,8 @@ MAX_IDS = 1000
 #: through). :mod:`noisewall.messenger.names` turns any spelling into this form.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 MSG_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: JSON's escape for a UTF-16 surrogate: only a pair of them spells a character.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class WireError(ValueError):
@@ -58,6 +60,14 @@ def decode(data: bytes) -> dict[str, Any]:
         raise WireError("bad_request", "not a UTF-8 JSON object") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise WireError("bad_request", "a message is a JSON object with a string 'type'")
+    # A lone surrogate escape decodes to a string that is not text: it fails later, wherever
+    # it is encoded (SQLite, logs). Refused here, once; the re-encoding runs only when an
+    # escape is there at all.
+    if SURROGATE_ESCAPE.search(data):
+        try:
+            json.dumps(message, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise WireError("bad_request", "a string holds a lone surrogate escape") from None
     return message
 
 
