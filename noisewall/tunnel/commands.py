@@ -26,7 +26,7 @@ from noisewall.tunnel.config import (
 )
 from noisewall.tunnel.keyfile import load_or_create_key, read_client_keys
 from noisewall.tunnel.server import TunnelServer
-from noisewall.tunnel.transport_tls import DEFAULT_SNI
+from noisewall.tunnel.transports.tls import DEFAULT_SNI
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,10 +12,10 @@ from noisewall.errors import InputError
 from noisewall.noise.dh import KeyPair
 from noisewall.records.names import TRANSPORT_NAMES, TransportName
 from noisewall.tunnel.mux import DEFAULT_WINDOW
-from noisewall.tunnel.transport import Transport
-from noisewall.tunnel.transport_padded import PaddedNoiseSocketTransport
-from noisewall.tunnel.transport_random import RandomTransport
-from noisewall.tunnel.transport_tls import DEFAULT_ALPN, DEFAULT_SNI, TlsTransport
+from noisewall.tunnel.transports.base import Transport
+from noisewall.tunnel.transports.padded import PaddedNoiseSocketTransport
+from noisewall.tunnel.transports.random_bytes import RandomTransport
+from noisewall.tunnel.transports.tls import DEFAULT_ALPN, DEFAULT_SNI, TlsTransport
 
 KEY_SIZE = 32
 
