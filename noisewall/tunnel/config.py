@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -111,6 +112,9 @@ class TunnelServerConfig(BaseModel):
     #: How long a refused peer is read from at most before the server hangs up.
     refuse_linger: float = Field(default=30.0, gt=0)
     window: int = Field(default=DEFAULT_WINDOW, gt=0, lt=2**32)
+    #: Where the replay filter keeps the first messages it answered, so that one recorded
+    #: before a restart is refused after it (None: in memory only).
+    replay_file: Path | None = None
 
     def destination_rules(self) -> list[DestinationRule]:
         """The parsed ``allow`` list."""
