@@ -125,6 +125,12 @@ class _Path:
     seconds: dict[str, list[float]] = field(default_factory=dict)
     #: CPU seconds per GB, per direction and role, one entry per round.
     cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    #: Processes that carry only one direction (the relay chains), instead of ``processes``.
+    by_direction: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+    def charged(self, direction: str) -> list[tuple[str, int]]:
+        """The (role, pid) of each process tree a transfer in ``direction`` runs through."""
+        return self.by_direction.get(direction, self.processes)
 
 
 async def _tunnel(transport: str, workdir: Path, allow: list[str]) -> _Path:
@@ -183,7 +189,11 @@ async def _relays(workdir: Path, sink_port: int, source_port: int) -> _Path:
     async def opener(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await _direct(entries[port])
 
-    return _Path(RELAYS, opener, [], stop)
+    # Charged like ssh and sshd: what one Python hop costs with no crypto and no mux.
+    chains = {direction: [("entry relay", children[at + 1].process.pid),
+                          ("exit relay", children[at].process.pid)]
+              for direction, at in zip(DIRECTIONS, (0, 2), strict=True)}
+    return _Path(RELAYS, opener, [], stop, by_direction=chains)
 
 
 def _helper_role(direction: str) -> str:
@@ -193,7 +203,7 @@ def _helper_role(direction: str) -> str:
 async def _measure(path: _Path, direction: str, helper: ServingChild, size: int) -> None:
     """One transfer along ``path`` (to the sink or from the source), with the CPU it cost."""
     port = helper.port
-    roles = [*path.processes, (_helper_role(direction), helper.process.pid)]
+    roles = [*path.charged(direction), (_helper_role(direction), helper.process.pid)]
     before = [tree_cpu_seconds(pid) for _, pid in roles]
     app_before = time.process_time()
     move = _upload if direction == "upload" else _download
@@ -226,10 +236,10 @@ def _results(paths: list[_Path], size: int,
                 f"{against.name}, median", rate[against.name, direction]))
     for direction in DIRECTIONS:
         for path in paths:
-            if not path.processes or path is baseline:
+            if not path.charged(direction) or path is baseline:
                 continue
             common = [_helper_role(direction), "application"]
-            pairs = [*zip([role for role, _ in path.processes],
+            pairs = [*zip([role for role, _ in path.charged(direction)],
                           [role for role, _ in baseline.processes], strict=True),
                      *zip(common, common, strict=True)]
             for role, base_role in pairs:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -28,9 +27,9 @@ from noisewall.noise.events import Event, HandshakePayload, MessageReceived, Pee
 from noisewall.noise.noisesocket import NoiseSocketConnection
 from noisewall.noise.settings import NoiseSettings
 from noisewall.tcp_stream import Buffer
+from noisewall.tunnel.replay import EPHEMERAL_SIZE, ReplayFilter
 
 NOISE_PROTOCOL = "Noise_IK_25519_AESGCM_SHA256"
-EPHEMERAL_SIZE = 32
 READ_CHUNK = 256 * 1024
 
 
@@ -64,28 +63,6 @@ class ByteStream(Protocol):
     def close(self) -> None:
         """Close the connection."""
         ...
-
-
-class ReplayFilter:
-    """Remembers recent first-message ephemeral keys: a replayed handshake is refused.
-
-    A censor that records a client's first message and replays it (as the
-    GFW did against Shadowsocks) would otherwise get a server reply and learn
-    that a tunnel listens here. Bounded to ``capacity`` keys, oldest forgotten.
-    """
-
-    def __init__(self, capacity: int = 65536) -> None:
-        self.capacity = capacity
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
-
-    def first_use(self, ephemeral: bytes) -> bool:
-        """True the first time ``ephemeral`` is seen, False for a replay."""
-        if ephemeral in self._seen:
-            return False
-        self._seen[ephemeral] = None
-        if len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
-        return True
 
 
 def client_settings(static: KeyPair, server_key: bytes, negotiation: bytes | None = None,

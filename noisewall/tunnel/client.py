@@ -20,7 +20,7 @@ from noisewall.tunnel.channel import ByteStream, initiate
 from noisewall.tunnel.config import TunnelClientConfig, build_transport
 from noisewall.tunnel.listener import Listener
 from noisewall.tunnel.session import MuxSession, StreamRefused, TunnelStream, splice
-from noisewall.tunnel.transport import Transport
+from noisewall.tunnel.transports.base import Transport
 
 log = logging.getLogger("noisewall.tunnel")
 

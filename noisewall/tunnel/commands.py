@@ -26,7 +26,7 @@ from noisewall.tunnel.config import (
 )
 from noisewall.tunnel.keyfile import load_or_create_key, read_client_keys
 from noisewall.tunnel.server import TunnelServer
-from noisewall.tunnel.transport_tls import DEFAULT_SNI
+from noisewall.tunnel.transports.tls import DEFAULT_SNI
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,7 +101,11 @@ def key(key_file: Path) -> None:
 def server(listen: tuple[str, int], key_file: Path, transport: str,
            allow_clients: tuple[str, ...], clients_file: Path | None, allow: tuple[str, ...],
            cover_sni: str) -> None:
-    """Run the tunnel server: authenticated clients only, onward to allowed destinations."""
+    """Run the tunnel server: authenticated clients only, onward to allowed destinations.
+
+    The first messages it answered are kept in KEY.replay beside the key file,
+    so a handshake recorded before a restart gets no answer after it.
+    """
     clients = [parse_hex_key(text, KEY_SIZE, "--allow-client") for text in allow_clients]
     if clients_file is not None:
         clients += read_client_keys(clients_file)
@@ -110,7 +114,7 @@ def server(listen: tuple[str, int], key_file: Path, transport: str,
     config: TunnelServerConfig = _config(
         TunnelServerConfig, static=load_or_create_key(key_file), transport=transport,
         listen_host=listen[0], listen_port=listen[1], clients=clients, allow=list(allow),
-        cover_sni=cover_sni,
+        cover_sni=cover_sni, replay_file=key_file.with_name(key_file.name + ".replay"),
     )
 
     async def run() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -12,10 +13,10 @@ from noisewall.errors import InputError
 from noisewall.noise.dh import KeyPair
 from noisewall.records.names import TRANSPORT_NAMES, TransportName
 from noisewall.tunnel.mux import DEFAULT_WINDOW
-from noisewall.tunnel.transport import Transport
-from noisewall.tunnel.transport_padded import PaddedNoiseSocketTransport
-from noisewall.tunnel.transport_random import RandomTransport
-from noisewall.tunnel.transport_tls import DEFAULT_ALPN, DEFAULT_SNI, TlsTransport
+from noisewall.tunnel.transports.base import Transport
+from noisewall.tunnel.transports.padded import PaddedNoiseSocketTransport
+from noisewall.tunnel.transports.random_bytes import RandomTransport
+from noisewall.tunnel.transports.tls import DEFAULT_ALPN, DEFAULT_SNI, TlsTransport
 
 KEY_SIZE = 32
 
@@ -111,6 +112,9 @@ class TunnelServerConfig(BaseModel):
     #: How long a refused peer is read from at most before the server hangs up.
     refuse_linger: float = Field(default=30.0, gt=0)
     window: int = Field(default=DEFAULT_WINDOW, gt=0, lt=2**32)
+    #: Where the replay filter keeps the first messages it answered, so that one recorded
+    #: before a restart is refused after it (None: in memory only).
+    replay_file: Path | None = None
 
     def destination_rules(self) -> list[DestinationRule]:
         """The parsed ``allow`` list."""

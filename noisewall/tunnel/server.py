@@ -16,14 +16,16 @@ import ipaddress
 import logging
 import socket
 import ssl
+from typing import Self
 
 from noisewall import socks5
 from noisewall.noise.errors import NoiseError
 from noisewall.tcp_stream import TcpStream
-from noisewall.tunnel.channel import ReplayFilter, TunnelRefused, respond
+from noisewall.tunnel.channel import TunnelRefused, respond
 from noisewall.tunnel.config import TunnelServerConfig, build_transport
 from noisewall.tunnel.listener import Listener
 from noisewall.tunnel.mux import OpenRequested
+from noisewall.tunnel.replay import ReplayFilter
 from noisewall.tunnel.session import MuxSession, TunnelStream, splice
 
 log = logging.getLogger("noisewall.tunnel")
@@ -41,6 +43,20 @@ class TunnelServer(Listener):
         self._replay = ReplayFilter()
         self.sessions = 0
         self.refused = 0
+
+    async def start(self) -> Self:
+        """Read the replay file (when configured), then listen."""
+        self._replay = ReplayFilter(path=self.config.replay_file)
+        try:
+            return await super().start()
+        except BaseException:
+            self._replay.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop serving and close the replay file."""
+        await super().close()
+        self._replay.close()
 
     async def handle(self, connection: TcpStream) -> None:
         """Serve one connection: handshake, then its tunnel session (or the refusal)."""

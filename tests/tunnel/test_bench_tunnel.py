@@ -51,4 +51,8 @@ async def test_every_path_both_ways_with_cpu_per_process(tmp_path: Path) -> None
         for role in ("tunnel client", "tunnel server", helper, "application"):
             row = results[f"tunnel tls: {direction}, {role}"]
             assert row.unit == "CPU-s/GB" and row.value >= 0
+        if bench_ssh.available():  # the relay chain charged like ssh and sshd
+            for role, like in (("entry relay", "ssh"), ("exit relay", "sshd")):
+                row = results[f"tunnel {bench.RELAYS}: {direction}, {role}"]
+                assert row.unit == "CPU-s/GB" and row.value >= 0 and row.baseline_name == like
     assert results["tunnel tls: 64 B round trip p50"].value > 0

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from noisewall.censor.classify import tls
 from noisewall.tcp_stream import TcpStream
-from noisewall.tunnel.transport_tls import DEFAULT_ALPN, DEFAULT_SNI, TlsTransport
+from noisewall.tunnel.transports.tls import DEFAULT_ALPN, DEFAULT_SNI, TlsTransport
 
 TIMEOUT = 10
 MAX_HELLO = 65536

@@ -23,7 +23,7 @@ from noisewall.tunnel.config import (
     parse_destination,
 )
 from noisewall.tunnel.server import TunnelServer
-from noisewall.tunnel.transport_tls import COVER_PAGE, self_signed_context
+from noisewall.tunnel.transports.tls import COVER_PAGE, self_signed_context
 from tests.tunnel.conftest import Keys, client_config, server_config, tunnel_pair
 
 TIMEOUT = 10

@@ -19,7 +19,7 @@ from noisewall.noise.noisesocket import NoiseSocketConnection
 from noisewall.tunnel.client import TunnelUnavailable, open_session
 from noisewall.tunnel.config import build_transport
 from noisewall.tunnel.server import TunnelServer
-from noisewall.tunnel.transport_tls import DEFAULT_SNI, client_context, self_signed_context
+from noisewall.tunnel.transports.tls import DEFAULT_SNI, client_context, self_signed_context
 from tests.tunnel.conftest import Keys, client_config, server_config, tunnel_pair
 
 TIMEOUT = 10

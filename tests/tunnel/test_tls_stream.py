@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from noisewall.tunnel.tls_stream import TlsStream
-from noisewall.tunnel.transport_tls import client_context, self_signed_context
+from noisewall.tunnel.transports.tls import client_context, self_signed_context
 
 TIMEOUT = 10.0
 

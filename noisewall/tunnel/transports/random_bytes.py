@@ -33,7 +33,7 @@ from noisewall.tunnel.channel import (
     client_settings,
     server_settings,
 )
-from noisewall.tunnel.transport import Transport, refuse_quietly
+from noisewall.tunnel.transports.base import Transport, refuse_quietly
 
 NONCE_SIZE = 16
 #: The random padding after each nonce is at most this long.

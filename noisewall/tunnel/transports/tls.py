@@ -28,7 +28,7 @@ from noisewall.selfsigned import build_self_signed, load_cert_chain
 from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import ByteStream, client_settings, server_settings
 from noisewall.tunnel.tls_stream import TlsStream
-from noisewall.tunnel.transport import Transport
+from noisewall.tunnel.transports.base import Transport
 
 DEFAULT_SNI = "www.example.com"
 DEFAULT_ALPN = ("h2", "http/1.1")

@@ -30,7 +30,7 @@ from noisewall.noise.noisesocket import BODY_LEN_SIZE
 from noisewall.noise.settings import NoiseSettings
 from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import NOISE_PROTOCOL, ByteStream, client_settings, server_settings
-from noisewall.tunnel.transport import Transport, refuse_quietly
+from noisewall.tunnel.transports.base import Transport, refuse_quietly
 
 PADDING = 128
 _DHLEN = 32
