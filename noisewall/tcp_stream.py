@@ -50,6 +50,8 @@ class TcpStream(asyncio.BufferedProtocol):
                  limit: int = DEFAULT_LIMIT) -> None:
         self._on_connected = on_connected
         self._limit = limit
+        #: The most one receive takes from the socket.
+        self._receive_size = min(RECEIVE_BUFFER, limit)
         self._view = memoryview(b"")
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -80,7 +82,7 @@ class TcpStream(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """The thread's shared receive buffer."""
-        self._view = _receive_buffer()
+        self._view = _receive_buffer()[:self._receive_size]
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -118,6 +120,27 @@ class TcpStream(asyncio.BufferedProtocol):
         """Below the low-water mark again."""
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
+
+    def bound_buffers(self, limit: int) -> None:
+        """Hold at most about ``2 * limit`` bytes for this connection, each way.
+
+        Reading pauses beyond ``limit`` unread bytes and one receive takes at
+        most ``limit``; :meth:`drain` waits while more than ``limit`` bytes
+        are queued for the peer. A slow consumer (a throttled censor flow)
+        then leaves the rest in the kernel's socket buffers, where TCP's
+        window pushes back on the sender.
+        """
+        self._limit = limit
+        self._receive_size = min(RECEIVE_BUFFER, limit)
+        if self._transport is None:
+            return
+        self._transport.set_write_buffer_limits(high=min(limit, WRITE_HIGH_WATER))
+        if self._buffered > limit and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+        elif self._reading_paused and self._buffered <= limit // 2:
+            self._reading_paused = False
+            self._transport.resume_reading()
 
     def _wake_reader(self) -> None:
         if self._readable is not None and not self._readable.done():

@@ -20,6 +20,11 @@ from enum import Enum
 from noisewall.censor.policy import Decision
 from noisewall.censor.shaping import TokenBucket, kbit_to_bytes
 
+#: The most a flow that does not pass freely (throttled, delayed, stalled, held)
+#: reads at a time, and the most its sockets buffer unread each way: the rest
+#: waits in the kernel's socket buffers, and TCP's window pushes back on the
+#: sender, so such a flow costs kilobytes however fast its peer sends.
+SHAPED_READ = 16 * 1024
 #: Throttle bursts last 50 ms (at least one packet), which keeps the rate smooth at any scale.
 BURST_SECONDS = 0.05
 MIN_BURST = 1500.0
@@ -100,6 +105,17 @@ class FlowEnforcement:
         return self.kernel_eligible and self.moved >= (self._kernel_relay_after or 0)
 
     @property
+    def passes_freely(self) -> bool:
+        """True once the flow is decided and its bytes pass unshaped (allowed, or DNS-forged)."""
+        return self.decision is not None and self.decision.effect in ("allow", "dns")
+
+    def read_size(self, largest: int) -> int:
+        """How many bytes to read next: ``largest``, but :data:`SHAPED_READ` once decided shaped."""
+        if self.decision is None or self.passes_freely:
+            return largest
+        return min(largest, SHAPED_READ)
+
+    @property
     def forwards_eof(self) -> bool:
         """Whether one side's end of stream is passed on to the other (not for blocked flows)."""
         return self.decision is None or self.decision.effect not in ("drop", "reset", "stall")
@@ -117,7 +133,7 @@ class FlowEnforcement:
         if decision is None:
             return self._pass(data, upstream, now)
         effect = decision.effect
-        if effect in ("allow", "dns"):  # forged answers are for the DNS forger: TCP passes
+        if self.passes_freely:  # forged answers are for the DNS forger: TCP passes
             return self._pass(data, upstream, now)
         if effect in ("drop", "reset"):
             return _HOLD

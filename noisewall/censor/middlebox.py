@@ -36,7 +36,7 @@ from noisewall.censor.arrival.socks import DEFAULT_SOCKS_ALLOW, socks_arrivals
 from noisewall.censor.arrival.transparent import transparent_arrivals
 from noisewall.censor.decisionlog import DecisionLog
 from noisewall.censor.detection import FlowRecord
-from noisewall.censor.enforcement import FlowEnforcement, Opening
+from noisewall.censor.enforcement import SHAPED_READ, FlowEnforcement, Opening
 from noisewall.censor.flowclassifier import FlowClassifier
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.policy import Decision, Policy, ResidualTable
@@ -44,7 +44,7 @@ from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
 from noisewall.censor.splicing import PipePool, SpliceEnd, splice_relay
 from noisewall.clock import Clock, SystemClock
 from noisewall.records.endpoint import Endpoint
-from noisewall.tcp_stream import TcpStream
+from noisewall.tcp_stream import DEFAULT_LIMIT, TcpStream
 
 __all__ = ["CHUNK", "DEFAULT_SOCKS_ALLOW", "Middlebox", "MiddleboxConfig", "Route"]
 
@@ -206,6 +206,9 @@ class Middlebox:
         if self._closing:
             arrival.stream.close()
             return
+        # Undecided, a flow buffers no more than a shaped one: a client that
+        # pushes before its verdict waits in the kernel, not in our memory.
+        arrival.stream.bound_buffers(SHAPED_READ)
         self._next_id += 1
         after = self.config.kernel_relay_after if self.config.kernel_relay else None
         flow = Flow(self._next_id, FlowRecord(arrival.client, arrival.target), arrival.stream,
@@ -226,6 +229,7 @@ class Middlebox:
         except (OSError, TimeoutError):
             await arrival.refused()
             return
+        server.bound_buffers(SHAPED_READ)
         flow.server = server
         local = server.get_extra_info("sockname")
         await arrival.connected(Endpoint(str(local[0]), int(local[1])))
@@ -251,6 +255,9 @@ class Middlebox:
         if opening is Opening.HOLD:
             await flow.closed.wait()
             return
+        if flow.enforcement.passes_freely:  # big reads keep the per-byte cost low
+            client.bound_buffers(DEFAULT_LIMIT)
+            server.bound_buffers(DEFAULT_LIMIT)
         if held and not await self._forward(flow, server, held, upstream=True):
             return
         if flow.enforcement.kernel_eligible:
@@ -335,7 +342,7 @@ class Middlebox:
         """Relay ``source`` to ``target``; True if it stopped early for the kernel relay."""
         enforcement = flow.enforcement
         while True:
-            data = await source.read(CHUNK)
+            data = await source.read(enforcement.read_size(CHUNK))
             if not data:
                 if enforcement.forwards_eof:
                     with contextlib.suppress(OSError):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from noisewall.bench.censor import write_benchmark_capture
-from tests.censor.capture import HTTP_REQUEST, http_echo_works
+from tests.censor.capture import HTTP_REQUEST, http_echo_works, rss_bytes
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -146,3 +146,76 @@ async def test_middlebox_process_logs_metrics_and_reloads(tmp_path: Path, echo_p
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert {e["rule"] for e in entries} >= {"open", "closed", "open-again"}
     assert all(set(e) >= {"time", "client", "server", "protocol", "effect"} for e in entries)
+
+
+async def _start_censor(policy: Path, target_port: int, log: Path
+                        ) -> tuple[asyncio.subprocess.Process, int]:
+    """A ``noisewall censor`` process with one route to ``target_port``, and the route's port."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "noisewall", "censor", "--policy", str(policy),
+        "--route", f"127.0.0.1:0=127.0.0.1:{target_port}", "--log", str(log),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    line = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
+    return process, int(re.search(r"route 127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+async def test_a_thousand_throttled_flows_pushing_hard_cost_the_censor_kilobytes_each(
+    tmp_path: Path,
+) -> None:
+    # Issue 18: a throttled flow reads only what its bucket will release; what
+    # its client pushes beyond that waits in the kernel's socket buffers.
+    flows, rate_kbps, pushing = 1000, 64, 4.0
+    received = 0
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        while data := await reader.read(65536):
+            received += len(data)
+        writer.close()
+
+    policy = tmp_path / "throttle.yaml"
+    policy.write_text(f"rules: [{{match: {{protocol: ssh}}, "
+                      f"action: {{kind: throttle, rate_kbps: {rate_kbps}}}}}]\n")
+    log = tmp_path / "decisions.jsonl"
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    async with server:
+        censor, port = await _start_censor(policy, server.sockets[0].getsockname()[1], log)
+        try:
+            await asyncio.sleep(1)  # settled after start
+            before = rss_bytes(censor.pid)
+            pusher = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.censor.flood_client", "127.0.0.1", str(port),
+                str(flows), "120", "push", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            try:
+                assert pusher.stdin is not None and pusher.stdout is not None
+                line = await asyncio.wait_for(pusher.stdout.readline(), 120)
+                assert line == f"open {flows}\n".encode(), line
+                for _ in range(600):  # a loaded machine may take a while to classify them all
+                    if log.exists() and log.read_text().count("\n") >= flows:
+                        break
+                    await asyncio.sleep(0.1)
+                pusher.stdin.write(b"push\n")
+                await pusher.stdin.drain()
+                start, peak = time.monotonic(), 0
+                while time.monotonic() - start < pushing:
+                    peak = max(peak, rss_bytes(censor.pid))
+                    await asyncio.sleep(0.2)
+                moved_at, moved = time.monotonic() - start, received
+            finally:
+                pusher.kill()
+                await pusher.wait()
+        finally:
+            censor.terminate()
+            await censor.wait()
+    grown = peak - before
+    print(f"rss {before / 2**20:.0f} -> {peak / 2**20:.0f} MiB, received {moved}")
+    decisions = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(d["protocol"], d["effect"]) for d in decisions] == [("ssh", "throttle")] * flows
+    assert grown <= 100 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB"
+    # Every flow moved, none faster than its bucket (8,000 bytes/s after a burst).
+    assert flows * 1500 < moved < flows * (rate_kbps * 125 * moved_at + 20_000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from noisewall.censor.enforcement import FlowEnforcement, Opening
+from noisewall.censor.enforcement import SHAPED_READ, FlowEnforcement, Opening
 from noisewall.censor.policy import Action, Decision
 
 
@@ -56,6 +56,23 @@ def test_throttle_spreads_bytes_at_the_rate() -> None:
     assert plan.chunks[-1].due == pytest.approx(1.0)  # 11,500 bytes - 1,500 burst = 1 s at the rate
     assert [c.due for c in plan.chunks] == sorted(c.due for c in plan.chunks)
     assert not enforcement.kernel_eligible
+
+
+@pytest.mark.parametrize("action", [
+    Action("throttle", rate_kbps=64), Action("delay", ms=150),
+    Action("drop"),
+])
+def test_flows_that_do_not_pass_freely_read_kilobytes_at_a_time(action: Action) -> None:
+    # Issue 18: a throttled or delayed flow reads only what it will soon release.
+    enforcement = _decided(action)
+    assert not enforcement.passes_freely
+    assert enforcement.read_size(1 << 20) == SHAPED_READ <= 16 * 1024
+
+
+def test_free_and_undecided_flows_read_as_much_as_they_are_offered() -> None:
+    assert FlowEnforcement().read_size(1 << 20) == 1 << 20
+    assert _decided(Action("allow")).passes_freely
+    assert _decided(Action("allow")).read_size(1 << 20) == 1 << 20
 
 
 def test_stall_forwards_up_to_the_limit_then_holds() -> None:

@@ -25,7 +25,7 @@ from noisewall.clock import ManualClock
 from noisewall.noise import NoiseSettings, dh_function
 from noisewall.noise.stream import connect, serve
 from noisewall.records.endpoint import Endpoint
-from tests.censor.capture import HTTP_REQUEST, http_echo_works
+from tests.censor.capture import HTTP_REQUEST, http_echo_works, rss_bytes
 
 NOISE_FIRST = (28).to_bytes(2, "big") + b"Noise_XX_25519_AESGCM_SHA256" + (32).to_bytes(2, "big")
 
@@ -398,14 +398,6 @@ async def test_flow_table_is_bounded(echo_backend: asyncio.Server) -> None:
             writer.close()
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
 async def test_ten_thousand_concurrent_flows_stay_bounded(echo_backend: asyncio.Server) -> None:
     # The flood runs in a child process: this sandbox caps every process at 20,000
     # descriptors, and the middlebox needs two per flow it holds.
@@ -415,7 +407,7 @@ async def test_ten_thousand_concurrent_flows_stay_bounded(echo_backend: asyncio.
         config=MiddleboxConfig(max_flows=max_flows, classify_timeout=1.0, idle_timeout=60),
     )
     async with censor.middlebox:
-        before = _rss_bytes()
+        before = rss_bytes()
         flood = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.censor.flood_client", censor.entry.host,
             str(censor.entry.port), "10000", "3", stdout=asyncio.subprocess.PIPE,
@@ -428,7 +420,7 @@ async def test_ten_thousand_concurrent_flows_stay_bounded(echo_backend: asyncio.
             for _ in range(20):
                 peak_flows = max(peak_flows, censor.middlebox.flow_count)
                 await asyncio.sleep(0.1)
-            grown = _rss_bytes() - before
+            grown = rss_bytes() - before
             # Still serving: a fresh client gets through while the flood is held open.
             reader, writer = await censor.open()
             writer.write(HTTP_REQUEST)
