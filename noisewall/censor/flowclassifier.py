@@ -3,8 +3,11 @@
 Feed the client's bytes (and the server's, for server-first protocols such as
 SSH) as they arrive; the classifier answers as soon as one protocol classifier
 is confident, or when none of them can use more bytes, or when the caller
-gives up waiting (:meth:`FlowClassifier.finish`). The fully-encrypted rule
-looks only at the first client segment, as the GFW's did.
+gives up waiting (:meth:`FlowClassifier.finish`) at :meth:`FlowClassifier.deadline`.
+A client that sends one byte of a ClientHello and pauses is waited for: once a
+first flight has begun, the flow is held for the rest of it up to
+:data:`MAX_INSPECT` bytes and ``first_flight_wait`` seconds. The
+fully-encrypted rule looks only at the first client segment, as the GFW's did.
 """
 
 from __future__ import annotations
@@ -23,16 +26,22 @@ CLIENT_CLASSIFIERS: tuple[Callable[[bytes], InspectResult], ...] = (
 MAX_INSPECT = 16384
 #: A detection this confident ends classification at once.
 DECISIVE = 0.9
+#: Seconds a begun first flight is waited for (from its first bytes) before the
+#: flow is decided on what arrived.
+FIRST_FLIGHT_WAIT = 10.0
 
 
 class FlowClassifier:
     """Classifies one flow from its first bytes in each direction."""
 
-    def __init__(self, client: Endpoint, server: Endpoint) -> None:
+    def __init__(self, client: Endpoint, server: Endpoint,
+                 first_flight_wait: float = FIRST_FLIGHT_WAIT) -> None:
         self.client = client
         self.server = server
+        self.first_flight_wait = first_flight_wait
         self._client_data = b""
         self._first_segment: bytes | None = None
+        self._first_at: float | None = None
         self._server_data = b""
         self.record: FlowRecord | None = None
 
@@ -41,12 +50,13 @@ class FlowClassifier:
         """True once the flow has a record."""
         return self.record is not None
 
-    def feed_client(self, data: bytes) -> FlowRecord | None:
-        """Add client bytes; the record once decided, else None (send more)."""
+    def feed_client(self, data: bytes, now: float = 0.0) -> FlowRecord | None:
+        """Add client bytes that arrived at ``now``; the record once decided, else None."""
         if self.record is not None or not data:
             return self.record
         if self._first_segment is None:
             self._first_segment = data
+            self._first_at = now
         self._client_data = (self._client_data + data)[:MAX_INSPECT]
         detections, waiting = self._run()
         best = max(detections, key=lambda d: d.confidence, default=None)
@@ -55,6 +65,19 @@ class FlowClassifier:
         ):
             return self._decide(detections)
         return None
+
+    def deadline(self, opened: float, quiet: float) -> float:
+        """When to stop waiting for client bytes and call :meth:`finish` (the caller's clock).
+
+        ``quiet`` seconds after ``opened`` if the client has sent nothing (a
+        server-first protocol, or an idle client); once it has begun a first
+        flight that a classifier is still waiting on, ``first_flight_wait``
+        seconds after its first bytes, so that a pause mid-flight does not
+        leave the flow unclassified.
+        """
+        if self._first_at is None:
+            return opened + quiet
+        return max(opened + quiet, self._first_at + self.first_flight_wait)
 
     def feed_server(self, data: bytes) -> FlowRecord | None:
         """Add server bytes (a server-first banner decides an SSH flow)."""

@@ -37,7 +37,7 @@ from noisewall.censor.arrival.transparent import transparent_arrivals
 from noisewall.censor.decisionlog import DecisionLog
 from noisewall.censor.detection import FlowRecord
 from noisewall.censor.enforcement import SHAPED_READ, FlowEnforcement, Opening
-from noisewall.censor.flowclassifier import FlowClassifier
+from noisewall.censor.flowclassifier import FIRST_FLIGHT_WAIT, FlowClassifier
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.policy import Decision, Policy, ResidualTable
 from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE
@@ -60,7 +60,10 @@ class MiddleboxConfig:
 
     max_flows: int = 20000
     idle_timeout: float = 300.0
+    #: Seconds to wait for a client's first bytes before deciding without them.
     classify_timeout: float = 2.0
+    #: Seconds to wait for the rest of a first flight once it has begun.
+    first_flight_timeout: float = FIRST_FLIGHT_WAIT
     connect_timeout: float = 10.0
     socks_allow: Sequence[str] = DEFAULT_SOCKS_ALLOW
     #: Relay allowed bulk flows with ``splice(2)`` in the kernel; False copies
@@ -233,7 +236,8 @@ class Middlebox:
         flow.server = server
         local = server.get_extra_info("sockname")
         await arrival.connected(Endpoint(str(local[0]), int(local[1])))
-        classifier = FlowClassifier(flow.record.client, target)
+        classifier = FlowClassifier(flow.record.client, target,
+                                    self.config.first_flight_timeout)
         residual = self._policy().residual_decision(flow.record, self.clock.now(),
                                                        self.residuals)
         downstream = asyncio.get_running_loop().create_task(
@@ -320,9 +324,10 @@ class Middlebox:
 
     async def _classify(self, flow: Flow, classifier: FlowClassifier) -> tuple[FlowRecord, bytes]:
         held = b""
-        deadline = time.monotonic() + self.config.classify_timeout
+        opened = time.monotonic()
         while not classifier.decided:
-            remaining = deadline - time.monotonic()
+            remaining = (classifier.deadline(opened, self.config.classify_timeout)
+                         - time.monotonic())
             if remaining <= 0:
                 break
             try:
@@ -334,7 +339,7 @@ class Middlebox:
                 break
             flow.last_active = time.monotonic()
             held += data
-            classifier.feed_client(data)
+            classifier.feed_client(data, flow.last_active)
         return classifier.finish(), held
 
     async def _pump(self, flow: Flow, source: TcpStream, target: TcpStream, *,

@@ -27,12 +27,17 @@ class PolicyHolder:
     """The live policy: replaced on reload, kept when the new file is invalid.
 
     Flows already decided keep their decision; only new flows see a new policy.
+    A reload parses the file in a worker thread, so that a policy of a hundred
+    thousand entries does not stop every flow while it parses; the new policy
+    replaces the old in one assignment on the event loop once it is whole.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.policy: Policy = load_policy(path)
         self._mtime = self._stat()
+        self._reloading = asyncio.Lock()
+        self._requested: set[asyncio.Task[bool]] = set()
 
     def _stat(self) -> float:
         try:
@@ -43,23 +48,31 @@ class PolicyHolder:
     def __call__(self) -> Policy:
         return self.policy
 
-    def reload(self) -> bool:
+    async def reload(self) -> bool:
         """Load the file again; on error log it and keep the current policy."""
-        self._mtime = self._stat()
-        try:
-            self.policy = load_policy(self.path)
-        except (PolicyError, OSError) as exc:
-            log.error("policy reload failed, keeping the previous policy: %s", exc)
-            return False
+        async with self._reloading:  # one parse at a time: the last one asked for wins
+            self._mtime = self._stat()
+            try:
+                policy = await asyncio.to_thread(load_policy, self.path)
+            except (PolicyError, OSError) as exc:
+                log.error("policy reload failed, keeping the previous policy: %s", exc)
+                return False
+            self.policy = policy
         log.warning("policy reloaded from %s", self.path)
         return True
+
+    def request_reload(self) -> None:
+        """Reload in the background (the SIGHUP handler)."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._requested.add(task)
+        task.add_done_callback(self._requested.discard)
 
     async def watch(self, interval: float = 1.0) -> None:
         """Reload whenever the file's modification time changes."""
         while True:
             await asyncio.sleep(interval)
             if self._stat() != self._mtime:
-                self.reload()
+                await self.reload()
 
 
 @dataclass
@@ -91,7 +104,7 @@ async def run_censor(options: CensorOptions, clock: Clock | None = None) -> None
     )
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, holder.reload)
+        loop.add_signal_handler(signal.SIGHUP, holder.request_reload)
         main = asyncio.current_task()
         if main is not None:  # unwinds as Ctrl-C does: the in-path rules come off
             loop.add_signal_handler(signal.SIGTERM, main.cancel)

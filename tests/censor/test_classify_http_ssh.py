@@ -188,6 +188,17 @@ def test_http_malformed_header_is_weak_evidence() -> None:
     assert two_hosts.features["malformed"] is True
 
 
+@pytest.mark.parametrize("blank", [b"\r\n", b"\n", b"\r\n\r\n\n"])
+def test_empty_lines_before_the_request_line_do_not_hide_the_host(blank: bytes) -> None:
+    # Issue 19: servers skip them (RFC 9112 section 2.2), so the censor must too.
+    detection = http_detection(blank + b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n")
+    assert detection.features["host"] == "blocked.example"
+    assert detection.confidence >= 0.9
+    assert http_classifier.inspect(blank) is NEED_MORE
+    assert http_classifier.inspect(blank + b"\r") is NEED_MORE
+    assert http_classifier.inspect(blank + b"GE") is NEED_MORE
+
+
 @pytest.mark.parametrize(
     "prefix",
     [b"G", b"GE", b"GET", b"GET ", b"GET /", b"GET / ", b"GET / HTTP/1", b"GET / HTTP/1.1\r",
@@ -352,7 +363,8 @@ METHOD_INITIALS = {method[0] for method in http_classifier.METHODS}
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(min_size=1, max_size=64).filter(lambda b: b[0] not in METHOD_INITIALS))
+@given(st.binary(min_size=1, max_size=64).filter(
+    lambda b: b.lstrip(b"\r\n")[:1] not in (b"", *(bytes([i]) for i in METHOD_INITIALS))))
 def test_random_bytes_not_starting_like_a_method_are_not_http(data: bytes) -> None:
     assert http_classifier.inspect(data) is None
     if not data.startswith(b"S"):

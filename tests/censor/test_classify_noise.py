@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from noisewall.censor.classify import fully_encrypted, noisesocket, wa
 from noisewall.censor.detection import NEED_MORE, Detection
-from noisewall.censor.flowclassifier import classify_flow
+from noisewall.censor.flowclassifier import FlowClassifier, classify_flow
 from noisewall.noise import NoiseSettings, dh_function
 from noisewall.noise.stream import Framing, connect
 from noisewall.records.endpoint import Endpoint
@@ -88,6 +88,22 @@ def test_split_first_message_needs_more_then_decides() -> None:
         assert noisesocket.inspect(frame[:cut]) is NEED_MORE
     assert isinstance(noisesocket.inspect(frame), Detection)
     assert noisesocket.inspect(frame + b"x") is None  # Alice waits after her first frame
+
+
+def test_a_begun_first_flight_is_waited_for_then_decided_on_what_arrived() -> None:
+    # Time is the caller's: these are plain numbers, no clock runs.
+    ends = Endpoint("10.0.0.1", 1000), Endpoint("10.0.0.2", 443)
+    first = (11).to_bytes(2, "big") + b"NoiseSocket" + (48).to_bytes(2, "big") + os.urandom(48)
+    idle = FlowClassifier(*ends, first_flight_wait=10.0)
+    assert idle.deadline(opened=100.0, quiet=2.0) == 102.0  # nothing sent: the quiet timeout
+    paused = FlowClassifier(*ends, first_flight_wait=10.0)
+    assert paused.feed_client(first[:1], now=100.5) is None
+    assert paused.deadline(opened=100.0, quiet=2.0) == 110.5  # 10 s from the first byte
+    record = paused.feed_client(first[1:], now=103.0)  # after a 2.5 s pause
+    assert record is not None and record.protocol == "noisesocket"
+    stalled = FlowClassifier(*ends, first_flight_wait=10.0)
+    stalled.feed_client(first[:1], now=100.5)
+    assert stalled.finish().protocol == "unknown"  # past the deadline: decided on what is there
 
 
 def test_random_bytes_are_flagged_fully_encrypted() -> None:

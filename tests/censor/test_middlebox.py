@@ -18,6 +18,7 @@ from functools import partial
 import pytest
 
 from noisewall import socks5
+from noisewall.censor.bench import client_hello
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import Policy, parse_policy
@@ -181,6 +182,38 @@ async def test_reset_shows_as_connection_reset(echo_backend: asyncio.Server) -> 
                 await reader.read(100)  # the RST may follow a zero-length read on some kernels
         writer.close()
     assert censor.decisions()[0]["effect"] == "reset"
+
+
+async def test_a_first_flight_paused_after_one_byte_is_still_classified(
+    echo_backend: asyncio.Server,
+) -> None:
+    # Issue 19: one byte, a pause longer than the 2 s classify timeout, then the
+    # rest used to be decided "unknown" and allowed, whatever the SNI or Host.
+    censor = await start_censor(
+        "rules: [{name: sni, match: {sni: blocked.example}, action: reset},"
+        " {name: host, match: {host: blocked.example}, action: reset},"
+        " {name: noise, match: {protocol: noisesocket}, action: reset}]", echo_backend,
+    )
+    flights = [client_hello("blocked.example"),
+               b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n",
+               NOISE_FIRST + os.urandom(32)]
+
+    async def paused(flight: bytes) -> None:
+        reader, writer = await censor.open()
+        writer.write(flight[:1])
+        await writer.drain()
+        await asyncio.sleep(2.5)
+        writer.write(flight[1:])
+        with pytest.raises(ConnectionResetError):
+            async with asyncio.timeout(10):
+                await reader.read(100)
+                await reader.read(100)
+        writer.close()
+
+    async with censor.middlebox:
+        await asyncio.gather(*(paused(flight) for flight in flights))
+    assert sorted((d["rule"], d["effect"]) for d in censor.decisions()) == [
+        ("host", "reset"), ("noise", "reset"), ("sni", "reset")]
 
 
 async def test_drop_shows_as_a_timeout(echo_backend: asyncio.Server) -> None:

@@ -4,9 +4,10 @@
 field-value OWS CRLF`` lines up to an empty line (RFC 9112 sections 2.2, 3 and
 5; a bare LF is accepted as a line end, as section 2.2 allows). The classifier
 waits for the whole header block, up to :data:`MAX_HEADER_BLOCK` bytes, then
-decides on what is there. It reports the Host header (case-insensitive name,
-port stripped), or the host of an absolute-form or CONNECT target when there
-is no Host header.
+decides on what is there. Empty lines before the request line are skipped, as
+servers do (section 2.2): a blank line first must not hide the Host. It
+reports the Host header (case-insensitive name, port stripped), or the host of
+an absolute-form or CONNECT target when there is no Host header.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _TARGET_BYTE = re.compile(rb"[\x21-\x7e]*")
 _VERSION = re.compile(rb"HTTP/1\.[0-9]")
 _VERSION_PREFIX = b"HTTP/1."
 _HEADER = re.compile(rb"([^:\s]+):[ \t]*(.*?)[ \t]*")
+# Empty lines a server ignores before the request line (CRLF or a bare LF).
+_LEADING_EMPTY_LINES = re.compile(rb"(?:\r?\n)*")
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)")
 
 
@@ -99,7 +102,9 @@ def inspect(data: bytes) -> InspectResult:
 
 
 def _inspect(data: bytes, capped: bool) -> InspectResult:
-    if not data:
+    leading = _LEADING_EMPTY_LINES.match(data)
+    data = data[leading.end() if leading else 0 :]
+    if data in (b"", b"\r"):  # nothing yet past the empty lines, or half of one more
         return NEED_MORE
     line_end = data.find(b"\n")
     if line_end < 0:
