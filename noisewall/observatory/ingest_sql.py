@@ -200,6 +200,12 @@ def parsed_select(batch: str, source: str) -> str:
     """
     vantage = "JSONExtractString(top['annotations'], 'vantage')"
     round_type = "JSONType(top['annotations'], 'round')"
+    round_text = "JSONExtractString(top['annotations'], 'round')"
+    # An integer or a string of one (as :func:`.measurement._round`); beyond 64 bits the
+    # engine's parser reports an integer as a string, so both read alike and are refused.
+    round_digits = f"{round_type} = 'String' AND match({round_text}, '^-?[0-9]+$')"
+    round_too_big = (f"({round_type} = 'UInt64' OR {round_digits} "
+                     f"AND toInt64OrNull({round_text}) IS NULL)")
     network = "JSONExtractString(top['probe_network_name'])"
     return f"""
 SELECT n, data, {sql_string(source)} AS source, tk['features'] AS features,
@@ -210,8 +216,8 @@ SELECT n, data, {sql_string(source)} AS source, tk['features'] AS features,
     parseDateTimeOrNull(start_text, '%Y-%m-%d %H:%i:%s', 'UTC') AS start,
     multiIf(NOT is_object OR JSONType(top['test_name']) != 'String', 'error',
             test_name NOT IN {sql_strings(ANALYSED)}, 'skip',
-            {_BASE_OK} AND (test_name = {sql_string(TEST_NAME)} AND {_NOISEWALL_OK}
-                            OR {_im_ok()}), 'ok',
+            {_BASE_OK} AND NOT {round_too_big}
+            AND (test_name = {sql_string(TEST_NAME)} AND {_NOISEWALL_OK} OR {_im_ok()}), 'ok',
             'error') AS kind,
     sipHash128(data) AS digest,
     if(JSONType(top['id']) = 'String', JSONExtractString(top['id']),
@@ -221,11 +227,8 @@ SELECT n, data, {sql_string(source)} AS source, tk['features'] AS features,
     if({vantage} != '', {vantage},
        if(test_name = {sql_string(TEST_NAME)}, {sql_string(DEFAULT_VANTAGE)},
           {sql_string(OONI_VANTAGE)})) AS vantage,
-    multiIf({round_type} IN {_INTEGER},
-            JSONExtract(top['annotations'], 'round', 'Nullable(Int64)'),
-            {round_type} = 'String'
-            AND match(JSONExtractString(top['annotations'], 'round'), '^[0-9]+$'),
-            toInt64OrNull(JSONExtractString(top['annotations'], 'round')),
+    multiIf({round_type} = 'Int64', JSONExtract(top['annotations'], 'round', 'Nullable(Int64)'),
+            {round_digits}, toInt64OrNull({round_text}),
             NULL) AS round
 FROM (SELECT n, data, isValidUTF8(data) AND isValidJSON(data) AND JSONType(data) = 'Object'
              AS is_object,
