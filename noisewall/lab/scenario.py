@@ -16,6 +16,7 @@ Any error raises :class:`ScenarioError` naming file, line and field, e.g.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import ErrorDetails
 
 from noisewall.censor.policy import Policy, compile_policy
+from noisewall.censor.policy.model import Window
 from noisewall.probe.program import ProgramTemplateError, placeholders
 from noisewall.records.names import TRANSPORT_NAMES, Feature, TransportName
 from noisewall.selfsigned import dns_name
@@ -70,6 +72,10 @@ _LAB_KEYS = ("expect", "source", "note")
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+#: Shortest probe interval: a round measures every feature of every vantage, for seconds.
+MIN_INTERVAL = 1.0
+#: Most probe rounds a span may hold: a round costs the lab 0.1-2 s of wall time.
+MAX_ROUNDS = 10_000
 
 
 class ScenarioError(SpecError):
@@ -293,6 +299,12 @@ def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[SpecPath, int],
     span = (spec.end - spec.start).total_seconds()
     if spec.interval > span:
         raise fail(("interval",), "is longer than the whole span from start to end")
+    if spec.interval < MIN_INTERVAL:
+        raise fail(("interval",), f"must be at least {MIN_INTERVAL:g} s (a round probes every "
+                   "feature of every vantage)")
+    if span / spec.interval >= MAX_ROUNDS:
+        raise fail(("interval",), f"gives {int(span // spec.interval) + 1:,} probe rounds over the "
+                   f"span; at most {MAX_ROUNDS:,} (take a longer interval or a shorter span)")
     names = [v.name for v in spec.vantages]
     for index, name in enumerate(names):
         if name in names[:index]:
@@ -341,7 +353,57 @@ def _check(spec: _ScenarioSpec, policy: Policy, lines: Mapping[SpecPath, int],
                                       tuple(entry.expect.vantages))
         entries.append(TimelineEntry(entry.name, entry.source, entry.note, expectation,
                                      line_of(lines, here)))
+    _check_windows(spec, policy, entries, fail)
     return entries
+
+
+def _round_times(spec: _ScenarioSpec) -> list[float]:
+    start, end = spec.start.timestamp(), spec.end.timestamp()
+    return [start + k * spec.interval
+            for k in range(int((end - start - 1e-9) // spec.interval) + 1)]
+
+
+def _check_windows(spec: _ScenarioSpec, policy: Policy, entries: list[TimelineEntry],
+                   fail: Callable[[SpecPath, str], ScenarioError]) -> None:
+    """Every window holds a probe round; one rule's windows and the ground truth never overlap.
+
+    A window no round falls in changes nothing the lab measures; two expected
+    effects at once on one (vantage, feature) contradict the observatory's one
+    state at a time, and overlapping windows of one rule say one thing twice.
+    """
+    rounds = _round_times(spec)
+    for index, rule in enumerate(policy.rules):
+        for w_index, window in enumerate(rule.active):
+            if not any(window.contains(t) for t in rounds):
+                raise fail(("timeline", index, "active", w_index),
+                           "no probe round falls in this window (rounds every "
+                           f"{spec.interval:g} s from start)")
+            for o_index, other in enumerate(rule.active[:w_index]):
+                if _overlap(window, other):
+                    raise fail(("timeline", index, "active", w_index),
+                               f"overlaps window {o_index} of the same entry")
+    for index, entry in enumerate(entries):
+        for o_index, earlier in enumerate(entries[:index]):
+            if entry.expect is None or earlier.expect is None:
+                continue
+            series = [(v, f) for v in entry.expect.vantages for f in entry.expect.features
+                      if v in earlier.expect.vantages and f in earlier.expect.features]
+            if series and any(_overlap(a, b) for a in policy.rules[index].active
+                              for b in policy.rules[o_index].active):
+                vantage, feature = series[0]
+                raise fail(("timeline", index, "active"),
+                           f"expected at the same time as timeline[{o_index}] ({earlier.name}) on "
+                           f"vantage {vantage!r}, feature {feature!r}: the ground truth is one "
+                           "state at a time")
+
+
+def _overlap(a: Window, b: Window) -> bool:
+    def bounds(window: Window) -> tuple[float, float]:
+        return (-math.inf if window.start is None else window.start,
+                math.inf if window.until is None else window.until)
+
+    (a_start, a_until), (b_start, b_until) = bounds(a), bounds(b)
+    return a_start < b_until and b_start < a_until
 
 
 def _check_program(vantage: _VantageSpec, spec: _ScenarioSpec, here: SpecPath,

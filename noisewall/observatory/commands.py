@@ -59,7 +59,8 @@ def ingest(files: tuple[str, ...], db_path: str, as_json: bool) -> None:
     Analysed: noisewall_messaging and OONI's whatsapp, signal, telegram and
     facebook_messenger tests; other tests are skipped with one line per test
     name. Idempotent: a measurement already stored is skipped. A bad line is
-    reported on stderr with its file and line number, a file that cannot be
+    reported on stderr with its file and line number (the first ten; the rest
+    are counted by reason), a file that cannot be
     read (to the end) as one error naming the file, and the rest goes on; the
     exit status is 1 when any line or file was rejected.
     """
@@ -71,8 +72,8 @@ def ingest(files: tuple[str, ...], db_path: str, as_json: bool) -> None:
 def _print_report(report: IngestReport, as_json: bool) -> None:
     for file_error in report.file_errors:
         click.echo(f"noisewall: error: {file_error}", err=True)
-    for error in report.errors:
-        click.echo(f"noisewall: {error}", err=True)
+    for line in report.error_lines():
+        click.echo(f"noisewall: {line}", err=True)
     for line in report.skipped_lines():
         click.echo(f"noisewall: {line}", err=True)
     if as_json:

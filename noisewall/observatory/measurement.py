@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,9 @@ from noisewall.observatory.rows import FeatureRow, MeasurementError, Unsupported
 from noisewall.records.measurement import TEST_NAME, NoisewallTestKeys
 from noisewall.records.measurement import parse_ooni_time as record_time
 
+#: The stored round is a signed 64-bit integer.
+ROUND_RANGE = range(-(2**63), 2**63)
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
 OONI_VANTAGE = "ooni"
 DEFAULT_VANTAGE = "direct"
 UNKNOWN_FAILURE = "unknown_failure"
@@ -96,18 +100,35 @@ def _noisewall_rows(keys: Mapping[str, Any]) -> tuple[FeatureRow, ...]:
 
 
 def canonical_json(obj: Mapping[str, Any]) -> bytes:
-    """The measurement as compact, key-sorted JSON: what is stored and what its digest covers."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode()
+    """The measurement as compact, key-sorted JSON: what is stored and what its digest covers.
+
+    Raises :class:`MeasurementError` for a string that is not Unicode text (a
+    lone surrogate), ``ValueError`` / ``TypeError`` for NaN, infinity or a
+    value JSON cannot hold.
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise _not_unicode(exc) from None
+
+
+def _not_unicode(exc: UnicodeEncodeError) -> MeasurementError:
+    return MeasurementError(f"not Unicode text: a string holds the lone surrogate "
+                            f"\\u{ord(exc.object[exc.start]):04x}")
 
 
 def _round(annotations: Mapping[str, Any]) -> int | None:
+    """``annotations.round``: an integer or a string of one; None when it is neither."""
     value = annotations.get("round")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdecimal():
-        return int(value)
-    return None
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if value not in ROUND_RANGE:
+        raise MeasurementError(f"annotations.round: {value} does not fit in 64 bits; skipped")
+    return value
 
 
 def parse_measurement(obj: object, raw: bytes | None = None) -> ParsedMeasurement:
@@ -168,5 +189,10 @@ def parse_line(line: bytes | str) -> ParsedMeasurement:
         raise MeasurementError(f"bad JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:
         raise MeasurementError("bad JSON: nested too deeply") from None
+    if b"\\u" in raw:  # an escape may decode to a lone surrogate, which is not text
+        try:
+            json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(exc) from None
     return parse_measurement(obj, raw)
 

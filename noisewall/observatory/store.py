@@ -318,6 +318,8 @@ def _line(item: Item | str) -> bytes | MeasurementError:
         return item.strip()
     try:
         return canonical_json(item)
+    except MeasurementError as exc:
+        return exc
     except (TypeError, ValueError) as exc:  # NaN, infinity or a non-JSON value in the record
         return MeasurementError(f"not strict JSON: {exc}")
 

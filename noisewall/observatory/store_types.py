@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,6 +24,15 @@ class LineError:
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.message}"
+
+
+#: Rejected lines printed one by one before the rest are only counted.
+ERRORS_SHOWN = 10
+
+
+def _reason(message: str) -> str:
+    """The kind of a rejection: its message up to the first detail (``not UTF-8``, ``bad JSON``)."""
+    return re.split(r"[:('\"]", message, maxsplit=1)[0].strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,20 @@ class IngestReport:
     errors: list[LineError] = field(default_factory=list)
     file_errors: list[FileError] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+
+    def error_lines(self, shown: int = ERRORS_SHOWN) -> list[str]:
+        """The rejected lines for a terminal: the first ``shown`` one by one, the rest counted.
+
+        A file of a million bad lines gives ``shown`` lines and one summary by
+        reason, not a million lines.
+        """
+        lines = [str(error) for error in self.errors[:shown]]
+        rest = self.errors[shown:]
+        if rest:
+            reasons = Counter(_reason(error.message) for error in rest)
+            counted = ", ".join(f"{n:,} {reason}" for reason, n in reasons.most_common())
+            lines.append(f"and {len(rest):,} more rejected lines: {counted}")
+        return lines
 
     def skipped_lines(self) -> list[str]:
         """One line per skipped test name."""

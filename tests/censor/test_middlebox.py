@@ -18,7 +18,7 @@ from functools import partial
 import pytest
 
 from noisewall import socks5
-from noisewall.censor.bench import client_hello
+from noisewall.bench.censor import client_hello
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import Policy, parse_policy

@@ -140,6 +140,22 @@ BROKEN = [
      "is an IP address, not a host name", "media_name:"),
     ("media_name: mmg.whatsapp.net", "media_name: mmg_whatsapp.net", "media_name",
      "is not a host name", "media_name:"),
+    # issue 19: overlapping windows, windows with no probe round, absurd intervals
+    ("active: [{from: 2017-09-20T00:00:00+08:00, until: 2017-09-25T00:00:00+08:00}]",
+     "active: [{from: 2017-09-18T00:00:00+08:00, until: 2017-09-25T00:00:00+08:00}]",
+     "timeline[2].active", "at the same time as timeline[1] (text-flapping)",
+     "active: [{from: 2017-09-18"),
+    ("active: [{from: 2017-09-06T00:00:00+08:00, until: 2017-09-20T00:00:00+08:00}]",
+     "active: [{from: 2017-09-06T00:00:00+08:00, until: 2017-09-12T00:00:00+08:00}, "
+     "{from: 2017-09-10T00:00:00+08:00, until: 2017-09-20T00:00:00+08:00}]",
+     "timeline[1].active[1]", "overlaps window 0 of the same entry",
+     "active: [{from: 2017-09-06"),
+    ("active: [{from: 2017-09-20T00:00:00+08:00, until: 2017-09-25T00:00:00+08:00}]",
+     "active: [{from: 2017-09-20T03:00:00+08:00, until: 2017-09-20T06:00:00+08:00}]",
+     "timeline[2].active[0]", "no probe round falls in this window",
+     "active: [{from: 2017-09-20T03"),
+    ("interval: 24h", "interval: 0.001", "interval", "must be at least 1 s", "interval:"),
+    ("interval: 24h", "interval: 30s", "interval", "at most 10,000", "interval:"),
 ]
 
 

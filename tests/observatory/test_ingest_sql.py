@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
+from noisewall.observatory.ingest_sql import features_pattern
 from noisewall.observatory.measurement import parse_line
 from noisewall.observatory.rows import MeasurementError, UnsupportedTest
 from noisewall.observatory.store import MeasurementStore
 from noisewall.observatory.synthetic import SyntheticNetwork, synthetic_measurements
+from noisewall.records.measurement import NoisewallTestKeys
 from tests.observatory.conftest import ooni_whatsapp_example
 
 Mutation = Callable[[dict[str, Any]], object]
@@ -57,6 +62,14 @@ NOISEWALL_MUTATIONS: list[Mutation] = [
     lambda m: m.update(annotations=[]),
     lambda m: m["annotations"].update(round=True),
     lambda m: m["annotations"].update(round="x7"),
+    lambda m: m["annotations"].update(round="-5"),
+    lambda m: m["annotations"].update(round=2**63 - 1),
+    lambda m: m["annotations"].update(round=2**63),
+    lambda m: m["annotations"].update(round=2**64),
+    lambda m: m["annotations"].update(round=-(2**63) - 1),
+    lambda m: m["annotations"].update(round="99999999999999999999"),
+    lambda m: m["annotations"].update(vantage="\ud800"),
+    lambda m: m["annotations"].update(vantage="\ud83d\ude00"),
     lambda m: m.update(test_keys=None),
     lambda m: m.update(test_name=None),
     lambda m: m.update(test_name="web_connectivity"),
@@ -113,3 +126,47 @@ def test_engine_and_parser_agree_line_by_line(store: MeasurementStore) -> None:
     assert errors == {n for n, v in expected.items() if v == "error"}
     assert sum(report.skipped.values()) == sum(v == "skip" for v in expected.values())
     assert report.stored == store.count() == sum(v == "ok" for v in expected.values())
+
+
+SHORTCUT_MUTATIONS: list[Mutation] = [
+    *NOISEWALL_MUTATIONS,
+    lambda m: _feature(m).update(bytes=2**63),
+    lambda m: _feature(m).update(bytes=2**70),
+    lambda m: _feature(m).update(throughput_kbps=1e300),
+    lambda m: _feature(m).update(throughput_kbps=-0.0),
+    lambda m: _feature(m).update(failure='quote " and \\ backslash'),
+    lambda m: _feature(m).update(failure="caf\u00e9"),
+    lambda m: _feature(m).update(failure="\ud800"),
+    lambda m: _feature(m).update(extra={"nested": [1, 2]}),
+    lambda m: _feature(m).update(status="failed", failure=None),
+    lambda m: m["test_keys"]["features"].update(photo={}),
+]
+
+
+def _features_valid(features: object) -> bool:
+    try:
+        NoisewallTestKeys.model_validate({"features": features}, strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+def test_features_shortcut_vouches_only_for_what_the_model_accepts() -> None:
+    """The regex that spares the full check never matches features the model refuses."""
+    pattern = features_pattern()
+    assert pattern is not None
+    network = SyntheticNetwork("Net", "AS64500", features=("text", "photo"))
+    base = next(synthetic_measurements(network, rounds=1, start=1_505_865_600, interval=60,
+                                       seed=1, stray_failure_rate=0))
+    vouched = 0
+    for mutate in SHORTCUT_MUTATIONS:
+        measurement = copy.deepcopy(base)
+        mutate(measurement)
+        keys = measurement.get("test_keys")
+        features = keys.get("features") if isinstance(keys, dict) else None
+        # The engine matches the compact serialisation it makes of the parsed object.
+        text = json.dumps(features, separators=(",", ":"), ensure_ascii=False)
+        if re.fullmatch(pattern, text):
+            vouched += 1
+            assert _features_valid(features), text
+    assert vouched >= 10  # the common shapes take the shortcut
