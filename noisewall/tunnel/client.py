@@ -19,7 +19,8 @@ from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import ByteStream, initiate
 from noisewall.tunnel.config import TunnelClientConfig, build_transport
 from noisewall.tunnel.listener import Listener
-from noisewall.tunnel.session import MuxSession, StreamRefused, TunnelStream, splice
+from noisewall.tunnel.session import MuxSession, StreamRefused, TunnelStream
+from noisewall.tunnel.splice import splice
 from noisewall.tunnel.transports.base import Transport
 
 log = logging.getLogger("noisewall.tunnel")

@@ -304,6 +304,21 @@ class MuxConnection:
             taken += size
         return taken
 
+    def frame_data(self, stream: int, header: memoryview, size: int) -> None:
+        """Pack a DATA header into ``header`` for the ``size`` bytes the caller put after it.
+
+        For callers that read payload straight into their own buffer and write
+        the frames themselves (after :meth:`data_to_send`, to keep the order);
+        ``size`` must be within the stream's credit and :data:`MAX_DATA`.
+        """
+        state = self._require(stream)
+        if state.local_eof:
+            raise MuxError(f"stream {stream} was already ended")
+        if not 0 < size <= min(state.send_credit, MAX_DATA):
+            raise MuxError(f"{size} bytes do not fit stream {stream}'s credit in one frame")
+        HEADER.pack_into(header, 0, FrameType.DATA, stream, size)
+        state.send_credit -= size
+
     def send_eof(self, stream: int) -> None:
         """Half-close: nothing more will be sent on ``stream``."""
         state = self._streams.get(stream)

@@ -26,7 +26,8 @@ from noisewall.tunnel.config import TunnelServerConfig, build_transport
 from noisewall.tunnel.listener import Listener
 from noisewall.tunnel.mux import OpenRequested
 from noisewall.tunnel.replay import ReplayFilter
-from noisewall.tunnel.session import MuxSession, TunnelStream, splice
+from noisewall.tunnel.session import MuxSession, TunnelStream
+from noisewall.tunnel.splice import splice
 
 log = logging.getLogger("noisewall.tunnel")
 

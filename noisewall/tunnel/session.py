@@ -4,8 +4,9 @@ A :class:`MuxSession` owns one :class:`~noisewall.tunnel.channel.Channel` and on
 :class:`MuxConnection`. Its reader task turns incoming bytes into mux
 events and hands them to :class:`TunnelStream` objects; writers frame their
 bytes and write them at once (so frames keep their order without a lock),
-then wait on the channel's drain and on stream credit. :func:`splice` joins
-a tunnel stream and a local TCP connection.
+then wait on the channel's drain and on stream credit.
+:func:`noisewall.tunnel.splice.splice` joins a tunnel stream and a local TCP
+connection.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from noisewall.noise.errors import NoiseError
-from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import Channel
 from noisewall.tunnel.mux import (
     DEFAULT_WINDOW,
@@ -38,8 +38,6 @@ from noisewall.tunnel.mux import (
 )
 
 log = logging.getLogger("noisewall.tunnel")
-
-CHUNK = 256 * 1024
 
 
 class StreamRefused(ConnectionError):
@@ -68,21 +66,38 @@ class TunnelStream:
 
     async def read(self) -> Payload:
         """The next bytes from the peer; empty at its EOF; ConnectionResetError if reset."""
+        chunks = await self.read_chunks()
+        if not chunks:
+            return b""
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def read_chunks(self) -> list[Payload]:
+        """Every payload that has arrived (waiting for one); ``[]`` at the peer's EOF."""
         while not self._chunks:
             if self.reset_by_peer or self.session.closed:
                 raise ConnectionResetError(f"tunnel stream {self.id} was reset")
             if self.eof:
-                return b""
+                return []
             self._readable.clear()
             await self._readable.wait()
         # Everything queued at once: one large write onward instead of one per frame.
-        chunks = self._chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
+        chunks = list(self._chunks)
+        self._chunks.clear()
         # Consumed as soon as handed on: the caller's own drain bounds what it buffers.
-        self.session.mux.consumed(self.id, len(data))
+        self.session.mux.consumed(self.id, sum(len(chunk) for chunk in chunks))
         self.session.flush_soon()
-        return data
+        return chunks
+
+    async def credit(self) -> int:
+        """Bytes the peer lets us send now, waiting until it is more than zero."""
+        while True:
+            if self.reset_by_peer or self.session.closed:
+                raise ConnectionResetError(f"tunnel stream {self.id} was reset")
+            credit = self.session.mux.send_credit(self.id)
+            if credit:
+                return credit
+            self._credit.clear()
+            await self._credit.wait()
 
     async def write(self, data: bytes) -> None:
         """Send ``data``, waiting for credit and for the tunnel's write buffer."""
@@ -198,6 +213,18 @@ class MuxSession:
                 self._shut()
                 raise ConnectionResetError("the tunnel connection was lost") from None
 
+    async def write_frames(self, frames: memoryview) -> None:
+        """Write mux frames the caller built in place (after what the mux has queued), then drain.
+
+        The channel encrypts or copies ``frames`` before this returns, so the
+        caller may reuse the buffer.
+        """
+        if self.closed:
+            raise ConnectionResetError("the tunnel session is closed")
+        self._write_pending()
+        self.channel.write(frames)
+        await self.flush()
+
     def flush_soon(self) -> None:
         """Write what the mux has queued without waiting (CREDIT, RESET)."""
         with contextlib.suppress(ConnectionError, OSError, RuntimeError):
@@ -279,34 +306,3 @@ class MuxSession:
                 target.reset_by_peer = True
             target._wake()
 
-
-async def splice(stream: TunnelStream, connection: TcpStream) -> None:
-    """Copy both ways between a tunnel stream and a local TCP connection until both end."""
-
-    async def outward() -> None:
-        while data := await connection.read(CHUNK):
-            await stream.write(data)
-        await stream.write_eof()
-
-    async def inward() -> None:
-        while data := await stream.read():
-            connection.write(data)
-            await connection.drain()
-        if connection.can_write_eof():
-            connection.write_eof()
-
-    tasks = [asyncio.ensure_future(outward()), asyncio.ensure_future(inward())]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        failed = any(t.exception() is not None for t in done)
-        if failed:
-            stream.reset()
-    except asyncio.CancelledError:
-        stream.reset()
-        raise
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        stream.session.forget(stream.id)
-        connection.close()

@@ -87,6 +87,22 @@ def test_sending_beyond_credit_is_a_protocol_violation() -> None:
         server.receive_data(encode_frame(FrameType.DATA, stream, b"z" * 11))
 
 
+def test_frames_built_in_place_are_the_frames_send_data_builds() -> None:
+    client, server = _pair(window=10)
+    stream = client.open_stream("h", 1)
+    _deliver(client, server)
+    buffer = bytearray(7) + b"hello"
+    client.frame_data(stream, memoryview(buffer)[:7], 5)
+    assert bytes(buffer) == encode_frame(FrameType.DATA, stream, b"hello")
+    assert list(server.receive_data(buffer)) == [DataReceived(stream, b"hello")]
+    assert client.send_credit(stream) == 5  # charged to the stream's credit
+    with pytest.raises(MuxError, match="credit"):
+        client.frame_data(stream, memoryview(bytearray(7)), 6)
+    client.send_eof(stream)
+    with pytest.raises(MuxError, match="already ended"):
+        client.frame_data(stream, memoryview(bytearray(7)), 1)
+
+
 def test_ping_is_answered_with_the_same_value() -> None:
     client, server = _pair()
     client.ping(12345)
