@@ -18,13 +18,14 @@ import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import ahocorasick
 import imagehash
 
-Scope = Literal["one_to_one", "group"]
-SCOPES: tuple[Scope, ...] = ("one_to_one", "group")
+from noisewall.records.keyword import SCOPES, Scope
+
+__all__ = ["ALWAYS", "SCOPES", "FilterLists", "ImageRule", "KeywordRule", "Scope", "Window",
+           "normalize"]
 
 
 def normalize(text: str) -> str:
