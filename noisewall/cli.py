@@ -103,6 +103,9 @@ _bench_command("tunnel", "noisewall.bench.tunnel:run_tunnel_benchmarks",
 _bench_command("observe", "noisewall.bench.observatory:run_observe_benchmarks",
                "Ingest rate and analysis time of 200,000 synthetic measurements vs the "
                "engine's raw insert and scan, and vs the SQLite store.")
+_bench_command("wechat", "noisewall.bench.messenger:run_filtering_benchmark",
+               "WeChat mode's filtering cost: relay messages/s with 10,000 keyword combinations "
+               "loaded, against the E2E relay in the same run.")
 _bench_command("lab", "noisewall.bench.lab:run_lab_benchmarks",
                "Full runs of every shipped scenario: replay speed, wall time, detection score.")
 

@@ -46,19 +46,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
+import random
 import re
 import statistics
+import string
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from noisewall.bench.kit import BenchResult, ChildProcess, ServingChild, module_argv, rss
+from noisewall.messenger import payloads
 from noisewall.messenger.app import MessengerClient, Received
 from noisewall.messenger.client import ChatConnection, client_settings
 from noisewall.messenger.messages import (
@@ -96,10 +100,10 @@ def _worker(log: Path, *args: object) -> ChildProcess:
     return ChildProcess(module_argv(__name__, *args), log, answers=True)
 
 
-def _server(data: Path, log: Path) -> ServingChild:
+def _server(data: Path, log: Path, options: Sequence[str] = ()) -> ServingChild:
     """``noisewall server`` (chat only); its port is read from its log."""
     return ServingChild(module_argv("noisewall", "server", "--data", data, "--listen",
-                                    f"{HOST}:0", "--media-listen", "off"),
+                                    f"{HOST}:0", "--media-listen", "off", *options),
                         log, r"chat on 127\.0\.0\.1:(\d+)")
 
 
@@ -208,6 +212,88 @@ def run_messenger_benchmarks(clients: int = 8, quick: bool = False) -> list[Benc
     return results
 
 
+# ------------------------------------------------------- WeChat-mode filtering
+
+FILTER_COMBINATIONS = 10_000
+FILTER_ROUNDS = 6  # rounds of each server, interleaved; the best of each counts
+
+
+@functools.cache
+def filter_vocabulary(seed: int = 2017) -> tuple[list[str], list[str]]:
+    """Anchor words (first terms, which the benchmark's messages use) and the other terms."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible benchmark data, not a secret
+
+    def word() -> str:
+        return "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randrange(5, 11)))
+
+    return [word() for _ in range(2_000)], [f"{word()} {word()}" for _ in range(4_000)]
+
+
+def write_filter_lists(path: Path, combinations: int, seed: int = 2017) -> None:
+    """``combinations`` keyword combinations of 2-3 terms: an anchor word and other terms."""
+    anchors, others = filter_vocabulary(seed)
+    rng = random.Random(seed + 1)  # noqa: S311 - reproducible benchmark data, not a secret
+    lines = ["keywords:"]
+    for n in range(combinations):
+        terms = [anchors[n % len(anchors)], *rng.sample(others, rng.randrange(1, 3))]
+        lines.append(f"  - {{id: c{n}, terms: {json.dumps(terms)}}}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _clear_envelope(n: int) -> dict[str, Any]:
+    """A clear text message of the size of the E2E benchmark's, with listed anchor words.
+
+    Every message makes the server look at some combinations (each anchor word starts
+    five of them) but completes none, so every message is delivered: the cost measured is
+    the scan, not a drop.
+    """
+    anchors, _ = filter_vocabulary()
+    words = [anchors[(n * 7 + k) % len(anchors)] for k in range(3)]
+    body = f"{TEXT.format(n)} {' '.join(words)}"
+    return payloads.unsealed({"kind": "text", "text": body[:CIPHERTEXT_BYTES].ljust(
+        CIPHERTEXT_BYTES), "id": f"m{n}", "ts": 0.0})
+
+
+def run_filtering_benchmark(clients: int = 8, quick: bool = False) -> list[BenchResult]:
+    """WeChat mode's cost: relayed messages/s with 10,000 combinations loaded vs the E2E relay.
+
+    Two ``noisewall server`` children, one E2E and one ``--mode wechat
+    --filters`` (10,000 combinations), run side by side, and their relay rounds
+    alternate (same clear messages, same worker processes' shape), so the
+    ratio comes from one run under one machine load.
+    """
+    with tempfile.TemporaryDirectory(prefix="noisewall-bench-") as tmp:
+        workdir = Path(tmp)
+        lists = workdir / "filters.yaml"
+        write_filter_lists(lists, FILTER_COMBINATIONS)
+        servers = {"e2e": _server(workdir / "e2e", workdir / "e2e.log")}
+        workers: dict[str, ChildProcess] = {}
+        try:
+            servers["wechat"] = _server(workdir / "wechat", workdir / "wechat.log",
+                                        ("--mode", "wechat", "--filters", str(lists)))
+            for mode, server in servers.items():
+                workers[mode] = _worker(workdir / f"filter-{mode}.log", "filter-worker",
+                                        server.port, clients, mode)
+            for worker in workers.values():
+                worker.answer(60 + 2 * clients)
+            count = max((QUICK_TOTALS if quick else TOTALS)["relay"] // clients, 10)
+            best = dict.fromkeys(servers, 0.0)
+            for index in range(1 if quick else FILTER_ROUNDS):
+                for mode, worker in workers.items():
+                    rate = _round([worker], {"cmd": "relay", "count": count, "window": WINDOW,
+                                             "round": index})
+                    best[mode] = max(best[mode], rate)
+        finally:
+            for worker in workers.values():
+                worker.stop()
+            for server in servers.values():
+                server.stop()
+    label = f"{clients} pair" + ("s" if clients != 1 else "")
+    return [BenchResult(
+        f"WeChat-mode relayed messages, {FILTER_COMBINATIONS:,} combinations loaded, {label}",
+        "messages/s", best["wechat"], "E2E relay, same messages, same run", best["e2e"])]
+
+
 # ------------------------------------------------------------------ worker side
 
 
@@ -230,10 +316,14 @@ class _TimedClient(MessengerClient):
 
 
 @dataclass
-class _Pair:
+class _RelayPair:
     recipient_name: str
     sender: ChatConnection
     recipient: ChatConnection
+
+
+@dataclass
+class _Pair(_RelayPair):
     e2e_sender: _TimedClient
     e2e_recipient: _TimedClient
 
@@ -305,11 +395,12 @@ async def _hello(worker: _Worker, count: int, window: int) -> dict[str, Any]:
     return {"messages": count * len(worker.pairs), "start": start, "end": time.monotonic()}
 
 
-async def _relay(worker: _Worker, count: int, window: int, round_id: int) -> dict[str, Any]:
+async def _relay(pairs: Sequence[_RelayPair], count: int, window: int, round_id: int,
+                 envelope: Callable[[int], dict[str, Any]] = _envelope) -> dict[str, Any]:
     prefix = f"r{round_id}-"
-    envelopes = [_envelope(n) for n in range(count)]
+    envelopes = [envelope(n) for n in range(count)]
 
-    async def lane(pair: _Pair, numbers: list[int]) -> None:
+    async def lane(pair: _RelayPair, numbers: list[int]) -> None:
         for n in numbers:
             await pair.sender.call(Send(pair.recipient_name, f"{prefix}{n}", envelopes[n]), Ack,
                                    timeout=STEP_TIMEOUT)
@@ -335,11 +426,11 @@ async def _relay(worker: _Worker, count: int, window: int, round_id: int) -> dic
         return time.monotonic()
 
     start = time.monotonic()
-    drains = [asyncio.create_task(drain(pair.recipient)) for pair in worker.pairs]
-    await asyncio.gather(*(lane(pair, numbers) for pair in worker.pairs
+    drains = [asyncio.create_task(drain(pair.recipient)) for pair in pairs]
+    await asyncio.gather(*(lane(pair, numbers) for pair in pairs
                            for numbers in _lanes(list(range(count)), window)))
     ends = await asyncio.gather(*drains)
-    return {"messages": count * len(worker.pairs), "start": start, "end": max(ends)}
+    return {"messages": count * len(pairs), "start": start, "end": max(ends)}
 
 
 async def _e2e(worker: _Worker, count: int) -> dict[str, Any]:
@@ -411,7 +502,7 @@ async def _serve_worker(port: int, pairs: int, tag: str, folder: Path) -> None:
     _say({"ready": True})
     commands: dict[str, Callable[[dict[str, Any]], Any]] = {
         "hello": lambda c: _hello(worker, c["count"], c["window"]),
-        "relay": lambda c: _relay(worker, c["count"], c["window"], c["round"]),
+        "relay": lambda c: _relay(worker.pairs, c["count"], c["window"], c["round"]),
         "e2e": lambda c: _e2e(worker, c["count"]),
         "latency": lambda c: _latency(worker, c["samples"]),
     }
@@ -471,8 +562,35 @@ async def _serve_plain() -> None:
     server.close()
 
 
+async def _serve_filter_worker(port: int, pairs: int, tag: str) -> None:
+    """Relay pairs of international accounts (delivered on either server) answering ``relay``."""
+
+    async def account(name: str) -> ChatConnection:
+        connection = await ChatConnection.open(HOST, port, DH.generate_keypair(), None)
+        await connection.call(Register(name, "international"), Welcome)
+        return connection
+
+    relay_pairs = [_RelayPair(f"{tag}r{k}", await account(f"{tag}s{k}"),
+                              await account(f"{tag}r{k}")) for k in range(pairs)]
+    _say({"ready": True})
+    while line := await _read_line():
+        command = json.loads(line)
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT):
+                _say(await _relay(relay_pairs, command["count"], command["window"],
+                                  command["round"], _clear_envelope))
+        except Exception as exc:
+            _say({"error": f"{type(exc).__name__}: {exc}"})
+            raise
+    for pair in relay_pairs:
+        await pair.sender.close()
+        await pair.recipient.close()
+
+
 def _child_main(argv: list[str]) -> None:
-    if argv[0] == "worker":
+    if argv[0] == "filter-worker":
+        asyncio.run(_serve_filter_worker(int(argv[1]), int(argv[2]), argv[3]))
+    elif argv[0] == "worker":
         asyncio.run(_serve_worker(int(argv[1]), int(argv[2]), argv[3], Path(argv[4])))
     elif argv[0] == "crowd":
         asyncio.run(_serve_crowd(argv[1], int(argv[2]), int(argv[3])))

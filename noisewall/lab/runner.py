@@ -42,13 +42,17 @@ from noisewall.lab.services import LabServices
 from noisewall.lab.sides import LabSides
 from noisewall.lab.thirdparty import shadowsocks_race
 from noisewall.lab.tunnels import LabTunnel, start_tunnel
+from noisewall.lab.wechat import start_keyword_probe, wechat_truth
 from noisewall.net import Network, Side, temporary_network_async
 from noisewall.observatory.detect import Event, analyze
+from noisewall.observatory.filtered import FilteredEvent, filtered_events
 from noisewall.observatory.report_html import GroundTruthBand, ReportTable, write_html_report
 from noisewall.observatory.store import MeasurementStore, remove_store
+from noisewall.probe.keyword import KeywordProber
 from noisewall.probe.prober import Prober
 from noisewall.probe.settings import ProbeSettings, SampleSizes
 from noisewall.probe.settings import Vantage as ProbeVantage
+from noisewall.records.keyword import TEST_NAME as KEYWORD_TEST
 from noisewall.tunnel.armsrace import BlockingResult, loopback_sources
 
 __all__ = ["LabOptions", "LabResult", "memory_folder", "run_lab"]
@@ -93,7 +97,7 @@ class LabResult:
     schedule: Schedule
     seed: int
     truth: list[TruthEvent]
-    events: list[Event]
+    events: list[Event | FilteredEvent]
     score: Score
     arms_race: list[BlockingResult]
     files: dict[str, Path]
@@ -192,6 +196,8 @@ async def _replay_in(network: Network | None, scenario: Scenario, schedule: Sche
                         services, vantage.transport, options.phase_timeout)
             settings = _probe_settings(scenario, services, tunnels, options)
             prober = await services.enter(Prober(settings, state / "probe", clock), Side.INSIDE)
+            keywords = None if scenario.wechat is None else await start_keyword_probe(
+                services, scenario, scenario.wechat, state, clock)
             programs = ProgramVantages(scenario, services, clock)
             await programs.prepare()
             for round_ in schedule.run(clock):
@@ -199,10 +205,11 @@ async def _replay_in(network: Network | None, scenario: Scenario, schedule: Sche
                 # Independent vantages: their tunnels reconnect at once.
                 await asyncio.gather(*(tunnel.reconnect(scenario.vantage(name).background)
                                        for name, tunnel in tunnels.items()))
-                probed, ran = await asyncio.gather(
+                probed, ran, filtered = await asyncio.gather(
                     sides.run(Side.INSIDE, prober.run_round(round_.index)),
-                    programs.run_round(round_.index))
-                for measurement in [*probed, *ran]:
+                    programs.run_round(round_.index),
+                    _keyword_round(keywords, round_.index))
+                for measurement in [*probed, *ran, *filtered]:
                     measurements.append(measurement)
                     lines.write(json.dumps(measurement, sort_keys=True) + "\n")
                 lines.flush()
@@ -213,6 +220,10 @@ async def _replay_in(network: Network | None, scenario: Scenario, schedule: Sche
                 arms_race = await _arms_race(scenario, services, options)
             timings["arms_race"] = time.monotonic() - began - timings["rounds"]
     return measurements, arms_race
+
+
+async def _keyword_round(keywords: KeywordProber | None, index: int) -> list[dict[str, Any]]:
+    return [] if keywords is None else await keywords.run_round(index)
 
 
 async def _arms_race(scenario: Scenario, services: LabServices,
@@ -245,6 +256,9 @@ async def run_lab(scenario: Scenario, options: LabOptions,
                   on_round: Callable[[Round], None] | None = None) -> LabResult:
     """Replay ``scenario`` and score the observatory; see the module documentation."""
     began = time.monotonic()
+    if scenario.wechat is not None and options.net:
+        raise ValueError(f"{scenario.name}: a scenario with a WeChat server runs on loopback "
+                         "only (without --net)")
     schedule = Schedule(scenario.start, scenario.end, options.interval or scenario.interval)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
@@ -255,10 +269,14 @@ async def run_lab(scenario: Scenario, options: LabOptions,
     analysed = time.monotonic()
     store_path = out / STORE
     remove_store(store_path)
-    truth = ground_truth(scenario)
+    truth = sorted([*ground_truth(scenario), *wechat_truth(scenario)],
+                   key=lambda e: (e.onset, e.vantage, e.feature))
+    keyword = [m for m in measurements if m.get("test_name") == KEYWORD_TEST]
     with MeasurementStore(store_path) as store:
-        store.ingest_measurements(measurements, source=str(out / MEASUREMENTS))
-        events = analyze(store)
+        store.ingest_measurements([m for m in measurements if m.get("test_name") != KEYWORD_TEST],
+                                  source=str(out / MEASUREMENTS))
+        network_events = analyze(store)
+        events: list[Event | FilteredEvent] = [*network_events, *filtered_events(keyword)]
         timings["analysis"] = time.monotonic() - analysed
         result = LabResult(scenario, schedule, options.seed, truth, events,
                            score(truth, events, schedule), arms_race,
@@ -267,7 +285,7 @@ async def run_lab(scenario: Scenario, options: LabOptions,
                             "report": out / REPORT},
                            time.monotonic() - began, timings,
                            "lab network" if options.net else "loopback")
-        write_html_report(out / REPORT, store, events, ground_truth=_bands(truth),
+        write_html_report(out / REPORT, store, network_events, ground_truth=_bands(truth),
                           extra_tables=_tables(result))
     (out / ANALYSIS).write_text(json.dumps(result.as_json(), indent=2) + "\n", encoding="utf-8")
     return result
@@ -297,6 +315,14 @@ def _tables(result: LabResult) -> list[ReportTable]:
                           f"tolerance {result.score.tolerance_rounds:g} rounds of "
                           f"{result.schedule.interval / 3600:g} h)",
                           SCORE_COLUMNS, result.score.rows())]
+    if result.scenario.wechat is not None:
+        tables.append(ReportTable(
+            "Two messengers on one timeline: the E2E messenger (network censor) and the rival "
+            "(server-side filtering, keyword probe)",
+            ("messenger", "vantage", "feature", "kind", "onset (UTC)", "end (UTC)"),
+            [("rival (WeChat mode)" if isinstance(e, FilteredEvent) else "E2E (WhatsApp-style)",
+              e.vantage, e.feature, e.kind, iso(e.onset), iso(e.end) or "-")
+             for e in sorted(result.events, key=lambda e: e.onset)]))
     if result.arms_race:
         tables.append(ReportTable(
             "Tunnel arms race at the end of the timeline (fresh connections through the censor)",

@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails
 
 from noisewall.censor.policy import Policy, compile_policy
 from noisewall.censor.policy.model import Window
+from noisewall.lab.wechat_plan import WeChatPlan, parse_wechat_plan
 from noisewall.probe.program import ProgramTemplateError, placeholders
 from noisewall.records.names import TRANSPORT_NAMES, Feature, TransportName
 from noisewall.selfsigned import dns_name
@@ -152,6 +153,8 @@ class Scenario:
     arms_race_connections: int
     arms_race_transports: tuple[TransportName, ...]
     arms_race_third_party: tuple[ThirdPartyTunnel, ...] = ()
+    wechat: WeChatPlan | None = None
+    """The rival's lists and the keyword probe's candidates (a ``wechat`` section), if any."""
 
     @property
     def rounds(self) -> int:
@@ -247,6 +250,7 @@ class _ScenarioSpec(_Spec):
     vantages: Annotated[tuple[_VantageSpec, ...], Field(min_length=1)]
     timeline: tuple[_EntrySpec, ...]
     arms_race: _ArmsRaceSpec | None = None
+    wechat: dict[str, Any] | None = None  # validated by lab/wechat_plan.py
 
 
 _MODELS: dict[tuple[str, ...], type[BaseModel]] = {
@@ -466,7 +470,15 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         arms_race_connections=race.connections if race is not None else 0,
         arms_race_transports=tuple(race.transports) if race is not None else (),
         arms_race_third_party=tuple(race.third_party) if race is not None else (),
+        wechat=None if spec.wechat is None else parse_wechat_plan(
+            _value_node(node, "wechat"), source, ScenarioError),
     )
+
+
+def _value_node(node: yaml.MappingNode, key: str) -> yaml.Node:
+    value: yaml.Node = next(value for name, value in node.value
+                            if isinstance(name, yaml.ScalarNode) and name.value == key)
+    return value
 
 
 def load_scenario(path: Path | str) -> Scenario:

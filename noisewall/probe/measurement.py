@@ -152,6 +152,25 @@ def build_measurement(meta: MeasurementMeta, *, vantage: str, round_no: int, sta
                       trace: Trace) -> dict[str, Any]:
     """One OONI-format measurement: one probe round on one vantage path."""
     features = {name: result.as_json() for name, result in results.items()}
+    return ooni_record(meta, vantage=vantage, round_no=round_no, start=start, runtime=runtime,
+                       test_name=TEST_NAME, test_version=TEST_VERSION, test_keys={
+                           "features": features,
+                           "tcp_connect": trace.tcp_connect,
+                           "tls_handshakes": trace.tls_handshakes,
+                           "requests": trace.requests,
+                           "network_events": trace.network_events,
+                           "noise_handshakes": trace.noise_handshakes,
+                           "status": {
+                               "ok": [n for n, r in results.items() if r.status == "ok"],
+                               "failed": [n for n, r in results.items() if r.status == "failed"],
+                           },
+                       })
+
+
+def ooni_record(meta: MeasurementMeta, *, vantage: str, round_no: int, start: float,
+                runtime: float, test_name: str, test_version: str,
+                test_keys: dict[str, Any]) -> dict[str, Any]:
+    """OONI's base data format around one test's ``test_keys`` (one round, one vantage)."""
     return {
         "id": str(uuid.uuid4()),
         "annotations": {"vantage": vantage, "round": str(round_no), "engine_name": "noisewall",
@@ -167,20 +186,9 @@ def build_measurement(meta: MeasurementMeta, *, vantage: str, round_no: int, sta
         "report_id": meta.report_id,
         "software_name": "noisewall",
         "software_version": __version__,
-        "test_keys": {
-            "features": features,
-            "tcp_connect": trace.tcp_connect,
-            "tls_handshakes": trace.tls_handshakes,
-            "requests": trace.requests,
-            "network_events": trace.network_events,
-            "noise_handshakes": trace.noise_handshakes,
-            "status": {
-                "ok": [name for name, r in results.items() if r.status == "ok"],
-                "failed": [name for name, r in results.items() if r.status == "failed"],
-            },
-        },
-        "test_name": TEST_NAME,
+        "test_keys": test_keys,
+        "test_name": test_name,
         "test_runtime": round(runtime, 6),
         "test_start_time": ooni_time(meta.test_start_time),
-        "test_version": TEST_VERSION,
+        "test_version": test_version,
     }

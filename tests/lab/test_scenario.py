@@ -28,12 +28,12 @@ CHINA = shipped_scenarios()["china-2017"]
 
 def test_shipped_scenarios_are_the_top_level_files() -> None:
     shipped = shipped_scenarios()
-    assert set(shipped) == {"china-2017", "russia-2021", "gfw-fet-2021"}
+    assert set(shipped) == {"china-2017", "russia-2021", "gfw-fet-2021", "wechat-2017"}
     for name, text in shipped.items():
         assert (ROOT / "scenarios" / f"{name}.yaml").read_text(encoding="utf-8") == text
 
 
-@pytest.mark.parametrize("name", ["china-2017", "russia-2021", "gfw-fet-2021"])
+@pytest.mark.parametrize("name", ["china-2017", "russia-2021", "gfw-fet-2021", "wechat-2017"])
 def test_shipped_scenarios_load_with_ground_truth(name: str) -> None:
     scenario = resolve_scenario(name)
     assert scenario.name == name

@@ -18,13 +18,14 @@ import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import ahocorasick
 import imagehash
 
-Scope = Literal["one_to_one", "group"]
-SCOPES: tuple[Scope, ...] = ("one_to_one", "group")
+from noisewall.records.keyword import SCOPES, Scope
+
+__all__ = ["ALWAYS", "SCOPES", "FilterLists", "ImageRule", "KeywordRule", "Scope", "Window",
+           "normalize"]
 
 
 def normalize(text: str) -> str:
@@ -84,10 +85,11 @@ class FilterLists:
         self.keywords = tuple(keywords)
         self.images = tuple(images)
         # Each rule is anchored on its first term: a rule can only match if that term occurs.
-        self._anchored: dict[str, list[tuple[int, KeywordRule]]] = {}
+        self._anchored: dict[str, list[tuple[int, frozenset[str], KeywordRule]]] = {}
         self._automaton = ahocorasick.Automaton()
         for index, rule in enumerate(self.keywords):
-            self._anchored.setdefault(rule.terms[0], []).append((index, rule))
+            self._anchored.setdefault(rule.terms[0], []).append(
+                (index, frozenset(rule.terms), rule))
             for term in rule.terms:
                 if term not in self._automaton:
                     self._automaton.add_word(term, term)
@@ -102,9 +104,13 @@ class FilterLists:
         if not self.keywords:
             return None
         found = {term for _, term in self._automaton.iter(normalize(text))}
-        hits = [(index, rule) for term in found for index, rule in self._anchored.get(term, ())
-                if rule.active(scope, now) and all(t in found for t in rule.terms)]
-        return min(hits, key=lambda hit: hit[0])[1] if hits else None
+        first: tuple[int, KeywordRule] | None = None
+        for term in found:
+            for index, terms, rule in self._anchored.get(term, ()):
+                if terms <= found and (first is None or index < first[0]) \
+                        and rule.active(scope, now):
+                    first = (index, rule)
+        return None if first is None else first[1]
 
     def match_image(self, phash: imagehash.ImageHash, scope: Scope,
                     now: float) -> ImageRule | None:

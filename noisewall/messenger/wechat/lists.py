@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import imagehash
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
@@ -38,6 +39,7 @@ from noisewall.messenger.wechat.filters import (
 )
 from noisewall.messenger.wechat.images import ImageError, parse_hash, perceptual_hash
 from noisewall.yamlspec import (
+    Describe,
     LineTracker,
     SpecError,
     SpecPath,
@@ -137,8 +139,9 @@ def _describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
         return path, path, "is required"
     if kind == "extra_forbidden":
         model = _MODELS.get(tuple(p for p in path[:-1] if isinstance(p, str)))
-        known = ", ".join(info.alias or name for name, info in model.model_fields.items()) \
-            if model is not None else ""
+        if model is None:
+            return path, path, "unknown key"
+        known = ", ".join(info.alias or name for name, info in model.model_fields.items())
         return path, path, f"unknown key (expected one of: {known})"
     if kind == "literal_error":
         return path, path, f"unknown value {error.get('input')!r} (expected {ctx.get('expected')})"
@@ -147,6 +150,16 @@ def _describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
     if kind == "too_short":
         return path, path, "must not be empty"
     return path, path, str(error["msg"]).removeprefix("Input ").lower()
+
+
+def located(at: SpecPath) -> Describe:
+    """The lists' error wording for a schema whose data sits at ``at`` in its document."""
+
+    def describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
+        line_path, shown, message = _describe(error)
+        return (*at, *line_path), (*at, *shown), message
+
+    return describe
 
 
 def parse_filter_lists(text: str, source: str = "<filters>",
@@ -158,17 +171,31 @@ def parse_filter_lists(text: str, source: str = "<filters>",
     node = compose_spec(text, source, FilterListError)
     if node is None:
         return FilterLists()
+    return filter_lists_from_node(node, source, base)
+
+
+def filter_lists_from_node(node: yaml.Node, source: str, base: Path | None = None,
+                           at: SpecPath = ()) -> FilterLists:
+    """Filter lists from an already composed YAML node (e.g. inside a lab scenario).
+
+    ``at`` is where the node sits in its document: errors name fields from there.
+    """
     tracker = LineTracker(source, FilterListError, "filter list")
     data = tracker.convert(node)
+    if at:
+        tracker.lines = {(*at, *path): line for path, line in tracker.lines.items()}
+        tracker.lines[()] = tracker.lines[at]
     if not isinstance(data, dict):
         raise FilterListError(source, tracker.lines[()], None,
                               "a filter list is a mapping with 'keywords' and/or 'images'")
     try:
         spec = _ListsSpec.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, tracker.lines, source, FilterListError, _describe) from None
+        raise validation_error(exc, tracker.lines, source, FilterListError,
+                               located(at)) from None
 
     def error(path: SpecPath, message: str) -> FilterListError:
+        path = (*at, *path)
         return FilterListError(source, tracker.lines.get(path, tracker.lines[()]),
                                field_name(path), message)
 
@@ -185,8 +212,8 @@ def parse_filter_lists(text: str, source: str = "<filters>",
     images = []
     for index, image in enumerate(spec.images):
         if image.file is not None:
-            at: SpecPath = ("images", index, "file")
-            phash = _hash_file((base or Path(".")) / image.file, functools.partial(error, at))
+            where: SpecPath = ("images", index, "file")
+            phash = _hash_file((base or Path(".")) / image.file, functools.partial(error, where))
         else:
             assert image.phash is not None
             phash = parse_hash(image.phash)

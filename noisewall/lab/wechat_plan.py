@@ -1,0 +1,68 @@
+"""A scenario's ``wechat`` section: the rival's filter lists and what the keyword probe sends.
+
+::
+
+    wechat:
+      note: "..."                       # where the terms and dates come from
+      candidates:                       # what the keyword probe sends each round
+        - {id: lawyer, text: "...", scope: one_to_one}
+      lists:                            # the server's filter lists (docs/wechat.md)
+        keywords: [...]
+
+The lists, with their time windows, are the ground truth: a candidate is
+filtered for mainland accounts while some active combination matches it,
+and never for international ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from noisewall.messenger.wechat.filters import FilterLists
+from noisewall.messenger.wechat.lists import FilterListError, filter_lists_from_node, located
+from noisewall.probe.keyword import KeywordCandidate
+from noisewall.yamlspec import LineTracker, SpecError, SpecPath, field_name, validation_error
+
+
+class _PlanSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    note: str | None = None
+    candidates: tuple[KeywordCandidate, ...] = Field(min_length=1)
+    lists: dict[str, object]
+
+
+@dataclass(frozen=True)
+class WeChatPlan:
+    """The rival's lists and the keyword probe's candidates, validated."""
+
+    lists: FilterLists
+    candidates: tuple[KeywordCandidate, ...]
+    note: str | None = None
+
+
+def parse_wechat_plan(node: yaml.Node, source: str, error: type[SpecError],
+                      at: SpecPath = ("wechat",)) -> WeChatPlan:
+    """The plan in ``node`` (at ``at`` in its document); ``error`` (file:line: field) if invalid."""
+    tracker = LineTracker(source, error, "wechat section")
+    data = tracker.convert(node, at)
+    tracker.lines[()] = tracker.lines[at]
+    try:
+        spec = _PlanSpec.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, tracker.lines, source, error, located(at)) from None
+    ids = [candidate.id for candidate in spec.candidates]
+    for index, candidate_id in enumerate(ids):
+        if candidate_id in ids[:index]:
+            path = (*at, "candidates", index, "id")
+            raise error(source, tracker.lines.get(path), field_name(path),
+                        f"duplicate candidate {candidate_id!r}")
+    lists_node = next(value for key, value in node.value
+                      if isinstance(key, yaml.ScalarNode) and key.value == "lists")
+    try:
+        lists = filter_lists_from_node(lists_node, source, at=(*at, "lists"))
+    except FilterListError as exc:
+        raise error(source, exc.line, exc.field, exc.message) from None
+    return WeChatPlan(lists, spec.candidates, spec.note)
