@@ -162,14 +162,15 @@ class _Child:
 
 
 class _Server:
-    """``noisewall server`` (chat only) as a child process; its port is read from its log."""
+    """``noisewall server`` (chat only, more ``options`` given) as a child process; its port
+    is read from its log."""
 
-    def __init__(self, data: Path, log: Path) -> None:
+    def __init__(self, data: Path, log: Path, *options: str) -> None:
         self.log = log
         with log.open("wb") as err:
             self.process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
                 [sys.executable, "-m", "noisewall", "server", "--data", str(data),
-                 "--listen", f"{HOST}:0", "--media-listen", "off"],
+                 "--listen", f"{HOST}:0", "--media-listen", "off", *options],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
             )
         deadline = time.monotonic() + 30
@@ -276,10 +277,16 @@ def _idle_growth(pid: int, port: int, kind: str, count: int, workdir: Path) -> f
     return (after - before) / count
 
 
+def _crowd_admitted(count: int) -> tuple[str, ...]:
+    """Server options that let ``count`` idle connections without accounts stay while measured."""
+    return ("--max-connections", str(count + 100), "--max-unregistered", str(count),
+            "--auth-timeout", "600")
+
+
 def _memory_benchmark(quick: bool, workdir: Path) -> BenchResult:
     workdir.mkdir()
     count = 1000 if quick else 10_000
-    server = _Server(workdir / "server", workdir / "server.log")
+    server = _Server(workdir / "server", workdir / "server.log", *_crowd_admitted(count))
     try:
         ours = _idle_growth(server.pid, server.port, "noise", count, workdir)
     finally:

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from noisewall.cli_options import json_option, parse_endpoint
 from noisewall.messenger.app import MessengerClient, Received
 from noisewall.messenger.client import ChatError
 from noisewall.messenger.e2e import E2EError
+from noisewall.messenger.limits import ConnectionLimits, default_max_connections
 from noisewall.messenger.mediaclient import MediaClientError
 from noisewall.messenger.mediaclient_downloads import MediaDownload
 from noisewall.messenger.mediacrypto import MediaError
@@ -28,8 +30,8 @@ from noisewall.selfsigned import dns_name
 
 async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[str, int] | None,
                       framing: Framing, ttl: float, max_media: int,
-                      media_name: str | None) -> None:
-    async with ChatServer(data, framing=framing, ttl=ttl) as chat:
+                      media_name: str | None, limits: ConnectionLimits) -> None:
+    async with ChatServer(data, framing=framing, ttl=ttl, limits=limits) as chat:
         media = None
         if media_listen is not None:
             media = MediaServer(data / "media", chat.authorize_media, max_size=max_media,
@@ -77,17 +79,34 @@ def _media_name(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--ttl-days", default=DEFAULT_TTL / 86400, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Undelivered messages expire after this many days.")
+@click.option("--max-connections", type=click.IntRange(1), metavar="N",
+              help="Chat connections open at once; more are closed when accepted. "
+                   "Default: 3/4 of the open-file limit (ulimit -n).")
+@click.option("--max-unregistered", type=click.IntRange(1), metavar="N",
+              help="Of those, connections whose key has no account yet; more get "
+                   "'server_busy'. Default: half of --max-connections.")
+@click.option("--auth-timeout", default=30.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a connection may stay without an account after its handshake.")
 @click.option("--show-key", is_flag=True, help="Print the server's static public key and exit.")
 def server(data: Path, listen: str, media_listen: str, media_name: str | None,
-           max_media_mib: int, framing: Framing, ttl_days: float, show_key: bool) -> None:
+           max_media_mib: int, framing: Framing, ttl_days: float, max_connections: int | None,
+           max_unregistered: int | None, auth_timeout: float, show_key: bool) -> None:
     """Run the messenger server: accounts, key directory, store-and-forward chat, media."""
     if show_key:
         click.echo(load_or_create_static_key(data).public.hex())
         return
     media = None if media_listen == "off" else parse_endpoint(media_listen)
     try:
+        limits = ConnectionLimits(
+            max_connections=max_connections or default_max_connections(),
+            max_unregistered=max_unregistered, auth_timeout=auth_timeout)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--max-unregistered") from None
+    try:
         asyncio.run(_run_server(data, parse_endpoint(listen), media, framing,
-                                ttl_days * 86400, max_media_mib * 1024 * 1024, media_name))
+                                ttl_days * 86400, max_media_mib * 1024 * 1024, media_name,
+                                limits))
     except KeyboardInterrupt:
         sys.exit(130)
 
