@@ -50,6 +50,8 @@ KEY_FILE = "noise_static.key"
 EXPIRY_PERIOD = 3600.0
 #: Sends one connection may have in flight (awaiting their commit) at once.
 SEND_WINDOW = 64
+#: Seconds the last words to a refused connection may take to leave.
+REFUSAL_TIMEOUT = 1.0
 
 
 def load_or_create_static_key(data_dir: Path) -> KeyPair:
@@ -205,9 +207,11 @@ class ChatServer:
 
     @staticmethod
     async def _refuse(client: _Client, code: str, message: str) -> None:
-        """Tell the peer why its connection ends (best effort: it may be gone already)."""
-        with contextlib.suppress(NoiseError, ConnectionError, OSError):
-            await client.send(wire.error(None, code, message))
+        """Tell the peer why its connection ends (best effort: it may be gone already, or
+        not reading, so the words get a second at most)."""
+        with contextlib.suppress(NoiseError, ConnectionError, OSError, TimeoutError):
+            async with asyncio.timeout(REFUSAL_TIMEOUT):
+                await client.send(wire.error(None, code, message))
 
     async def _serve(self, client: _Client) -> None:
         async for data in fragments.receive_bounded(client.stream, client.reassembler):
