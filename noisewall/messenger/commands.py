@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from noisewall.cli_options import json_option, parse_endpoint
 from noisewall.messenger.app import MessengerClient, Received
@@ -22,6 +23,7 @@ from noisewall.messenger.e2e.safety import (
     safety_number,
     same_safety_number,
 )
+from noisewall.messenger.limits import ConnectionLimits, default_max_connections
 from noisewall.messenger.mediaclient import MediaClientError
 from noisewall.messenger.mediaclient_downloads import MediaDownload
 from noisewall.messenger.mediacrypto import MediaError
@@ -37,9 +39,10 @@ from noisewall.selfsigned import dns_name
 
 async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[str, int] | None,
                       framing: Framing, ttl: float, max_media: int,
-                      media_name: str | None, *, mode: Mode = "e2e",
+                      media_name: str | None, limits: ConnectionLimits, *, mode: Mode = "e2e",
                       filters: FilterLists | None = None) -> None:
-    async with ChatServer(data, framing=framing, ttl=ttl, mode=mode, filters=filters) as chat:
+    async with ChatServer(data, framing=framing, ttl=ttl, limits=limits, mode=mode,
+                          filters=filters) as chat:
         media = None
         if media_listen is not None:
             media = MediaServer(data / "media", chat.authorize_media, max_size=max_media,
@@ -93,10 +96,20 @@ def _media_name(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--filters", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Filter lists (YAML: keyword combinations, image hashes). Only a --mode "
                    "wechat server can act on them; an e2e server says so and ignores them.")
+@click.option("--max-connections", type=click.IntRange(1), metavar="N",
+              help="Chat connections open at once; more are closed when accepted. "
+                   "Default: 3/4 of the open-file limit (ulimit -n).")
+@click.option("--max-unregistered", type=click.IntRange(1), metavar="N",
+              help="Of those, connections whose key has no account yet; more get "
+                   "'server_busy'. Default: half of --max-connections.")
+@click.option("--auth-timeout", default=30.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a connection may stay without an account after its handshake.")
 @click.option("--show-key", is_flag=True, help="Print the server's static public key and exit.")
 def server(data: Path, listen: str, media_listen: str, media_name: str | None,
            max_media_mib: int, framing: Framing, ttl_days: float, mode: Mode,
-           filters: Path | None, show_key: bool) -> None:
+           filters: Path | None, max_connections: int | None, max_unregistered: int | None,
+           auth_timeout: float, show_key: bool) -> None:
     """Run the messenger server: accounts, key directory, store-and-forward chat, media."""
     if show_key:
         click.echo(load_or_create_static_key(data).public.hex())
@@ -107,9 +120,15 @@ def server(data: Path, listen: str, media_listen: str, media_name: str | None,
     except FilterListError as exc:
         raise click.ClickException(str(exc)) from None
     try:
+        limits = ConnectionLimits(
+            max_connections=max_connections or default_max_connections(),
+            max_unregistered=max_unregistered, auth_timeout=auth_timeout)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--max-unregistered") from None
+    try:
         asyncio.run(_run_server(data, parse_endpoint(listen), media, framing,
                                 ttl_days * 86400, max_media_mib * 1024 * 1024, media_name,
-                                mode=mode, filters=lists))
+                                limits, mode=mode, filters=lists))
     except KeyboardInterrupt:
         sys.exit(130)
 

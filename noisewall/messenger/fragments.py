@@ -12,6 +12,7 @@ top of plain NoiseSocket; :class:`NoiseStream` itself adds nothing.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 from noisewall.noise.errors import ConnectionClosedError, FramingError, MessageTooLongError
 from noisewall.noise.stream import NoiseStream
@@ -20,8 +21,9 @@ FLAG_LAST = 0x00
 FLAG_MORE = 0x01
 _LAST = bytes((FLAG_LAST,))
 _MORE = bytes((FLAG_MORE,))
-#: The largest message either side reassembles: a little over the largest valid
-#: request, so an oversized one still gets a ``too_large`` reply, not a hang-up.
+#: The largest message either side receives before hanging up; a receiver holds
+#: less (the server: one valid request), so an oversized one is counted, dropped
+#: and answered ``too_large``, not held.
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
@@ -37,20 +39,40 @@ def split(message: bytes, max_body: int) -> Iterator[bytes]:
         yield (_MORE if end < len(message) else _LAST) + view[offset:end]
 
 
-class Reassembler:
-    """Joins fragments back into messages of at most ``limit`` bytes (sans-IO)."""
+@dataclass(frozen=True)
+class Oversized:
+    """A message longer than the receiver holds: its fragments were counted and dropped."""
 
-    def __init__(self, limit: int = MAX_MESSAGE) -> None:
+    size: int
+
+
+class Reassembler:
+    """Joins fragments back into messages (sans-IO), holding at most ``hold`` bytes.
+
+    A message that outgrows ``hold`` is not kept: its later fragments are only
+    counted, and its last one yields :class:`Oversized`, so a peer that never
+    finishes a message costs ``hold`` bytes, not what it sent. A message that
+    outgrows ``limit`` (default and at least ``hold``) ends the connection.
+    """
+
+    def __init__(self, limit: int = MAX_MESSAGE, hold: int | None = None) -> None:
         self.limit = limit
+        self.hold = limit if hold is None else hold
         self._parts: list[bytes] = []
         self._size = 0
+        self._inside = False
 
     @property
     def inside_message(self) -> bool:
-        """True while fragments of an unfinished message are held."""
-        return bool(self._parts)
+        """True while an unfinished message is being received."""
+        return self._inside
 
-    def feed(self, body: bytes) -> bytes | None:
+    @property
+    def held(self) -> int:
+        """Bytes of the unfinished message held right now."""
+        return sum(len(part) for part in self._parts)
+
+    def feed(self, body: bytes) -> bytes | Oversized | None:
         """Take one transport body; return the message it completes, if any.
 
         Raises :class:`FramingError` for a body without a valid flag and
@@ -58,20 +80,22 @@ class Reassembler:
         """
         if not body or body[0] not in (FLAG_LAST, FLAG_MORE):
             raise FramingError("transport body lacks a valid messenger fragment flag")
-        if body[0] == FLAG_LAST and not self._parts:
-            if len(body) - 1 > self.limit:
-                raise MessageTooLongError(f"incoming message exceeds {self.limit} bytes")
-            return body[1:]
         self._size += len(body) - 1
         if self._size > self.limit:
             raise MessageTooLongError(f"incoming message exceeds {self.limit} bytes")
-        self._parts.append(body[1:])
+        if body[0] == FLAG_LAST and not self._inside:  # the common case: one body, one copy
+            self._size = 0
+            return body[1:] if len(body) - 1 <= self.hold else Oversized(len(body) - 1)
+        if self._size <= self.hold:
+            self._parts.append(body[1:])
+        else:
+            self._parts.clear()
         if body[0] == FLAG_MORE:
+            self._inside = True
             return None
-        message = b"".join(self._parts)
-        self._parts.clear()
-        self._size = 0
-        return message
+        size, parts = self._size, self._parts
+        self._parts, self._size, self._inside = [], 0, False
+        return b"".join(parts) if size <= self.hold else Oversized(size)
 
 
 async def send(stream: NoiseStream, message: bytes) -> None:
@@ -84,7 +108,14 @@ async def send(stream: NoiseStream, message: bytes) -> None:
 
 async def receive(stream: NoiseStream, limit: int = MAX_MESSAGE) -> AsyncIterator[bytes]:
     """Yield whole chat messages until the peer closes the stream at a message boundary."""
-    reassembler = Reassembler(limit)
+    async for message in receive_bounded(stream, Reassembler(limit)):
+        assert isinstance(message, bytes)  # hold == limit: a longer message raised instead
+        yield message
+
+
+async def receive_bounded(stream: NoiseStream,
+                          reassembler: Reassembler) -> AsyncIterator[bytes | Oversized]:
+    """As :func:`receive`, through ``reassembler``: a message over its ``hold`` is Oversized."""
     while True:
         try:
             body = await stream.receive()

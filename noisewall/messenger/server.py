@@ -4,6 +4,12 @@ Clients reach it over NoiseSocket (or WA framing) with Noise Pipes: first
 contact ``Noise_XX_25519_AESGCM_SHA256``, then ``IK`` with the server key they
 cached, falling back to ``XXfallback`` when that key is stale. A connection is
 authenticated by its static key alone; ``register`` binds a name to it.
+
+Until it has an account a connection is on probation
+(:class:`~noisewall.messenger.limits.ConnectionLimits`): it must register within
+``auth_timeout``, holds at most ``unregistered_hold`` bytes of a message, and
+only ``max_unregistered`` such connections are admitted at once, so strangers
+cannot crowd out account holders.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 from noisewall.clock import Clock
 from noisewall.messenger import fragments, messages, wire
+from noisewall.messenger.limits import ConnectionLimits, StoreLimits
 from noisewall.messenger.messages import (
     Ack,
     AddMember,
@@ -42,6 +49,8 @@ from noisewall.messenger.store import (
     ChatStore,
     NameTakenError,
     Queued,
+    QuotaExceededError,
+    StoreUnavailableError,
     UnknownRecipientError,
 )
 from noisewall.messenger.wechat.filters import FilterLists
@@ -51,6 +60,7 @@ from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
 from noisewall.noise.keys import load_or_create_private_key
 from noisewall.noise.stream import Framing, NoiseServer, NoiseStream, serve
 from noisewall.private_files import private_dir
+from noisewall.ratelog import RateLimitedLog
 
 log = logging.getLogger("noisewall.messenger")
 
@@ -61,6 +71,8 @@ KEY_FILE = "noise_static.key"
 EXPIRY_PERIOD = 3600.0
 #: Sends one connection may have in flight (awaiting their commit) at once.
 SEND_WINDOW = 64
+#: Seconds the last words to a refused connection may take to leave.
+REFUSAL_TIMEOUT = 1.0
 
 
 def load_or_create_static_key(data_dir: Path) -> KeyPair:
@@ -79,7 +91,10 @@ class _Client:
     """One connected client."""
 
     stream: NoiseStream
+    reassembler: fragments.Reassembler
+    deadline: asyncio.Timeout
     account: str | None = None
+    on_probation: bool = False
     media_token_digest: bytes | None = None
     pushed: set[int] = field(default_factory=set)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -91,16 +106,30 @@ class _Client:
             await fragments.send(self.stream, wire.encode(message))
 
 
+def _error_reply(error: Exception) -> Error:
+    """The ``error`` reply for a request that failed with ``error`` (its message is for users)."""
+    if isinstance(error, WireError):
+        return Error(error.code, str(error))
+    if isinstance(error, QuotaExceededError):
+        return Error("quota_exceeded", str(error))
+    return Error("unavailable", f"{error}; try again")
+
+
 class ChatServer:
     """The messenger's chat endpoint over one data directory."""
 
     def __init__(self, data_dir: Path, *, framing: Framing = "noisesocket",
                  ttl: float = DEFAULT_TTL, media: dict[str, Any] | None = None,
-                 mode: Mode = "e2e", filters: FilterLists | None = None,
-                 clock: Clock | None = None) -> None:
+                 limits: ConnectionLimits | None = None,
+                 store_limits: StoreLimits | None = None, mode: Mode = "e2e",
+                 filters: FilterLists | None = None, clock: Clock | None = None) -> None:
         self.data_dir = data_dir
         self.static = load_or_create_static_key(data_dir)
-        self.store = ChatStore(data_dir / "chat.sqlite3", ttl=ttl)
+        self.store = ChatStore(data_dir / "chat.sqlite3", ttl=ttl, limits=store_limits)
+        self.limits = limits if limits is not None else ConnectionLimits()
+        self._close_log = RateLimitedLog(log, burst=self.limits.log_burst,
+                                         period=self.limits.log_period)
+        self._unregistered = 0
         self.framing: Framing = framing
         # {"url", "fingerprint" (hex), "server_name" (or None)} once a media server runs
         self.media = media
@@ -126,7 +155,9 @@ class ChatServer:
     async def start(self, host: str = "127.0.0.1", port: int = 5222) -> int:
         """Listen; returns the bound port."""
         self._server = await serve(self._handle, host, port, server_settings(self.static),
-                                   framing=self.framing, handshake_timeout=10.0)
+                                   framing=self.framing, handshake_timeout=10.0,
+                                   on_close=self._log_close,
+                                   max_connections=self.limits.max_connections)
         self._expiry = asyncio.get_running_loop().create_task(self._expire_periodically())
         return self.port
 
@@ -156,48 +187,96 @@ class ChatServer:
                 await self.store.expire()
             await asyncio.sleep(EXPIRY_PERIOD)
 
+    def _log_close(self, peer: object, reason: str) -> None:
+        # One budget per kind of ending (the text before any detail), never per peer.
+        kind = reason.split(":", 1)[0]
+        self._close_log.log(logging.INFO, kind, "connection from %s closed: %s", peer, reason)
+
     # --- connections ---------------------------------------------------
 
     async def _handle(self, stream: NoiseStream) -> None:
-        client = _Client(stream)
-        remote = stream.remote_static
-        assert remote is not None  # every pattern the server accepts authenticates the client
+        client = _Client(stream, fragments.Reassembler(hold=self.limits.unregistered_hold),
+                         asyncio.timeout(self.limits.auth_timeout))
         try:
-            account = await self.store.account_for_key(remote)
-            if account is not None:
-                await self._attach(client, account)
-            async for data in fragments.receive(stream):
-                request_id = None
-                try:
-                    decoded = wire.decode(data)
-                    request_id = decoded.get("id")
-                    request = messages.parse_request(decoded)
-                    if isinstance(request, Send) and client.account is not None:
-                        # Sends run concurrently (a bounded window per connection) so a
-                        # client's pipelined messages share group commits; their store
-                        # jobs still enter the FIFO in arrival order.
-                        await client.window.acquire()
-                        task = asyncio.get_running_loop().create_task(
-                            self._send_and_reply(client, request_id, request))
-                        client.tasks.add(task)
-                        task.add_done_callback(client.tasks.discard)
-                        continue
-                    reply = await self._dispatch(client, request)
-                except WireError as exc:
-                    reply = Error(exc.code, str(exc))
-                if reply is not None:
-                    await client.send(reply.to_wire(request_id))
-            if client.tasks:  # the peer finished sending: let its last acks go out
-                await asyncio.wait(set(client.tasks), timeout=10)
+            async with client.deadline:
+                if await self._admit(client):
+                    await self._serve(client)
+        except TimeoutError:
+            if not client.deadline.expired():
+                raise
+            await self._refuse(client, "auth_timeout",
+                               f"register within {self.limits.auth_timeout:g} s")
         finally:
             for task in client.tasks:
                 task.cancel()
             self._detach(client)
 
+    async def _admit(self, client: _Client) -> bool:
+        """Attach a known key's account, or put a stranger on probation if there is room."""
+        remote = client.stream.remote_static
+        assert remote is not None  # every pattern the server accepts authenticates the client
+        try:
+            account = await self.store.account_for_key(remote)
+            if account is not None:
+                await self._attach(client, account)
+                return True
+        except StoreUnavailableError as exc:
+            await self._refuse(client, "unavailable", str(exc))
+            return False
+        if self._unregistered >= self.limits.unregistered_cap:
+            await self._refuse(client, "server_busy", f"{self._unregistered} connections without "
+                               "an account are open, the most this server admits; retry later")
+            return False
+        self._unregistered += 1
+        client.on_probation = True
+        return True
+
+    @staticmethod
+    async def _refuse(client: _Client, code: str, message: str) -> None:
+        """Tell the peer why its connection ends (best effort: it may be gone already, or
+        not reading, so the words get a second at most)."""
+        with contextlib.suppress(NoiseError, ConnectionError, OSError, TimeoutError):
+            async with asyncio.timeout(REFUSAL_TIMEOUT):
+                await client.send(Error(code, message).to_wire(None))
+
+    async def _serve(self, client: _Client) -> None:
+        async for data in fragments.receive_bounded(client.stream, client.reassembler):
+            if isinstance(data, fragments.Oversized):
+                await client.send(Error("too_large", f"message of {data.size} bytes exceeds "
+                                        f"{client.reassembler.hold}").to_wire(None))
+                continue
+            request_id = None
+            reply: Reply | None
+            try:
+                decoded = wire.decode(data)
+                request_id = decoded.get("id")
+                request = messages.parse_request(decoded)
+                if isinstance(request, Send) and client.account is not None:
+                    # Sends run concurrently (a bounded window per connection) so a
+                    # client's pipelined messages share group commits; their store
+                    # jobs still enter the FIFO in arrival order.
+                    await client.window.acquire()
+                    task = asyncio.get_running_loop().create_task(
+                        self._send_and_reply(client, request_id, request))
+                    client.tasks.add(task)
+                    task.add_done_callback(client.tasks.discard)
+                    continue
+                reply = await self._dispatch(client, request)
+            except (WireError, StoreUnavailableError, QuotaExceededError) as exc:
+                reply = _error_reply(exc)
+            if reply is not None:
+                await client.send(reply.to_wire(request_id))
+        if client.tasks:  # the peer finished sending: let its last acks go out
+            await asyncio.wait(set(client.tasks), timeout=10)
+
     async def _send_and_reply(self, client: _Client, request_id: object,
                               request: Send) -> None:
         try:
-            await client.send((await self._send(client, request)).to_wire(request_id))
+            try:
+                reply = await self._send(client, request)
+            except (WireError, StoreUnavailableError, QuotaExceededError) as exc:
+                reply = _error_reply(exc)
+            await client.send(reply.to_wire(request_id))
         except (NoiseError, ConnectionError, OSError):
             pass  # the connection is gone; a message already stored stays queued
         finally:
@@ -205,13 +284,22 @@ class ChatServer:
 
     async def _attach(self, client: _Client, account: str) -> None:
         client.account = account
+        client.deadline.reschedule(None)
+        client.reassembler.hold = wire.MAX_FRAME
+        self._end_probation(client)
         previous = self._online.get(account)
         self._online[account] = client
         if previous is not None and previous is not client:
             await previous.stream.close()
         await self._push_pending(client)
 
+    def _end_probation(self, client: _Client) -> None:
+        if client.on_probation:
+            client.on_probation = False
+            self._unregistered -= 1
+
     def _detach(self, client: _Client) -> None:
+        self._end_probation(client)
         if client.account is not None and self._online.get(client.account) is client:
             del self._online[client.account]
         if client.media_token_digest is not None:

@@ -5,6 +5,12 @@ group-committed: every write waiting when the worker becomes free goes into
 one transaction, and each caller's future resolves only after that
 transaction has committed (``synchronous=FULL``), so the server never
 acknowledges a message before it is on disk.
+
+The worker outlives a failing database: when another process holds the write
+lock past ``busy_timeout`` (or a write fails), the requests of that group get
+:class:`StoreUnavailableError` and the next group is tried afresh. Per-account
+quotas (:class:`~noisewall.messenger.limits.StoreLimits`) raise
+:class:`QuotaExceededError` with the request's changes rolled back.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from noisewall.messenger.limits import StoreLimits
 from noisewall.messenger.messages import Message
 from noisewall.private_files import private_file
 
@@ -62,6 +69,11 @@ CREATE TABLE IF NOT EXISTS accepted (
 """
 
 
+_COUNT_QUEUED = {
+    "recipient": "SELECT COUNT(*) FROM queue WHERE recipient = ?",
+    "sender": "SELECT COUNT(*) FROM queue WHERE sender = ?",
+}
+
 _Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 _Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
@@ -95,6 +107,14 @@ class UnknownRecipientError(Exception):
     """A message names a recipient without an account."""
 
 
+class StoreUnavailableError(Exception):
+    """The database could not run the request (locked by another process, failing disk)."""
+
+
+class QuotaExceededError(Exception):
+    """The request would take the account past one of its quotas; nothing was changed."""
+
+
 @dataclass(frozen=True)
 class Queued:
     """A stored message waiting for its recipient."""
@@ -115,10 +135,16 @@ class ChatStore:
     """Durable server state; every method is a coroutine served by the worker thread."""
 
     def __init__(self, path: Path, ttl: float = DEFAULT_TTL,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 limits: StoreLimits | None = None) -> None:
         self.path = path
         self.ttl = ttl
+        self.limits = limits if limits is not None else StoreLimits()
         self._clock = clock
+        # Undelivered messages per recipient / sender, counted once from the DB and then
+        # kept by the worker thread alone; forgotten whenever a transaction fails.
+        self._inbox: dict[str, int] = {}
+        self._outbox: dict[str, int] = {}
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._ready: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name="chat-store", daemon=True)
@@ -130,7 +156,8 @@ class ChatStore:
     def _run(self) -> None:
         try:
             _make_private(self.path)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                 timeout=self.limits.busy_timeout)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
@@ -156,29 +183,22 @@ class ChatStore:
                 batch.append(more)
             self._run_batch(db, batch)
 
-    @staticmethod
-    def _run_batch(db: sqlite3.Connection, batch: list[_Job]) -> None:
-        results: list[_Result] = []
+    def _run_batch(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
         # A caller cancelled before its job ran no longer waits: skip the job (a
         # cancellation racing with this check only means the job runs unawaited).
         batch = [job for job in batch if not job[1].cancelled()]
         if not batch:
             return
-        db.execute("BEGIN IMMEDIATE")
-        for item in batch:
-            function, future = item
-            db.execute("SAVEPOINT job")
-            try:
-                results.append((future, function(db), None))
-                db.execute("RELEASE job")
-            except Exception as exc:  # one bad job must not sink the batch
-                db.execute("ROLLBACK TO job")
-                db.execute("RELEASE job")
-                results.append((future, None, exc))
         try:
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            results = [(future, None, exc) for future, _, _ in results]
+            results = self._transaction(db, batch)
+        except Exception as exc:  # the worker must outlive any failure of the database
+            with contextlib.suppress(sqlite3.Error):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            self._inbox.clear()
+            self._outbox.clear()
+            failure = StoreUnavailableError(f"the chat database is unavailable ({exc})")
+            results = [(future, None, failure) for _, future in batch]
         # Only now, after COMMIT, does any caller learn its result: the whole
         # group in one hop per event loop (one wake-up, not one per job).
         by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
@@ -187,6 +207,32 @@ class ChatStore:
         for loop, group in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
                 loop.call_soon_threadsafe(_settle, group)
+
+    @staticmethod
+    def _transaction(db: sqlite3.Connection, batch: list[_Job]) -> list[_Result]:
+        results: list[_Result] = []
+        db.execute("BEGIN IMMEDIATE")
+        for function, future in batch:
+            db.execute("SAVEPOINT job")
+            try:
+                results.append((future, function(db), None))
+                db.execute("RELEASE job")
+            except Exception as exc:  # one bad job must not sink the batch
+                db.execute("ROLLBACK TO job")
+                db.execute("RELEASE job")
+                if isinstance(exc, sqlite3.Error):
+                    exc = StoreUnavailableError(f"the chat database failed ({exc})")
+                results.append((future, None, exc))
+        db.execute("COMMIT")
+        return results
+
+    def _queued(self, db: sqlite3.Connection, by: Literal["recipient", "sender"],
+                name: str) -> int:
+        """Undelivered messages for (``by="recipient"``) or from (``"sender"``) ``name``."""
+        counts = self._inbox if by == "recipient" else self._outbox
+        if name not in counts:
+            counts[name] = int(db.execute(_COUNT_QUEUED[by], (name,)).fetchone()[0])
+        return counts[name]
 
     async def _call(self, function: Callable[[sqlite3.Connection], T]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -231,13 +277,25 @@ class ChatStore:
                            one_time_prekeys: list[str]) -> int:
         """Store the long-term part of a bundle and add one-time prekeys; returns the stock."""
 
+        limits = self.limits
+        text = json.dumps(bundle)
+        if len(text) > limits.max_bundle_bytes:
+            raise QuotaExceededError(f"a key bundle is at most {limits.max_bundle_bytes} bytes "
+                                     f"of JSON (this one {len(text)})")
+        if any(len(prekey) > limits.max_prekey_chars for prekey in one_time_prekeys):
+            raise QuotaExceededError(f"a one-time prekey is at most {limits.max_prekey_chars} "
+                                     "characters")
+
         def run(db: sqlite3.Connection) -> int:
-            db.execute("INSERT OR REPLACE INTO key_bundles VALUES (?, ?)",
-                       (name, json.dumps(bundle)))
+            db.execute("INSERT OR REPLACE INTO key_bundles VALUES (?, ?)", (name, text))
             db.executemany("INSERT OR IGNORE INTO one_time_prekeys VALUES (?, ?)",
                            [(name, prekey) for prekey in one_time_prekeys])
             row = db.execute("SELECT COUNT(*) FROM one_time_prekeys WHERE name = ?",
                              (name,)).fetchone()
+            if row[0] > limits.max_prekeys:
+                raise QuotaExceededError(
+                    f"the directory holds at most {limits.max_prekeys} one-time prekeys per "
+                    f"account (this would make {row[0]})")
             return int(row[0])
 
         return await self._call(run)
@@ -289,12 +347,23 @@ class ChatStore:
                 db.execute("INSERT INTO accepted VALUES (?, ?, ?)", (sender, msg_id, now))
             except sqlite3.IntegrityError:
                 return None
+            self._check_queue_quotas(db, sender, recipient)
             cursor = db.execute(
                 "INSERT INTO queue (recipient, sender, msg_id, envelope, created) "
                 "VALUES (?, ?, ?, ?, ?)", (recipient, sender, msg_id, text, now))
+            self._inbox[recipient] += 1
+            self._outbox[sender] += 1
             return Queued(int(cursor.lastrowid or 0), recipient, sender, msg_id, envelope, now)
 
         return await self._call(run)
+
+    def _check_queue_quotas(self, db: sqlite3.Connection, sender: str, recipient: str) -> None:
+        if (queued := self._queued(db, "recipient", recipient)) >= self.limits.max_inbox:
+            raise QuotaExceededError(f"{recipient!r} has {queued} undelivered messages, the most "
+                                     "the server keeps for one account")
+        if (queued := self._queued(db, "sender", sender)) >= self.limits.max_outbox:
+            raise QuotaExceededError(f"you have {queued} undelivered messages queued, the most "
+                                     "the server keeps from one sender")
 
     async def pending(self, recipient: str, after: int = 0, limit: int = 1000) -> list[Queued]:
         """Messages waiting for ``recipient``, oldest first."""
@@ -311,10 +380,18 @@ class ChatStore:
     async def delivered(self, recipient: str, queue_ids: list[int]) -> int:
         """Delete messages the recipient acknowledged; returns how many went."""
 
+        ids = json.dumps(queue_ids)
+
         def run(db: sqlite3.Connection) -> int:
-            cursor = db.executemany("DELETE FROM queue WHERE recipient = ? AND queue_id = ?",
-                                    [(recipient, queue_id) for queue_id in queue_ids])
-            return int(cursor.rowcount)
+            senders = db.execute(
+                "DELETE FROM queue WHERE recipient = ? AND queue_id IN "
+                "(SELECT value FROM json_each(?)) RETURNING sender", (recipient, ids)).fetchall()
+            if recipient in self._inbox:
+                self._inbox[recipient] -= len(senders)
+            for (sender,) in senders:
+                if sender in self._outbox:
+                    self._outbox[sender] -= 1
+            return len(senders)
 
         return await self._call(run)
 
@@ -325,6 +402,8 @@ class ChatStore:
         def run(db: sqlite3.Connection) -> int:
             gone = db.execute("DELETE FROM queue WHERE created < ?", (cutoff,)).rowcount
             db.execute("DELETE FROM accepted WHERE created < ?", (cutoff,))
+            self._inbox.clear()
+            self._outbox.clear()
             return int(gone)
 
         return await self._call(run)

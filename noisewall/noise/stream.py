@@ -277,17 +277,26 @@ async def serve(
     framing: Framing = "noisesocket",
     handshake_timeout: float | None = 10.0,
     on_close: CloseReporter = _log_close,
+    max_connections: int | None = None,
 ) -> NoiseServer:
     """Listen for initiators; run ``handler`` on each completed handshake.
 
     A peer that sends garbage, fails the handshake, times out or violates the
     protocol later loses its own connection only; the server keeps serving.
     ``on_close`` hears why each connection ended (:func:`close_reason`); by
-    default it goes to the ``noisewall.noise`` log.
+    default it goes to the ``noisewall.noise`` log. With ``max_connections``,
+    a connection accepted while that many are open is closed at once, before
+    it costs a handshake (``on_close`` hears ``refused: ...``), so a crowd of
+    idle peers cannot take every file descriptor.
     """
     server = NoiseServer()
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if max_connections is not None and server.connections >= max_connections:
+            peer = writer.get_extra_info("peername")
+            writer.close()
+            on_close(peer, f"refused: {max_connections} connections open (the cap)")
+            return
         task = asyncio.current_task()
         assert task is not None
         server._track(task)

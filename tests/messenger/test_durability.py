@@ -19,17 +19,18 @@ MESSAGES = 1000
 
 
 class ServerProcess:
-    """``noisewall server`` as a child process on a fixed data folder."""
+    """``noisewall server`` as a child process on a fixed data folder (more ``options`` given)."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, *options: str) -> None:
         self.data = data
+        self.options = options
         self.process: asyncio.subprocess.Process | None = None
         self.port = 0
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "noisewall", "server", "--data", str(self.data),
-            "--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1:0",
+            "--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1:0", *self.options,
             stderr=asyncio.subprocess.PIPE,
         )
         assert self.process.stderr is not None
