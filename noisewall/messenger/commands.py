@@ -63,13 +63,19 @@ async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[s
                 await media.close()
 
 
-def _media_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return dns_name(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+def _parsed_by(parse: Callable[[str], str]
+               ) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A click callback that parses an optional value, a ValueError becoming a bad parameter."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
 
 
 @click.command()
@@ -80,7 +86,7 @@ def _media_name(_ctx: click.Context, _param: click.Parameter, value: str | None)
               help="Chat endpoint (NoiseSocket with Noise Pipes).")
 @click.option("--media-listen", default="127.0.0.1:8443", show_default=True,
               metavar="HOST:PORT", help="Media endpoint (HTTPS, TLS 1.3); 'off' to disable.")
-@click.option("--media-name", metavar="NAME", callback=_media_name,
+@click.option("--media-name", metavar="NAME", callback=_parsed_by(dns_name),
               help="A public host name for the media server (e.g. mmg.whatsapp.net): in its "
                    "certificate, and sent by clients as the TLS SNI. Default: none.")
 @click.option("--max-media-mib", default=64, show_default=True, type=click.IntRange(1),
@@ -422,19 +428,10 @@ def fingerprint_command(options: _ClientOptions, peer: str | None, as_json: bool
         click.echo(f"safety number with the new key: {changed['safety_number']}")
 
 
-def _safety_number_option(_ctx: click.Context, _param: click.Parameter,
-                          value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return parse_safety_number(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @client.command()
 @click.argument("peer")
-@click.option("--safety-number", "number", metavar="DIGITS", callback=_safety_number_option,
+@click.option("--safety-number", "number", metavar="DIGITS",
+              callback=_parsed_by(parse_safety_number),
               help="The safety number PEER's device shows (spaces allowed): refused, and "
                    "nothing marked, unless it equals this profile's.")
 @click.option("--clear", is_flag=True, help="Mark the key of PEER not verified.")

@@ -416,6 +416,7 @@ class E2ESessions:
         async with self._lock(peer):
             for attempt in range(_SAVE_ATTEMPTS):
                 record, version = self._load(peer)
+                current = record.sessions[0] if record.sessions else None
                 try:
                     if parsed.x3dh is not None:
                         plaintext = await self._decrypt_initial(peer, record, version, parsed,
@@ -428,7 +429,9 @@ class E2ESessions:
                     if attempt + 1 == _SAVE_ATTEMPTS:
                         raise
                     continue
-                if self._trust is not None:  # the session that opened it is now current
+                if self._trust is not None and record.sessions[0] is not current:
+                    # A new or promoted session (the one that opened it) will carry the
+                    # replies: its key is the one to note. The usual message changes nothing.
                     self._trust.observe(peer, record.sessions[0].peer_identity_key)
                 return plaintext
         raise AssertionError("unreachable")
