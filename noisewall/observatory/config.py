@@ -113,7 +113,12 @@ def load_config(path: str | Path | None) -> DetectorConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not YAML: {getattr(exc, 'problem', exc)}") from None
+        # A reader error (a control character, say) has a reason, not a problem, and its
+        # str() runs over two lines.
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(f"{path}:{where} not YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not YAML: nested too deeply") from None
     try:
         return DetectorConfig.model_validate(data or {})
     except ValidationError as exc:

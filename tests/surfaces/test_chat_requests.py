@@ -133,6 +133,7 @@ async def exchange(server: ChatServer, key: KeyPair, frames: list[bytes]) -> lis
     return problems
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(frames=st.lists(FRAMES, min_size=1, max_size=4))
 def test_no_request_shape_breaks_the_server(chat: Chat, frames: list[bytes]) -> None:
@@ -141,6 +142,7 @@ def test_no_request_shape_breaks_the_server(chat: Chat, frames: list[bytes]) -> 
     assert chat.errors.take() == []
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(requests=st.lists(REQUESTS, min_size=1, max_size=4))
 def test_every_request_gets_a_reply_or_none_by_design(chat: Chat,

@@ -142,6 +142,7 @@ def request_bytes(method: bytes, path: bytes, version: bytes, headers: list[tupl
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(method=METHODS, path=PATHS,
        version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1x"]),
@@ -154,6 +155,7 @@ def test_no_request_shape_gets_a_5xx(media: Media, method: bytes, path: bytes, v
     assert_still_serving(media)
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(token=st.binary(max_size=40), route=st.sampled_from(["GET /blobs/{id}", "POST /blobs"]))
 def test_any_bearer_bytes_get_401_or_the_blob(media: Media, token: bytes, route: str) -> None:
@@ -168,6 +170,7 @@ def test_any_bearer_bytes_get_401_or_the_blob(media: Media, token: bytes, route:
     assert_still_serving(media)
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(garbage=st.binary(min_size=1, max_size=400))
 def test_garbage_instead_of_http_is_refused(media: Media, garbage: bytes) -> None:
