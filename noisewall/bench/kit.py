@@ -61,8 +61,8 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def rss(pid: int) -> int:
-    """Resident set size of a process, in bytes."""
+def rss(pid: int | str = "self") -> int:
+    """Resident set size of a process (this one by default), in bytes."""
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
             if line.startswith("VmRSS:"):

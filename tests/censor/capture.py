@@ -81,12 +81,3 @@ async def http_echo_works(host: str, port: int, timeout: float = 5) -> bool:
         return False
     finally:
         writer.close()
-
-
-def rss_bytes(pid: int | str = "self") -> int:
-    """A process's resident set size (this one's by default), in bytes."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from noisewall.bench.censor import write_benchmark_capture
-from tests.censor.capture import HTTP_REQUEST, http_echo_works, rss_bytes
+from noisewall.bench.kit import rss
+from tests.censor.capture import HTTP_REQUEST, http_echo_works
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -185,7 +186,7 @@ async def test_a_thousand_throttled_flows_pushing_hard_cost_the_censor_kilobytes
         censor, port = await _start_censor(policy, server.sockets[0].getsockname()[1], log)
         try:
             await asyncio.sleep(1)  # settled after start
-            before = rss_bytes(censor.pid)
+            before = rss(censor.pid)
             pusher = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tests.censor.flood_client", "127.0.0.1", str(port),
                 str(flows), "120", "push", stdin=asyncio.subprocess.PIPE,
@@ -203,7 +204,7 @@ async def test_a_thousand_throttled_flows_pushing_hard_cost_the_censor_kilobytes
                 await pusher.stdin.drain()
                 start, peak = time.monotonic(), 0
                 while time.monotonic() - start < pushing:
-                    peak = max(peak, rss_bytes(censor.pid))
+                    peak = max(peak, rss(censor.pid))
                     await asyncio.sleep(0.2)
                 moved_at, moved = time.monotonic() - start, received
             finally:

@@ -19,6 +19,7 @@ import pytest
 
 from noisewall import socks5
 from noisewall.bench.censor import client_hello
+from noisewall.bench.kit import rss
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import Policy, parse_policy
@@ -26,7 +27,7 @@ from noisewall.clock import ManualClock
 from noisewall.noise import NoiseSettings, dh_function
 from noisewall.noise.stream import connect, serve
 from noisewall.records.endpoint import Endpoint
-from tests.censor.capture import HTTP_REQUEST, http_echo_works, rss_bytes
+from tests.censor.capture import HTTP_REQUEST, http_echo_works
 
 NOISE_FIRST = (28).to_bytes(2, "big") + b"Noise_XX_25519_AESGCM_SHA256" + (32).to_bytes(2, "big")
 
@@ -440,7 +441,7 @@ async def test_ten_thousand_concurrent_flows_stay_bounded(echo_backend: asyncio.
         config=MiddleboxConfig(max_flows=max_flows, classify_timeout=1.0, idle_timeout=60),
     )
     async with censor.middlebox:
-        before = rss_bytes()
+        before = rss()
         flood = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.censor.flood_client", censor.entry.host,
             str(censor.entry.port), "10000", "3", stdout=asyncio.subprocess.PIPE,
@@ -453,7 +454,7 @@ async def test_ten_thousand_concurrent_flows_stay_bounded(echo_backend: asyncio.
             for _ in range(20):
                 peak_flows = max(peak_flows, censor.middlebox.flow_count)
                 await asyncio.sleep(0.1)
-            grown = rss_bytes() - before
+            grown = rss() - before
             # Still serving: a fresh client gets through while the flood is held open.
             reader, writer = await censor.open()
             writer.write(HTTP_REQUEST)

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from noisewall.bench.kit import rss
 from noisewall.messenger.mediaclient import (
     MediaAuthError,
     MediaClient,
@@ -653,14 +654,6 @@ async def test_curl_uploads_and_downloads(media: tuple[MediaServer, str], tmp_pa
     assert code == 90
 
 
-def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
 async def test_100_mib_upload_and_download_stream(tmp_path: Path) -> None:
     server = MediaServer(tmp_path / "server", authorize, max_size=128 * MiB)
     port = await server.start()
@@ -669,12 +662,12 @@ async def test_100_mib_upload_and_download_stream(tmp_path: Path) -> None:
     total = 100 * MiB
     samples: list[int] = []
     try:
-        baseline = rss_kib()
+        baseline = rss() // 1024
 
         async def stream() -> AsyncIterator[bytes]:
             for i in range(total // len(chunk)):
                 if i % 16 == 0:
-                    samples.append(rss_kib())
+                    samples.append(rss() // 1024)
                 yield chunk
 
         async with MediaClient(url, "tok-alice", server.fingerprint) as client:
@@ -689,7 +682,7 @@ async def test_100_mib_upload_and_download_stream(tmp_path: Path) -> None:
 
             async def sample() -> None:
                 while sampling:
-                    samples.append(rss_kib())
+                    samples.append(rss() // 1024)
                     await asyncio.sleep(0.02)
 
             sampler = asyncio.create_task(sample())
@@ -697,7 +690,7 @@ async def test_100_mib_upload_and_download_stream(tmp_path: Path) -> None:
             assert await client.download(result.blob_id, dest) == total
             sampling = False
             await sampler
-        samples.append(rss_kib())
+        samples.append(rss() // 1024)
     finally:
         await server.close()
     growth_mib = (max(samples) - baseline) / 1024
