@@ -110,8 +110,8 @@ def censor(
     border = (entered(network.namespace(Side.BORDER)) if network is not None
               else contextlib.nullcontext())
     try:
-        # uvloop: accepting, connecting and closing a flow cost the censor a
-        # quarter less CPU than on asyncio's own loop (docs/BENCHMARKS.md).
+        # uvloop: accepting, connecting and closing a flow cost the censor about
+        # a fifth less CPU than on asyncio's own loop (docs/BENCHMARKS.md).
         with border, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run_censor(options))
     except KeyboardInterrupt:
