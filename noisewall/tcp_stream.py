@@ -20,7 +20,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 #: What the write methods take: bulk data is passed on without copying it to ``bytes``.
 Buffer = bytes | bytearray | memoryview
@@ -74,9 +74,9 @@ class TcpStream(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; tell the owner (a server's handler) about the connection."""
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        # uvloop's transports are transports without being asyncio.Transport subclasses.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         if self._on_connected is not None:
             self._on_connected(self)
 
