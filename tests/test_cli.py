@@ -70,6 +70,9 @@ def test_keygen_gives_a_matching_pair(dh: str) -> None:
         (("noise", "cat", "--connect", "127.0.0.1:9", "--static-key", "/nonexistent"),
          "cannot read key file"),
         (("noise", "frobnicate"), "No such command"),
+        (("server", "--mode", "wechat", "--filters", "/nonexistent/lists.yaml"),
+         "/nonexistent/lists.yaml: cannot read"),
+        (("server", "--mode", "weibo"), "Invalid value for '--mode'"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: tuple[str, ...], needle: str) -> None:

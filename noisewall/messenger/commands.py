@@ -51,7 +51,8 @@ async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[s
             chat.media = media.announcement(f"https://{media_listen[0]}:{media_port}")
         try:
             port = await chat.start(*listen)
-            print(f"chat on {listen[0]}:{port} ({framing}, {mode} mode), "
+            shown = framing if mode == "e2e" else f"{framing}, {mode} mode"
+            print(f"chat on {listen[0]}:{port} ({shown}), "
                   f"server key {chat.static.public.hex()}", file=sys.stderr, flush=True)
             if chat.media is not None:
                 named = f" as {chat.media['server_name']}" if "server_name" in chat.media else ""

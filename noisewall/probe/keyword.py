@@ -35,6 +35,7 @@ from noisewall.messenger.wechat.directory import REGIONS, Region
 from noisewall.noise import NoiseError, dh_function
 from noisewall.noise.keys import load_or_create_private_key
 from noisewall.probe.failures import failure_string
+from noisewall.probe.lifecycle import Started
 from noisewall.probe.measurement import MeasurementMeta, ooni_record, report_id
 from noisewall.records.endpoint import Endpoint
 from noisewall.records.keyword import SCOPES, TEST_NAME, TEST_VERSION, Scope
@@ -96,7 +97,7 @@ class _Region:
         self.group = group
 
 
-class KeywordProber:
+class KeywordProber(Started):
     """Runs keyword rounds; keys live in ``state_dir`` so accounts survive restarts."""
 
     def __init__(self, settings: KeywordSettings, state_dir: Path,
@@ -140,17 +141,6 @@ class KeywordProber:
             await region.sender.close()
             await region.receiver.close()
         self._regions.clear()
-
-    async def __aenter__(self) -> KeywordProber:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     async def run_round(self, round_no: int) -> list[dict[str, Any]]:
         """Test every candidate from every region now; one measurement per region."""

@@ -27,6 +27,7 @@ from typing import Any
 from noisewall.clock import Clock, SystemClock
 from noisewall.probe.accounts import ProbeAccount, account_name
 from noisewall.probe.failures import failure_string
+from noisewall.probe.lifecycle import Started
 from noisewall.probe.measurement import MeasurementMeta, Trace, build_measurement, report_id
 from noisewall.probe.media import CredentialSession, MediaCredentials, MediaProbe, sample_file
 from noisewall.probe.messaging import ChatProbe, message_round_trip, register
@@ -40,7 +41,7 @@ from noisewall.records.names import MEDIA_FEATURES
 E2E_FEATURES = ("text", "location")
 
 
-class Prober:
+class Prober(Started):
     """Probes the messenger from a state folder (accounts, samples) with an injected clock."""
 
     def __init__(self, settings: ProbeSettings, state_dir: Path,
@@ -101,17 +102,6 @@ class Prober:
         for account in self._accounts.values():
             account.close()
         self._accounts.clear()
-
-    async def __aenter__(self) -> Prober:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # --- rounds --------------------------------------------------------
 

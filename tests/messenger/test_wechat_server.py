@@ -17,11 +17,10 @@ from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.messages import Ack, CreateGroup, Register, Send, Welcome
 from noisewall.messenger.server import ChatServer
 from noisewall.messenger.wechat.client import WeChatClient
-from noisewall.messenger.wechat.images import perceptual_hash
 from noisewall.messenger.wechat.lists import parse_filter_lists
 from noisewall.messenger.wechat.mode import SURVEILLANCE_FILE
 from noisewall.noise import dh_function
-from tests.messenger.wechat_helpers import drawing, encoded, near_copy
+from tests.messenger.wechat_helpers import drawing, encoded, near_copy, wechat_server
 
 DH = dh_function("25519")
 LISTS = """\
@@ -58,11 +57,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def server(tmp_path: Path, clock: ManualClock) -> AsyncIterator[ChatServer]:
-    banner = str(perceptual_hash(encoded(drawing(1))))
-    lists = parse_filter_lists(LISTS.replace("PHASH", banner), "lists.yaml")
-    chat = ChatServer(tmp_path / "server", mode="wechat", filters=lists, clock=clock)
-    await chat.start("127.0.0.1", 0)
-    async with chat:
+    async with wechat_server(tmp_path / "server", LISTS, clock) as chat:
         yield chat
 
 

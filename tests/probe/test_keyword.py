@@ -11,8 +11,6 @@ import pytest
 
 from noisewall.clock import ManualClock
 from noisewall.messenger.server import ChatServer
-from noisewall.messenger.wechat.images import perceptual_hash
-from noisewall.messenger.wechat.lists import parse_filter_lists
 from noisewall.observatory.filtered import episodes, filtered_events
 from noisewall.probe.keyword import (
     ImageCandidate,
@@ -21,7 +19,7 @@ from noisewall.probe.keyword import (
     KeywordSettings,
 )
 from noisewall.records.endpoint import Endpoint
-from tests.messenger.wechat_helpers import drawing, encoded
+from tests.messenger.wechat_helpers import drawing, encoded, wechat_server
 
 DAY = 86_400.0
 START = datetime(2017, 10, 1, tzinfo=UTC).timestamp()
@@ -47,11 +45,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def server(tmp_path: Path, clock: ManualClock) -> AsyncIterator[ChatServer]:
-    banner = str(perceptual_hash(encoded(drawing(1))))
-    lists = parse_filter_lists(LISTS.replace("PHASH", banner), "lists.yaml")
-    chat = ChatServer(tmp_path / "server", mode="wechat", filters=lists, clock=clock)
-    await chat.start("127.0.0.1", 0)
-    async with chat:
+    async with wechat_server(tmp_path / "server", LISTS, clock) as chat:
         yield chat
 
 

@@ -45,7 +45,7 @@ from noisewall.messenger.wechat.directory import (
     region_of,
 )
 from noisewall.messenger.wechat.filters import FilterLists, Scope
-from noisewall.messenger.wechat.images import ImageError, perceptual_hash
+from noisewall.messenger.wechat.images import perceptual_hash
 
 log = logging.getLogger("noisewall.messenger.wechat")
 
@@ -166,7 +166,7 @@ class WeChatMode:
             payload = payloads.open_plain(envelope)
             now = self.clock.now()
             hit = screen(self.lists, payload, scope, now)
-        except (payloads.PayloadError, ValueError, ImageError) as exc:
+        except ValueError as exc:  # no clear inner message (PayloadError), a bad image
             return Error("bad_request", f"this server reads messages: {exc}")
         if hit is None:
             return None

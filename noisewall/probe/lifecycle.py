@@ -1,0 +1,29 @@
+"""``async with`` for the probes: :meth:`start` on entry (undone by :meth:`close` if it fails),
+:meth:`close` on exit."""
+
+from __future__ import annotations
+
+from typing import Self
+
+
+class Started:
+    """A base for objects that start and close; subclasses define both coroutines."""
+
+    async def start(self) -> None:
+        """Open connections, register accounts."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release everything :meth:`start` took (also after a partial start)."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
