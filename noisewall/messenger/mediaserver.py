@@ -26,8 +26,9 @@ no request (or with a response its client stopped reading) is closed after
 
 Errors answer ``{"error": "..."}`` with 400, 401, 404, 408 or 413. Every handler
 decodes its input (bearer token, blob id, body) through functions that raise
-:class:`MediaRequestError`; one middleware turns it into the answer and one
-log line, so no request shape reaches aiohttp's 500 path. Tokens are never
+:class:`~noisewall.messenger.mediarefusals.MediaRequestError`; one
+middleware (:mod:`~noisewall.messenger.mediarefusals`) turns it into the
+answer and one log line, so no request shape reaches aiohttp's 500 path. Tokens are never
 logged.
 """
 
@@ -43,24 +44,21 @@ import re
 import secrets
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from noisewall.messenger.mediacrypto import BLOB_ID_PATTERN, fsync_dir
-from noisewall.messenger.mediatimeouts import MediaTimeouts, TimedConnection
+from noisewall.messenger.mediarefusals import MediaRequestError, http_log, refusals
+from noisewall.messenger.mediatimeouts import MediaTimeouts, TimedConnection, timed_requests
 from noisewall.private_files import create_private, private_dir
 from noisewall.selfsigned import build_self_signed, dns_name
 
 log = logging.getLogger(__name__)
-
-#: aiohttp's own logger for this server: requests its parser refuses land here.
-http_log = logging.getLogger(f"{__name__}.http")
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 CERT_FILE = "media-cert.pem"
@@ -148,73 +146,6 @@ def server_ssl_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     return context
 
 
-class MediaRequestError(Exception):
-    """A request the media server refuses: the status, a reason safe to log and to answer.
-
-    ``close`` drops the connection after the answer (the rest of the body was not read).
-    """
-
-    def __init__(self, status: int, reason: str, *, close: bool = False,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.close = close
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        """The answer: ``{"error": reason}`` with this status."""
-        response = web.json_response(
-            {"error": self.reason}, status=self.status, headers=self.headers or None)
-        if self.close:
-            response.force_close()
-        return response
-
-
-class _OneLineParserRefusals(logging.Filter):
-    """aiohttp logs each request its HTTP parser refuses (answered 400) with a traceback at
-    ERROR; bad input from a client is worth one line, like every other refusal."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        refused = record.exc_info[1] if record.exc_info else None
-        if isinstance(refused, HttpProcessingError):
-            record.msg = "media request refused (%d): %s"
-            record.args = (refused.code, refused.message.partition("\n")[0])
-            record.exc_info = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-http_log.addFilter(_OneLineParserRefusals())
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def _refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one error path: a refused request gets its 4xx and one log line, no traceback."""
-    try:
-        return await handler(request)
-    except MediaRequestError as refused:
-        log.info("media request refused (%d): %s", refused.status, refused.reason)
-        return refused.response()
-
-
-@web.middleware
-async def _timed_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tell the connection's watchdog when a request's head has arrived and when it is handled."""
-    transport = request.transport
-    connection = transport.get_protocol() if transport is not None else None
-    if not isinstance(connection, TimedConnection):
-        return await handler(request)
-    connection.head_complete()
-    try:
-        return await handler(request)
-    finally:
-        connection.request_handled()
-
-
 class MediaServer:
     """The HTTPS blob store; see the module documentation for its routes.
 
@@ -246,7 +177,7 @@ class MediaServer:
         self.cert_path, self.key_path, self.fingerprint = ensure_certificate(
             self.data_dir, self.server_name)
         private_dir(self.blob_dir)
-        self.app = web.Application(middlewares=[_timed_requests, _refusals])
+        self.app = web.Application(middlewares=[timed_requests, refusals])
         self.app.router.add_post("/blobs", self._upload)
         self.app.router.add_get("/blobs/{blob_id}", self._download, allow_head=False)
         self._runner: web.AppRunner | None = None

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, PositiveFloat
+
+from noisewall.messenger.mediarefusals import Handler
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +108,17 @@ class TimedConnection(asyncio.Protocol):
         if self._transport is not None:
             log.info("media connection closed: %s took longer than %g s", what, delay)
             self._transport.abort()
+
+
+@web.middleware
+async def timed_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection's watchdog when a request's head has arrived and when it is handled."""
+    transport = request.transport
+    connection = transport.get_protocol() if transport is not None else None
+    if not isinstance(connection, TimedConnection):
+        return await handler(request)
+    connection.head_complete()
+    try:
+        return await handler(request)
+    finally:
+        connection.request_handled()

@@ -23,7 +23,7 @@ from noisewall.observatory.store import MeasurementStore
 from noisewall.observatory.synthetic import SyntheticNetwork, synthetic_measurements
 
 PROPERTY_SETTINGS = settings(
-    max_examples=40, deadline=None,
+    max_examples=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 ODD_VALUES: st.SearchStrategy[Any] = st.sampled_from([

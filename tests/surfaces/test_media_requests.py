@@ -8,6 +8,8 @@ and a good download on a fresh connection must still work after every example.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -153,6 +155,39 @@ def test_no_request_shape_gets_a_5xx(media: Media, method: bytes, path: bytes, v
     status, answer = exchange(media.port, media.context, raw)
     assert status is None or status < 500, answer
     assert_still_serving(media)
+
+
+@pytest.mark.slow
+@settings(PROPERTY_SETTINGS, max_examples=100)
+@given(requests=st.lists(st.tuples(METHODS, PATHS, HEADERS, st.binary(max_size=100)),
+                         min_size=2, max_size=3))
+def test_pipelined_requests_on_one_connection_get_no_5xx(
+        media: Media, requests: list[tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes]]
+) -> None:
+    """Several requests back to back on one kept-alive connection; the last one closes it."""
+    raw = b"".join(
+        request_bytes(method, path, b"HTTP/1.1", [(b"Host", b"localhost"), *headers], body)
+        for method, path, headers, body in requests[:-1])
+    method, path, headers, body = requests[-1]
+    raw += request_bytes(method, path, b"HTTP/1.1",
+                         [(b"Host", b"localhost"), *headers, (b"Connection", b"close")], body)
+    answers = everything(media.port, media.context, raw)
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.[01] (\d{3}) ", answers)]
+    assert all(status < 500 for status in statuses), answers
+    assert_still_serving(media)
+
+
+def everything(port: int, context: ssl.SSLContext, request: bytes) -> bytes:
+    """All the server sends on one connection after ``request``, until it closes (or a pause)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_TIMEOUT) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(request)
+        tls.settimeout(PROBE_TIMEOUT)
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError):
+            while chunk := tls.recv(65536):
+                answer += chunk
+    return answer
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def test_a_policy_with_any_node_changed_parses_or_is_one_policy_error(
 
 
 @pytest.mark.slow
-@settings(PROPERTY_SETTINGS, max_examples=150)
+@settings(PROPERTY_SETTINGS, max_examples=100)
 @given(data=st.data())
 def test_a_scenario_with_any_node_changed_parses_or_is_one_scenario_error(
         data: st.DataObject) -> None:
