@@ -15,7 +15,7 @@ Field paths are tuples of keys and list indexes (:data:`SpecPath`), shown by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeAlias, TypeVar
@@ -39,6 +39,7 @@ __all__ = [
     "line_of",
     "parse_when",
     "read_spec_text",
+    "schema_message",
     "validation_error",
 ]
 
@@ -235,6 +236,61 @@ def read_spec_text(path: Path | str, error: type[E]) -> str:
         raise error(source, None, None, f"not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
         raise error(source, None, None, f"cannot read: {exc.strerror or exc}") from None
+
+
+_MESSAGES = {
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "finite_number": "must be a finite number",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "int_parsing": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "string_type": "must be a string",
+    "string_too_short": "must not be empty",
+    "too_short": "must not be empty",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "tuple_type": "must be a list",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+    "datetime_type": "must be an ISO 8601 date or datetime",
+}
+
+
+def _number(value: Any) -> Any:
+    """``0.0`` -> ``0`` in messages."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def schema_message(error: ErrorDetails, known_keys: Sequence[str] | None = None) -> str:
+    """The one wording of a schema error in a spec file: what follows ``file:line: field:``.
+
+    ``known_keys``: the keys the enclosing mapping takes, listed for an unknown key.
+    """
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return (f"unknown key (expected one of: {', '.join(known_keys)})" if known_keys
+                else "unknown key")
+    if kind == "literal_error":
+        return f"unknown value {error.get('input')!r} (expected {ctx.get('expected')})"
+    template = _MESSAGES.get(kind)
+    if template is not None:
+        try:
+            return template.format(**{k: _number(v) for k, v in ctx.items()})
+        except (KeyError, IndexError):
+            pass
+    return str(error["msg"]).removeprefix("Input ").lower()
 
 
 #: Maps one pydantic error to (path whose line to report, field path shown, message).

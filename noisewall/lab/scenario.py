@@ -42,6 +42,7 @@ from noisewall.yamlspec import (
     field_name,
     line_of,
     read_spec_text,
+    schema_message,
     validation_error,
 )
 
@@ -262,27 +263,8 @@ _MODELS: dict[tuple[str, ...], type[BaseModel]] = {
 def _describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
     """How :func:`validation_error` words a schema error of a scenario."""
     path = tuple(error["loc"])
-    return path, path, _message(error, path)
-
-
-def _message(error: ErrorDetails, path: SpecPath) -> str:
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "missing":
-        return "is required"
-    if kind == "extra_forbidden":
-        model = _MODELS.get(tuple(p for p in path[:-1] if isinstance(p, str)))
-        known = ", ".join(model.model_fields) if model is not None else ""
-        return f"unknown key (expected one of: {known})" if known else "unknown key"
-    if kind == "literal_error":
-        return f"unknown value {error.get('input')!r} (expected {ctx.get('expected')})"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return "must be a mapping"
-    if kind in ("tuple_type", "list_type"):
-        return "must be a list"
-    return str(error["msg"]).removeprefix("Input ").lower()
+    model = _MODELS.get(tuple(p for p in path[:-1] if isinstance(p, str)))
+    return path, path, schema_message(error, tuple(model.model_fields) if model else None)
 
 
 def _from_policy_error(exc: PolicyError, source: str) -> ScenarioError:

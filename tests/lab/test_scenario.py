@@ -133,7 +133,7 @@ BROKEN = [
     ("{name: control, path: direct}", "{name: control, path: direct, background: 3}",
      "vantages[1].background", "only a tunnel vantage", "{name: control"),
     ("{name: control, path: direct}", "{name: control, path: direct, background: -1}",
-     "vantages[1].background", "greater than or equal to 0", "{name: control"),
+     "vantages[1].background", "must be at least 0", "{name: control"),
     ("name: noisesocket-blocked", "name: noisesocket-throttled", "timeline[3].name",
      "duplicate rule name", "name: noisesocket-throttled\n    source: illustrative"),
     ("media_name: mmg.whatsapp.net", "media_name: 127.0.10.2", "media_name",
