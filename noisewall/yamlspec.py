@@ -15,7 +15,7 @@ Field paths are tuples of keys and list indexes (:data:`SpecPath`), shown by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeAlias, TypeVar
@@ -37,8 +37,10 @@ __all__ = [
     "compose_spec",
     "field_name",
     "line_of",
+    "model_keys",
     "parse_when",
     "read_spec_text",
+    "schema_message",
     "validation_error",
 ]
 
@@ -245,11 +247,14 @@ _MESSAGES = {
     "finite_number": "must be a finite number",
     "int_type": "must be an integer",
     "int_from_float": "must be an integer",
+    "int_parsing": "must be an integer",
     "float_type": "must be a number",
+    "float_parsing": "must be a number",
     "string_type": "must be a string",
     "string_too_short": "must not be empty",
     "too_short": "must not be empty",
     "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
     "tuple_type": "must be a list",
     "list_type": "must be a list",
     "model_type": "must be a mapping",
@@ -259,23 +264,20 @@ _MESSAGES = {
 }
 
 
-def key_list(model: type[BaseModel]) -> str:
+def model_keys(model: type[BaseModel]) -> tuple[str, ...]:
     """The keys a mapping of ``model`` takes, as written in files (aliases such as ``from``)."""
-    return ", ".join(info.alias or name for name, info in model.model_fields.items())
+    return tuple(info.alias or name for name, info in model.model_fields.items())
 
 
 def _number(value: Any) -> Any:
     """``0.0`` -> ``0`` in messages."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def error_message(error: ErrorDetails, model: type[BaseModel] | None = None) -> str:
-    """The one wording of a schema error, for every loader of the project's YAML files.
+def schema_message(error: ErrorDetails, known_keys: Sequence[str] | None = None) -> str:
+    """The one wording of a schema error in a spec file: what follows ``file:line: field:``.
 
-    ``model`` is the schema of the mapping that holds the field, when the
-    loader knows it: an unknown key is then answered with the keys it takes.
+    ``known_keys``: the keys the enclosing mapping takes, listed for an unknown key.
     """
     kind = error["type"]
     ctx = error.get("ctx") or {}
@@ -284,16 +286,17 @@ def error_message(error: ErrorDetails, model: type[BaseModel] | None = None) -> 
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
-        return f"unknown key (expected one of: {key_list(model)})" if model else "unknown key"
+        return (f"unknown key (expected one of: {', '.join(known_keys)})" if known_keys
+                else "unknown key")
     if kind == "literal_error":
         return f"unknown value {error.get('input')!r} (expected {ctx.get('expected')})"
     template = _MESSAGES.get(kind)
-    if template is None:
-        return str(error["msg"]).removeprefix("Input ")
-    try:
-        return template.format(**{k: _number(v) for k, v in ctx.items()})
-    except (KeyError, IndexError):
-        return str(error["msg"])
+    if template is not None:
+        try:
+            return template.format(**{k: _number(v) for k, v in ctx.items()})
+        except (KeyError, IndexError):
+            pass
+    return str(error["msg"]).removeprefix("Input ").lower()
 
 
 #: Maps one pydantic error to (path whose line to report, field path shown, message).

@@ -40,10 +40,11 @@ from noisewall.yamlspec import (
     SpecPath,
     When,
     compose_spec,
-    error_message,
     field_name,
     line_of,
+    model_keys,
     read_spec_text,
+    schema_message,
     validation_error,
 )
 
@@ -267,8 +268,8 @@ _MODELS: dict[tuple[str, ...], type[BaseModel]] = {
 def _describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
     """How :func:`validation_error` words a schema error of a scenario."""
     path = tuple(error["loc"])
-    holder = tuple(p for p in path[:-1] if isinstance(p, str))
-    return path, path, error_message(error, _MODELS.get(holder))
+    model = _MODELS.get(tuple(p for p in path[:-1] if isinstance(p, str)))
+    return path, path, schema_message(error, model_keys(model) if model else None)
 
 
 def _policy(data: dict[str, Any], lines: Mapping[SpecPath, int], source: str,

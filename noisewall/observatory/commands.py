@@ -14,7 +14,12 @@ from noisewall.observatory.detect import analyze as run_analysis
 from noisewall.observatory.report_html import in_window, series_counts, write_html_report
 from noisewall.observatory.report_terminal import print_summary, summary_console
 from noisewall.observatory.sqlite_store import SqliteStore
-from noisewall.observatory.store import IngestReport, MeasurementStore
+from noisewall.observatory.store import (
+    EXPORT_FORMATS,
+    ExportFormat,
+    IngestReport,
+    MeasurementStore,
+)
 
 DEFAULT_DB = "observatory.chdb"
 
@@ -138,6 +143,27 @@ def report(db_path: str, config_path: str | None, html_path: str | None, since: 
         if html_path is not None:
             written = write_html_report(html_path, store, events, since=since, until=until)
             click.echo(f"report written to {written}", err=True)
+
+
+@observe.command()
+@db_option
+@click.option("--format", "fmt", type=click.Choice(list(EXPORT_FORMATS)), required=True,
+              help="jsonl (one JSON object a line), csv (with a header) or parquet.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="The file to write (replaced if it exists).")
+@click.option("--since", type=UtcTime(), help="Only rows from this time (UTC).")
+@click.option("--until", type=UtcTime(), help="Only rows before this time (UTC).")
+def export(db_path: str, fmt: ExportFormat, out_path: str, since: float | None,
+           until: float | None) -> None:
+    """Write the per-feature results for your own notebooks.
+
+    One row per feature of each measurement: network, vantage, feature,
+    time_utc, time (POSIX seconds), measurement (its id), ok, failure,
+    throughput_kbps; in series and time order.
+    """
+    with _open_existing(db_path) as store:
+        rows = store.export(out_path, fmt, since=since, until=until)
+    click.echo(f"{rows} rows written to {out_path}", err=True)
 
 
 def _open_existing(db_path: str) -> MeasurementStore:

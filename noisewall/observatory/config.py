@@ -1,21 +1,32 @@
 """Detector parameters: a YAML file validated by pydantic, with embedded defaults.
 
 Every field is documented in ``docs/observatory.md``; an empty file (or no
-file) means the defaults below.
+file) means the defaults below. Errors name file, line and field in the
+wording of every spec file (:mod:`noisewall.yamlspec`), e.g.
+``detector.yaml:3: cusum.mu1: must be at most 1``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
-from noisewall.errors import InputError
+from noisewall.yamlspec import (
+    LineTracker,
+    SpecError,
+    SpecPath,
+    compose_spec,
+    model_keys,
+    read_spec_text,
+    schema_message,
+    validation_error,
+)
 
 
-class ConfigError(InputError):
-    """A detector configuration file that is unreadable or invalid."""
+class ConfigError(SpecError):
+    """A detector configuration file that is unreadable or invalid: file, line, field, why."""
 
 
 _Frozen = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
@@ -100,28 +111,34 @@ class DetectorConfig(BaseModel):
     throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
 
 
+_SECTIONS: dict[SpecPath, type[BaseModel]] = {
+    (): DetectorConfig,
+    ("cusum",): CusumConfig,
+    ("classify",): ClassifyConfig,
+    ("throttle",): ThrottleConfig,
+}
+
+
+def _describe(error: ErrorDetails) -> tuple[SpecPath, SpecPath, str]:
+    path = tuple(error["loc"])
+    section = _SECTIONS.get(path[:-1])
+    return path, path, schema_message(error, model_keys(section) if section else None)
+
+
 def load_config(path: str | Path | None) -> DetectorConfig:
     """The configuration in ``path`` (YAML), or the defaults when ``path`` is None."""
     if path is None:
         return DetectorConfig()
+    source = str(path)
+    node = compose_spec(read_spec_text(path, ConfigError), source, ConfigError)
+    if node is None:
+        return DetectorConfig()
+    tracker = LineTracker(source, ConfigError, "configuration")
+    data = tracker.convert(node)
+    if not isinstance(data, dict):
+        raise ConfigError(source, tracker.lines[()], None,
+                          "a detector configuration is a mapping (see docs/observatory.md)")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        # A reader error (a control character, say) has a reason, not a problem, and its
-        # str() runs over two lines.
-        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
-        raise ConfigError(f"{path}:{where} not YAML: {problem}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not YAML: nested too deeply") from None
-    try:
-        return DetectorConfig.model_validate(data or {})
+        return DetectorConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: {field}: {first['msg']}") from None
+        raise validation_error(exc, tracker.lines, source, ConfigError, _describe) from None

@@ -56,21 +56,36 @@ def cusum_episodes(xs: Sequence[float], times: Sequence[float],
     start = -1
     onset: Alarm | None = None
     previous = times[0] if times else 0.0
-    for i, x in enumerate(xs):
+    # In the ok state a fine round (x = 0) only lowers the sum, so from a sum of 0 the next
+    # round that can change anything is the next bad one: skip to it (bad rounds are rare).
+    bad = [i for i, x in enumerate(xs) if x > params.mu0 + half_v]
+    next_bad = 0
+    i = 0
+    while i < len(xs):
+        if not changed and total == 0.0:
+            while next_bad < len(bad) and bad[next_bad] < i:
+                next_bad += 1
+            if next_bad == len(bad):
+                break
+            if bad[next_bad] > i:
+                i = bad[next_bad]
+                previous = times[i - 1]
+        x = xs[i]
         gap = times[i] - previous
         previous = times[i]
         if gap > params.gap and total > 0:
             total *= 0.5 ** (gap / params.half_life)
         step = (params.mu1 - x if changed else x - params.mu0) - half_v
         total += step
+        i += 1
         if total <= 0:
             total = 0.0
             start = -1
             continue
         if start < 0:
-            start = i
+            start = i - 1
         if total > (params.end_threshold if changed else params.threshold):
-            alarm = Alarm(start, i)
+            alarm = Alarm(start, i - 1)
             if changed:
                 assert onset is not None
                 episodes.append(Episode(onset, alarm))

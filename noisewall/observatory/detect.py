@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
+import numpy as np
+
 from noisewall.observatory.bernoulli import (
     date_change,
     likelihood_ratio,
@@ -66,8 +68,9 @@ class Event:
 
 def probe_interval(times: Sequence[float]) -> float:
     """The series' typical spacing between rounds (median positive step), 1 s if unknown."""
-    steps = [b - a for a, b in itertools.pairwise(times) if b > a]
-    return statistics.median(steps) if steps else 1.0
+    steps = np.diff(np.asarray(times, dtype=float))
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if len(steps) else 1.0
 
 
 def _params(config: DetectorConfig, interval: float) -> CusumParams:

@@ -24,7 +24,7 @@ import json
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from noisewall.observatory.engine import ChdbEngine, EngineError, sql_string
 from noisewall.observatory.ingest_sql import parsed_select, results_select
@@ -41,9 +41,13 @@ from noisewall.observatory.store_types import (
     duplicate_error,
 )
 
-__all__ = ["FileError", "IngestReport", "LineError", "MeasurementStore", "SeriesKey",
-           "SeriesRows", "StoreError", "remove_store"]
+__all__ = ["EXPORT_FORMATS", "ExportFormat", "FileError", "IngestReport", "LineError",
+           "MeasurementStore", "SeriesKey", "SeriesRows", "StoreError", "remove_store"]
 
+ExportFormat = Literal["jsonl", "csv", "parquet"]
+#: ClickHouse's output format for each export format.
+EXPORT_FORMATS: dict[str, str] = {"jsonl": "JSONEachRow", "csv": "CSVWithNames",
+                                  "parquet": "Parquet"}
 SCHEMA_VERSION = "2"
 BATCH_LINES = 50_000
 BATCH_BYTES = 64 * 1024 * 1024
@@ -274,6 +278,33 @@ class MeasurementStore:
                                     failures[start:end], kbps[start:end])
             start = end
         return found
+
+    def export(self, path: str | Path, fmt: ExportFormat, *, since: float | None = None,
+               until: float | None = None) -> int:
+        """Write the per-feature results to ``path`` (``jsonl``, ``csv`` or ``parquet``).
+
+        One row per (network, vantage, feature, measurement), in series and time order;
+        written to ``path.partial`` and renamed, so a reader never sees half a file.
+        Returns the number of rows.
+        """
+        target = Path(path)
+        partial = target.with_name(target.name + ".partial")
+        where = "".join((
+            "" if since is None else f" AND t >= {float(since)!r}",
+            "" if until is None else f" AND t < {float(until)!r}"))
+        columns = ("network, vantage, feature, "
+                   "formatDateTime(toDateTime(toUInt32(t), 'UTC'), '%Y-%m-%d %H:%i:%S') "
+                   "AS time_utc, t AS time, measurement, toBool(ok) AS ok, failure, "
+                   "kbps AS throughput_kbps")
+        self._engine.execute(
+            f"SELECT {columns} FROM results FINAL WHERE 1{where} "
+            f"ORDER BY network, vantage, feature, t, measurement "
+            f"INTO OUTFILE {sql_string(str(partial))} TRUNCATE FORMAT {EXPORT_FORMATS[fmt]} "
+            "SETTINGS format_csv_null_representation = '', "
+            "output_format_json_quote_64bit_integers = 0")
+        partial.replace(target)
+        ((n,),) = self._engine.rows(f"SELECT count() FROM results FINAL WHERE 1{where}")
+        return int(n)
 
     def count(self) -> int:
         """Stored measurements."""

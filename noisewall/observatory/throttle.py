@@ -8,16 +8,34 @@ shares is congestion, not censorship. Before the own baseline has enough
 rounds, the control alone decides; with neither, the round counts as fine.
 The control path itself is the reference and is not judged for throttling
 (:func:`noisewall.observatory.detect.detect_series`).
+
+The baseline holds only normal rounds, so each round's verdict depends on the
+verdicts before it. Most rounds are normal, and a run of normal rounds is
+judged at once: every round of a stretch is judged as if the ones before it
+in the stretch were normal (a rolling median, vectorised) up to the first
+slow one, which is exact because those before it were. Right after a slow
+round, rounds are judged one at a time until the series is back to normal.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections import deque
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
 from noisewall.observatory.config import ThrottleConfig
+
+Floats = npt.NDArray[np.float64]
+Flags = npt.NDArray[np.bool_]
+
+_FIRST_STRETCH = 64
+_LONGEST_STRETCH = 1 << 16
+#: Normal rounds judged one at a time after a slow one before stretches resume.
+_SETTLE_ROUNDS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,58 +46,105 @@ class SlowRounds:
     confirmed_by_control: list[bool]
 
 
-def _control_rate(times: Sequence[float], rates: Sequence[float], when: float,
-                  window: float) -> float | None:
-    """The control's throughput nearest to ``when`` within ``window`` seconds."""
-    i = bisect.bisect_left(times, when)
-    best: float | None = None
-    best_distance = window
-    for j in (i - 1, i):
-        if 0 <= j < len(times) and abs(times[j] - when) <= best_distance:
-            best, best_distance = rates[j], abs(times[j] - when)
-    return best
+def nearest_control(times: Floats, control_times: Floats, control_rates: Floats,
+                    window: float) -> Floats:
+    """Per time: the control's throughput nearest to it within ``window`` s, NaN if none.
+
+    On a tie the later control measurement counts.
+    """
+    found = np.full(len(times), np.nan)
+    if len(control_times) == 0:
+        return found
+    after = np.searchsorted(control_times, times, side="left")
+    before = after - 1
+    has_before = before >= 0
+    has_after = after < len(control_times)
+    gap_before = np.where(has_before, np.abs(control_times[np.maximum(before, 0)] - times), np.inf)
+    gap_after = np.where(has_after,
+                         np.abs(control_times[np.minimum(after, len(control_times) - 1)] - times),
+                         np.inf)
+    use_before = has_before & (gap_before <= window)
+    use_after = has_after & (gap_after <= np.where(use_before, gap_before, window))
+    found[use_before] = control_rates[before[use_before]]
+    found[use_after] = control_rates[after[use_after]]
+    return found
 
 
-class _RunningMedian:
-    """Median of the latest ``size`` values (kept sorted; sizes here are tens)."""
+class _Judge:
+    """The verdicts of one series, the baseline's normal rates so far, and the rules."""
 
-    def __init__(self, size: int) -> None:
-        self._order: deque[float] = deque(maxlen=size)
-        self._sorted: list[float] = []
+    def __init__(self, rates: Floats, control: Floats, config: ThrottleConfig) -> None:
+        self.rates = rates
+        self.config = config
+        scaled = rates * config.drop_factor
+        self.scaled = scaled
+        self.below_control: Flags = scaled <= control  # NaN (no control) compares False
+        self.no_control: Flags = np.isnan(control)
+        self.slow = np.zeros(len(rates), dtype=bool)
+        self.normal: list[float] = []
 
-    def __len__(self) -> int:
-        return len(self._sorted)
+    def one(self, i: int) -> bool:
+        """Judge round ``i`` alone; True when it is slow."""
+        window = self.normal[-self.config.baseline_rounds:]
+        below = bool(self.below_control[i])
+        if len(window) >= self.config.min_baseline_rounds:
+            is_slow = (bool(self.scaled[i] <= statistics.median(window))
+                       and (bool(self.no_control[i]) or below))
+        else:
+            is_slow = below
+        self._record(i, is_slow)
+        return is_slow
 
-    def add(self, value: float) -> None:
-        if len(self._order) == self._order.maxlen:
-            del self._sorted[bisect.bisect_left(self._sorted, self._order[0])]
-        self._order.append(value)
-        bisect.insort(self._sorted, value)
+    def stretch(self, start: int, stop: int) -> int:
+        """Judge ``[start, stop)`` at once up to its first slow round; returns where it stopped."""
+        size = self.config.baseline_rounds
+        tail = np.asarray(self.normal[-size:], dtype=float)
+        stream = pd.Series(np.concatenate([tail, self.rates[start:stop]]))
+        ends = np.arange(len(tail), len(tail) + stop - start)  # baseline = stream[..ends)
+        rolling = stream.rolling(size).median().to_numpy()
+        # Fewer than ``size`` normal rounds so far: the median of all of them.
+        expanding = np.full(len(stream), np.nan)
+        expanding[:size] = stream.iloc[:size].expanding().median().to_numpy()
+        last = np.maximum(ends - 1, 0)
+        baseline = np.where(ends >= size, rolling[last], expanding[last])
+        counts = np.minimum(size, len(self.normal) + np.arange(stop - start))
+        span = slice(start, stop)
+        own = (self.scaled[span] <= baseline) & (self.no_control[span] | self.below_control[span])
+        verdict = np.where(counts >= self.config.min_baseline_rounds, own,
+                           self.below_control[span])
+        first = int(np.argmax(verdict)) if verdict.any() else stop - start
+        self.normal.extend(self.rates[start:start + first].tolist())
+        if first < stop - start:
+            self._record(start + first, True)
+            return start + first + 1
+        return stop
 
-    def median(self) -> float:
-        n = len(self._sorted)
-        mid = n // 2
-        return self._sorted[mid] if n % 2 else (self._sorted[mid - 1] + self._sorted[mid]) / 2
+    def _record(self, i: int, is_slow: bool) -> None:
+        if is_slow:
+            self.slow[i] = True
+        else:
+            self.normal.append(float(self.rates[i]))
 
 
 def slow_rounds(times: Sequence[float], rates: Sequence[float], *,
                 control_times: Sequence[float], control_rates: Sequence[float], window: float,
                 config: ThrottleConfig) -> SlowRounds:
     """The slow indicator for each (time, throughput) of a series, time-ordered."""
-    baseline = _RunningMedian(config.baseline_rounds)
-    factor = config.drop_factor
-    slow: list[float] = []
-    confirmed: list[bool] = []
-    for when, rate in zip(times, rates, strict=True):
-        control = (_control_rate(control_times, control_rates, when, window)
-                   if control_times else None)
-        below_control = control is not None and rate * factor <= control
-        if len(baseline) >= config.min_baseline_rounds:
-            is_slow = rate * factor <= baseline.median() and (control is None or below_control)
-        else:
-            is_slow = below_control
-        slow.append(1.0 if is_slow else 0.0)
-        confirmed.append(is_slow and below_control)
-        if not is_slow:
-            baseline.add(rate)
-    return SlowRounds(slow, confirmed)
+    rate = np.asarray(rates, dtype=float)
+    control = nearest_control(np.asarray(times, dtype=float),
+                              np.asarray(control_times, dtype=float),
+                              np.asarray(control_rates, dtype=float), window)
+    judge = _Judge(rate, control, config)
+    i, stretch = 0, _FIRST_STRETCH
+    while i < len(rate):
+        stop = judge.stretch(i, min(len(rate), i + stretch))
+        if stop == min(len(rate), i + stretch) and not judge.slow[stop - 1]:
+            i, stretch = stop, min(stretch * 2, _LONGEST_STRETCH)
+            continue
+        i, stretch, settled = stop, _FIRST_STRETCH, 0
+        while i < len(rate) and settled < _SETTLE_ROUNDS:  # inside an episode: one by one
+            settled = 0 if judge.one(i) else settled + 1
+            i += 1
+    slow = judge.slow
+    confirmed = slow & judge.below_control
+    return SlowRounds(slow.astype(float).tolist(), confirmed.tolist())

@@ -163,18 +163,27 @@ def test_config_file(tmp_path: Path) -> None:
     path.write_text("cusum:\n  edd_rounds: 10\nthrottle:\n  drop_factor: 8\n")
     config = load_config(path)
     assert config.cusum.threshold == pytest.approx(3.5) and config.throttle.drop_factor == 8
-    path.write_text("cusum:\n  mu1: 1.5\n")
-    with pytest.raises(ConfigError, match=r"detector.yaml: cusum.mu1: .*less than or equal to 1"):
+    path.write_text("")
+    assert load_config(path) == DetectorConfig()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("cusum:\n  edd_rounds: 4\n  mu1: 1.5\n", "detector.yaml:3: cusum.mu1: must be at most 1"),
+    ("# tuned\ncusum:\n  edd: 3\n",
+     "detector.yaml:3: cusum.edd: unknown key (expected one of: mu0, mu1, edd_rounds, "),
+    ("cusum: [\n", "detector.yaml:2: invalid YAML"),
+    ("cusum:\n  mu0: 0.5\n  mu1: 0.4\n", "detector.yaml:1: cusum: mu1 must be above mu0"),
+    ("classify: {}\nthrottle:\n  control_vantage: ''\n",
+     "detector.yaml:3: throttle.control_vantage: must not be empty"),
+    ("throttle: 5\n", "detector.yaml:1: throttle: must be a mapping"),
+    ("- 1\n", "detector.yaml:1: a detector configuration is a mapping"),
+])
+def test_config_errors_name_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "detector.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
         load_config(path)
-    path.write_text("cusum:\n  edd: 3\n")
-    with pytest.raises(ConfigError, match=r"cusum\.edd: Extra inputs"):
-        load_config(path)
-    path.write_text("cusum: [\n")
-    with pytest.raises(ConfigError, match="not YAML"):
-        load_config(path)
-    path.write_text("cusum:\n  mu0: 0.5\n  mu1: 0.4\n")
-    with pytest.raises(ConfigError, match="mu1 must be above mu0"):
-        load_config(path)
+    assert str(caught.value).startswith(str(tmp_path / expected)), str(caught.value)
 
 
 def test_event_json() -> None:

@@ -109,7 +109,8 @@ def test_cli_analyze_and_report(tmp_path: Path) -> None:
     bad = subprocess.run([*run, "analyze", "--db", db, "--config", str(config)],
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 1
-    assert bad.stderr.strip().startswith(f"noisewall: error: {config}: throttle.drop_factor")
+    assert bad.stderr.strip() == (f"noisewall: error: {config}:2: throttle.drop_factor: "
+                                  "must be greater than 1")
 
 
 def test_bench_observe_quick_json() -> None:

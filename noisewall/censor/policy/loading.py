@@ -41,10 +41,11 @@ from noisewall.yamlspec import (
     SpecError,
     SpecPath,
     compose_spec,
-    error_message,
     field_name,
     line_of,
+    model_keys,
     read_spec_text,
+    schema_message,
     validation_error,
 )
 
@@ -152,7 +153,8 @@ def _message(error: ErrorDetails, display: SpecPath, data: Any) -> tuple[SpecPat
         tag = (error.get("ctx") or {}).get("tag")
         head = f"unknown action {tag!r}" if tag is not None else "needs a 'kind'"
         return at_kind, f"{head} (expected one of: {', '.join(ACTION_KINDS)})"
-    return display, error_message(error, _model_at(display[:-1], data))
+    model = _model_at(display[:-1], data)
+    return display, schema_message(error, model_keys(model) if model else None)
 
 
 def _value_at(path: SpecPath, data: Any) -> Any:
