@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import secrets
 import ssl
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -36,9 +38,12 @@ import dpkt
 
 from noisewall.allocator import MALLOC_ENV
 from noisewall.bench.kit import BenchResult, ServingChild, module_argv, time_bulk_send
+from noisewall.censor.detection import FlowRecord
 from noisewall.censor.flowclassifier import classify_flow
 from noisewall.censor.pcap import read_flows
+from noisewall.censor.policy import Policy, parse_policy
 from noisewall.net import NetError, Network, Side, add_host, entered, run_argv, temporary_network
+from noisewall.records.endpoint import Endpoint
 
 
 def client_hello(server_name: str = "example.org") -> bytes:
@@ -278,6 +283,59 @@ def _capture_benchmark(quick: bool, workdir: Path) -> BenchResult:
                        packets / best, "dpkt parse to TCP only", packets / base)
 
 
+#: Ten rules of every kind of condition; no flow of :func:`_unmatched_flows` matches any,
+#: so each decision evaluates all of them (the worst case).
+DECISION_POLICY = """\
+rules:
+  - {name: tw-sni, match: {sni: ["*.twitter.com", twitter.com, "re:(^|\\\\.)t\\\\.co$"]},
+     action: {kind: throttle, rate_kbps: 130}}
+  - {name: tw-host, match: {protocol: http, host: ["*.twitter.com", twitter.com]}, action: reset}
+  - {name: wa-chat, match: {protocol: [noisesocket, wa], port: [443, 5222]}, action: drop,
+     active: [{from: 2017-09-20, until: 2017-10-18}]}
+  - {name: wa-media, match: {sni: ["*.cdn.whatsapp.net", "mmg*.whatsapp.net"]}, action: reset,
+     active: [{from: 2017-07-17}]}
+  - {name: ja3, match: {ja3: [e7d705a3286e19ea42f587b344ee6865, 6734f37431670b3ab4292b8f60f29984]},
+     action: reset}
+  - {name: ja4, match: {ja4: "t13d1516h2_*"}, action: {kind: delay, ms: 200}}
+  - {name: ssh, match: {protocol: ssh, port: "22-2222"}, action: {kind: flaky, fail: 0.3}}
+  - {name: ranges, match: {server: [203.0.113.0/24, 198.51.100.0/24, "2001:db8::/32"],
+     port: "1-1024"}, action: drop}
+  - {name: fet, match: {fully_encrypted: true, server: [10.0.0.0/8, 172.16.0.0/12]},
+     action: drop, probability: 0.26, residual: 180}
+  - {name: example, match: {sni: "re:\\\\.example$"}, action: {kind: delay, ms: 50}}
+"""
+
+
+def _unmatched_flows(count: int = 1000) -> list[FlowRecord]:
+    return [FlowRecord(Endpoint(f"192.168.{i % 250}.{i % 200 + 1}", 40000 + i),
+                       Endpoint(f"10.{i % 7}.{i % 13}.{i % 250 + 1}", 8443), protocol="tls",
+                       sni=f"host{i}.example.org", ja3="0" * 32,
+                       ja4="t13d0000h2_000000000000_000000000000")
+            for i in range(count)]
+
+
+def _decision_benchmark(quick: bool) -> BenchResult:
+    """Policy decisions per second: ten rules that all miss, against one allow-all rule."""
+    flows = _unmatched_flows()
+    now = datetime(2017, 9, 20, tzinfo=UTC).timestamp()
+    count = 20_000 if quick else 200_000
+
+    def rate(policy: Policy) -> float:
+        rng = random.Random(1)  # noqa: S311 - the policy's dice, seeded for a repeatable run
+        start = time.perf_counter()
+        for k in range(count):
+            policy.decide(flows[k % len(flows)], now, rng)
+        return count / (time.perf_counter() - start)
+
+    ten, one = parse_policy(DECISION_POLICY, "ten-rules"), parse_policy(
+        "rules: [{action: allow}]", "allow-all")
+    ours = base = 0.0
+    for _ in range(2 if quick else 3):
+        ours, base = max(ours, rate(ten)), max(base, rate(one))
+    return BenchResult("policy decisions, 10 rules all evaluated (none matches)", "decisions/s",
+                       ours, "one allow-all rule", base)
+
+
 def run_censor_benchmarks(quick: bool = False) -> list[BenchResult]:
     """Run every censor benchmark; ``quick`` shrinks the work for smoke tests."""
     with tempfile.TemporaryDirectory(prefix="noisewall-bench-") as tmp:
@@ -285,6 +343,7 @@ def run_censor_benchmarks(quick: bool = False) -> list[BenchResult]:
         results = asyncio.run(_relay_benchmarks(quick, workdir))
         results.extend(_inpath_section(quick, workdir))
         results.append(_capture_benchmark(quick, workdir))
+        results.append(_decision_benchmark(quick))
     return results
 
 
