@@ -110,13 +110,16 @@ def reply(code: Reply, host: str = "0.0.0.0", port: int = 0) -> bytes:  # noqa: 
 
 async def accept_connect_request(
     read: Callable[[], Awaitable[bytes]], write: Callable[[bytes], Awaitable[None]]
-) -> ConnectRequest:
+) -> tuple[ConnectRequest, bytes]:
     """The server side of the handshake over any transport: greet, agree on no
     authentication, and return the client's CONNECT request.
 
     ``read`` returns the next bytes (and raises at end of stream), ``write``
     sends and drains. A client that offers no acceptable method, or sends a
     bad request, gets its RFC 1928 answer and :class:`Socks5Error` is raised.
+    Also returned: the bytes that came after the request (a client that sends
+    its first data without waiting for our reply); they belong to the
+    connection and must reach the destination first.
     """
     buffer = b""
     while (greeting := parse_greeting(buffer)) is None:
@@ -133,7 +136,8 @@ async def accept_connect_request(
             await write(reply(exc.reply))
             raise
         if parsed is not None:
-            return parsed[0]
+            request, used = parsed
+            return request, buffer[used:]
         buffer += await read()
 
 
@@ -151,21 +155,25 @@ def connect_request(host: str, port: int) -> bytes:
     return bytes((VERSION, CMD_CONNECT, 0)) + target + port.to_bytes(2, "big")
 
 
+def reply_length(head: bytes) -> int:
+    """The whole length of a reply from its first five bytes."""
+    if head[0] != VERSION:
+        raise Socks5Error(f"not a SOCKS5 reply (version byte {head[0]})")
+    atyp = head[3]
+    if atyp == ATYP_IPV4:
+        return 4 + 4 + 2
+    if atyp == ATYP_IPV6:
+        return 4 + 16 + 2
+    if atyp == ATYP_DOMAIN:
+        return 5 + head[4] + 2
+    raise Socks5Error(f"reply with unknown address type {atyp}")
+
+
 def parse_reply(data: bytes) -> tuple[Reply, int] | None:
     """The server's reply code and the reply's length, or None if incomplete."""
     if len(data) < 5:
         return None
-    if data[0] != VERSION:
-        raise Socks5Error(f"not a SOCKS5 reply (version byte {data[0]})")
-    atyp = data[3]
-    if atyp == ATYP_IPV4:
-        length = 4 + 4 + 2
-    elif atyp == ATYP_IPV6:
-        length = 4 + 16 + 2
-    elif atyp == ATYP_DOMAIN:
-        length = 5 + data[4] + 2
-    else:
-        raise Socks5Error(f"reply with unknown address type {atyp}")
+    length = reply_length(data)
     if len(data) < length:
         return None
     try:
@@ -188,17 +196,17 @@ async def open_connection(
         if await reader.readexactly(2) != bytes((VERSION, METHOD_NO_AUTH)):
             raise Socks5Error("the proxy wants an authentication method we do not offer")
         writer.write(connect_request(host, port))
-        buffer = b""
+        # Exactly the reply, never more: what follows it is the destination's first
+        # bytes (a server that speaks first), which stay in the reader for the caller.
+        buffer = await reader.readexactly(5)
         while (parsed := parse_reply(buffer)) is None:
-            chunk = await reader.read(262)
-            if not chunk:
-                raise Socks5Error("the proxy closed the connection")
-            buffer += chunk
-        code, length = parsed
+            buffer += await reader.readexactly(reply_length(buffer) - len(buffer))
+        code, _ = parsed
         if code != Reply.SUCCEEDED:
             raise Socks5Error(f"the proxy refused: {code.name.lower()}", code)
-        if len(buffer) > length:
-            raise Socks5Error("the proxy sent data before the connection was ready")
+    except asyncio.IncompleteReadError:
+        writer.close()
+        raise Socks5Error("the proxy closed the connection") from None
     except BaseException:
         writer.close()
         raise

@@ -171,6 +171,13 @@ class TcpStream(asyncio.BufferedProtocol):
             self._transport.resume_reading()
         return chunk
 
+    def unread(self, data: bytes) -> None:
+        """Put bytes back in front of the stream: the next read returns them first."""
+        if data:
+            self._chunks.appendleft(data)
+            self._buffered += len(data)
+            self._wake_reader()
+
     def write(self, data: Buffer) -> None:
         """Queue bytes for the peer."""
         if self._transport is None or self._transport.is_closing():

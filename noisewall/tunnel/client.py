@@ -174,6 +174,10 @@ class TunnelClient(Listener):
             connection.write(socks5.reply(code))
             await connection.drain()
             return None
+        except ValueError:  # port 0, or a name the tunnel's OPEN frame cannot carry
+            connection.write(socks5.reply(socks5.Reply.HOST_UNREACHABLE))
+            await connection.drain()
+            return None
         except (ConnectionError, OSError, TimeoutError):
             connection.write(socks5.reply(socks5.Reply.NETWORK_UNREACHABLE))
             await connection.drain()
@@ -191,9 +195,12 @@ async def _read_socks_request(connection: TcpStream) -> socks5.ConnectRequest | 
         await connection.drain()
 
     try:
-        return await socks5.accept_connect_request(lambda: _read_some(connection), write)
+        request, early = await socks5.accept_connect_request(
+            lambda: _read_some(connection), write)
     except socks5.Socks5Error:
         return None
+    connection.unread(early)  # sent without waiting for our reply: it goes through first
+    return request
 
 
 async def _read_some(connection: TcpStream) -> bytes:

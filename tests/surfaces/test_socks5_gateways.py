@@ -198,3 +198,68 @@ def test_parsers_raise_only_the_typed_error() -> None:
     parse()
 
 
+
+
+async def optimistic_echo(address: tuple[str, int], echo_port: int) -> bytes:
+    """Greeting, CONNECT and the first data in one write, as a client that does not wait."""
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(bytes((socks5.VERSION, 1, socks5.METHOD_NO_AUTH))
+                     + socks5.connect_request("127.0.0.1", echo_port) + GOOD)
+        writer.write_eof()
+        async with asyncio.timeout(END_TIMEOUT):
+            answer = await reader.read(-1)
+    finally:
+        writer.close()
+    method_reply_length, connect_reply_length = 2, 10  # the reply names an IPv4 address
+    return answer[method_reply_length + connect_reply_length:]
+
+
+def test_data_sent_before_the_connect_reply_reaches_the_destination(gateway: Gateway) -> None:
+    assert gateway.background.run(optimistic_echo(gateway.address, gateway.echo_port)) == GOOD
+    assert gateway.errors.take() == []
+
+
+async def test_a_destination_that_speaks_first_is_heard_through_open_connection() -> None:
+    """The proxy's reply and the destination's banner in one segment: the banner is kept."""
+    banner = b"SSH-2.0-OpenSSH_9.2\r\n"
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(3)
+        writer.write(bytes((socks5.VERSION, socks5.METHOD_NO_AUTH)))
+        await reader.readexactly(len(socks5.connect_request("127.0.0.1", 22)))
+        writer.write(socks5.reply(socks5.Reply.SUCCEEDED) + banner)
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    try:
+        port = int(server.sockets[0].getsockname()[1])
+        reader, writer = await asyncio.wait_for(
+            socks5.open_connection(("127.0.0.1", port), "127.0.0.1", 22), END_TIMEOUT)
+        try:
+            assert await asyncio.wait_for(reader.readexactly(len(banner)), END_TIMEOUT) == banner
+        finally:
+            writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def connect_reply(address: tuple[str, int], request: bytes) -> int:
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(bytes((socks5.VERSION, 1, socks5.METHOD_NO_AUTH)) + request)
+        async with asyncio.timeout(END_TIMEOUT):
+            answer = await reader.readexactly(2 + 5)
+    finally:
+        writer.close()
+    return answer[3]
+
+
+def test_a_connect_to_port_zero_is_refused_with_a_reply(gateway: Gateway) -> None:
+    code = gateway.background.run(connect_reply(
+        gateway.address, socks5.connect_request("2001:db8::1", 0)))
+    assert code != socks5.Reply.SUCCEEDED
+    assert gateway.errors.take() == []

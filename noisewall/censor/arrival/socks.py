@@ -68,7 +68,8 @@ async def _handshake(stream: TcpStream,
             raise asyncio.IncompleteReadError(b"", None)
         return data
 
-    request = await socks5.accept_connect_request(read_some, write)
+    request, early = await socks5.accept_connect_request(read_some, write)
+    stream.unread(early)  # the first flight, if the client did not wait: classified as usual
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
             request.host, request.port, type=socket.SOCK_STREAM)
