@@ -6,8 +6,10 @@ is confident, or when none of them can use more bytes, or when the caller
 gives up waiting (:meth:`FlowClassifier.finish`) at :meth:`FlowClassifier.deadline`.
 A client that sends one byte of a ClientHello and pauses is waited for: once a
 first flight has begun, the flow is held for the rest of it up to
-:data:`MAX_INSPECT` bytes and ``first_flight_wait`` seconds. The
-fully-encrypted rule looks only at the first client segment, as the GFW's did.
+:data:`MAX_INSPECT` bytes and ``first_flight_wait`` seconds, unless its first
+segment already looks random (the fully-encrypted rule flags it: no protocol
+the classifiers know starts like that). The fully-encrypted rule looks only at
+the first client segment, as the GFW's did.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class FlowClassifier:
         self._client_data = b""
         self._first_segment: bytes | None = None
         self._first_at: float | None = None
+        self._verdict: fully_encrypted.FullyEncryptedVerdict | None = None
         self._server_data = b""
         self.record: FlowRecord | None = None
 
@@ -57,6 +60,7 @@ class FlowClassifier:
         if self._first_segment is None:
             self._first_segment = data
             self._first_at = now
+            self._verdict = fully_encrypted.evaluate(data)
         self._client_data = (self._client_data + data)[:MAX_INSPECT]
         detections, waiting = self._run()
         best = max(detections, key=lambda d: d.confidence, default=None)
@@ -73,11 +77,16 @@ class FlowClassifier:
         server-first protocol, or an idle client); once it has begun a first
         flight that a classifier is still waiting on, ``first_flight_wait``
         seconds after its first bytes, so that a pause mid-flight does not
-        leave the flow unclassified.
+        leave the flow unclassified. A first segment that looks random is the
+        start of no such flight (a tunnel's): the quiet timeout holds for it.
         """
-        if self._first_at is None:
+        if self._first_at is None or self._looks_random:
             return opened + quiet
         return max(opened + quiet, self._first_at + self.first_flight_wait)
+
+    @property
+    def _looks_random(self) -> bool:
+        return self._verdict is not None and self._verdict.flagged
 
     def feed_server(self, data: bytes) -> FlowRecord | None:
         """Add server bytes (a server-first banner decides an SSH flow)."""
@@ -121,7 +130,7 @@ class FlowClassifier:
             record.host = features.get("host")
             record.ja3 = features.get("ja3_hash")
             record.ja4 = features.get("ja4")
-        verdict = fully_encrypted.evaluate(self._first_segment or b"")
+        verdict = self._verdict
         if verdict is not None:
             record.fully_encrypted = verdict.flagged
             record.exemption = verdict.exemption

@@ -104,6 +104,13 @@ def test_a_begun_first_flight_is_waited_for_then_decided_on_what_arrived() -> No
     stalled = FlowClassifier(*ends, first_flight_wait=10.0)
     stalled.feed_client(first[:1], now=100.5)
     assert stalled.finish().protocol == "unknown"  # past the deadline: decided on what is there
+    # A random first segment that happens to parse as the start of a NoiseSocket
+    # message (a tunnel's) starts no flight worth waiting for.
+    tunnel = FlowClassifier(*ends, first_flight_wait=10.0)
+    looks_random = (16).to_bytes(2, "big") + bytes.fromhex("8f3a5cc1e7209b4d6e11f0a2b3c4d5e6")
+    segment = looks_random + (200).to_bytes(2, "big") + b"\x5a"
+    assert tunnel.feed_client(segment, now=100.5) is None
+    assert tunnel.deadline(opened=100.0, quiet=2.0) == 102.0
 
 
 def test_random_bytes_are_flagged_fully_encrypted() -> None:
