@@ -45,9 +45,8 @@ def _members_of(raw: str) -> str:
             f"arrayMap(member -> member.2, {pairs}))")
 
 
-def _field_check(value: str, name: str, info: FieldInfo) -> str:
-    """SQL: member ``name`` of the JSON object ``value`` is what the model's field accepts."""
-    key = sql_string(name)
+def _field_type(info: FieldInfo) -> tuple[Any, bool, list[Any]]:
+    """A model field's type without ``None``: (type, whether None is allowed, its bounds)."""
     args = get_args(info.annotation)
     optional = (get_origin(info.annotation) in (Union, types.UnionType)
                 and type(None) in args)
@@ -57,6 +56,13 @@ def _field_check(value: str, name: str, info: FieldInfo) -> str:
         base, *extras = get_args(base)
         for extra in extras:
             metadata.extend(extra.metadata if isinstance(extra, FieldInfo) else [extra])
+    return base, optional, metadata
+
+
+def _field_check(value: str, name: str, info: FieldInfo) -> str:
+    """SQL: member ``name`` of the JSON object ``value`` is what the model's field accepts."""
+    key = sql_string(name)
+    base, optional, metadata = _field_type(info)
     json_type = f"JSONType({value}, {key})"
     if get_origin(base) is Literal:
         check = (f"{json_type} = 'String' AND JSONExtractString({value}, {key}) IN "
@@ -88,15 +94,7 @@ _NON_NEGATIVE = r"(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,17})?(?:[eE][+-]?[0-9]{1,2}
 
 def _field_pattern(name: str, info: FieldInfo) -> str | None:
     """Regex for ``"name":value`` where value is one the field surely accepts, or None."""
-    args = get_args(info.annotation)
-    optional = (get_origin(info.annotation) in (Union, types.UnionType)
-                and type(None) in args)
-    base: Any = next(a for a in args if a is not type(None)) if optional else info.annotation
-    metadata = list(info.metadata)
-    if get_origin(base) is Annotated:
-        base, *extras = get_args(base)
-        for extra in extras:
-            metadata.extend(extra.metadata if isinstance(extra, FieldInfo) else [extra])
+    base, optional, metadata = _field_type(info)
     non_negative = any(isinstance(b, Ge) and b.ge == 0 for b in metadata)
     if get_origin(base) is Literal:
         value = '"(?:' + "|".join(re.escape(v) for v in get_args(base)) + ')"'

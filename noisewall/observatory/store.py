@@ -266,7 +266,7 @@ class MeasurementStore:
             f"SELECT network, vantage, feature, count() FROM results FINAL "
             f"WHERE {where}{window} GROUP BY network, vantage, feature {order}")
         table = self._engine.table(
-            f"SELECT t, ok, failure, kbps FROM results FINAL WHERE {where}{window} "
+            f"SELECT t, toBool(ok), failure, kbps FROM results FINAL WHERE {where}{window} "
             f"{order}, t, measurement")
         times, oks, failures, kbps = (column.to_pylist() for column in table.columns)
         found: dict[SeriesKey, SeriesRows] = {}
@@ -274,8 +274,8 @@ class MeasurementStore:
         for network, vantage, feature, size in sizes:
             key = SeriesKey(network, vantage, feature)
             end = start + size
-            found[key] = SeriesRows(key, times[start:end], [bool(ok) for ok in oks[start:end]],
-                                    failures[start:end], kbps[start:end])
+            found[key] = SeriesRows(key, times[start:end], oks[start:end], failures[start:end],
+                                    kbps[start:end])
             start = end
         return found
 
