@@ -16,8 +16,9 @@ import contextlib
 import getpass
 import os
 import shutil
-import socket
 from pathlib import Path
+
+from noisewall.ports import free_port
 
 CIPHER = "aes128-gcm@openssh.com"
 NAME = f"ssh -D ({CIPHER})"
@@ -40,13 +41,6 @@ def _tool(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} is not installed")
     return found
-
-
-def _free_port() -> int:
-    """A loopback port free right now (sshd and ssh -D take no port 0)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _keygen(path: Path) -> str:
@@ -102,7 +96,7 @@ class SshTunnel:
 
     @classmethod
     async def _start_on_free_ports(cls, workdir: Path, host_public: str) -> SshTunnel:
-        port = _free_port()
+        port = free_port()
         (workdir / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_public}\n",
                                              encoding="ascii")
         (workdir / "sshd_config").write_text("\n".join([
@@ -120,7 +114,7 @@ class SshTunnel:
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             await _listening("sshd", port, server, server_log)
-            socks_port = _free_port()
+            socks_port = free_port()
             client_log = workdir / "ssh.log"
             with client_log.open("wb") as log:
                 client = await asyncio.create_subprocess_exec(

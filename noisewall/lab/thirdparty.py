@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -33,11 +32,12 @@ from types import TracebackType
 from noisewall.lab.addressplan import spread_sources
 from noisewall.lab.services import LabServices
 from noisewall.net import Side, tools
+from noisewall.ports import free_port
 from noisewall.records.endpoint import Endpoint
 from noisewall.socks5 import Socks5Error, open_connection
 from noisewall.tunnel.armsrace import BlockingResult
 
-__all__ = ["SHADOWSOCKS", "EchoServer", "Shadowsocks", "ShadowsocksUnavailable", "free_port",
+__all__ = ["SHADOWSOCKS", "EchoServer", "Shadowsocks", "ShadowsocksUnavailable",
            "shadowsocks_installed", "shadowsocks_race"]
 
 #: The transport's name in the arms-race table.
@@ -186,16 +186,6 @@ class Shadowsocks:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
-
-
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` now, in the calling thread's namespace.
-
-    shadowsocks takes a port number, not 0.
-    """
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _with_port(endpoint: Endpoint) -> Endpoint:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,15 +25,10 @@ from noisewall.messenger.app import MessengerClient, Received
 from noisewall.messenger.mediaclient_downloads import RetryPolicy
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer
+from noisewall.ports import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 START = 1_700_000_000.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Media:
@@ -43,7 +37,7 @@ class Media:
     def __init__(self, chat: ChatServer, data: Path) -> None:
         self.chat = chat
         self.data = data
-        self.port = _free_port()
+        self.port = free_port()
         self.broken: set[str] = set()  # blob ids answered with 503
         self.requests: list[str] = []  # blob ids asked for, in order
         self.server: MediaServer | None = None

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from noisewall.messenger.mediaclient import MediaClient, MediaUnavailableError
 from noisewall.messenger.mediaserver import MediaServer, ensure_certificate
 from noisewall.messenger.profile import ProfileError
 from noisewall.messenger.server import ChatServer
+from noisewall.ports import free_port
 from noisewall.records.endpoint import Endpoint
 
 BLOCKED = "mmg.example"
@@ -42,16 +42,10 @@ rules:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def _server(data: Path, media_name: str) -> AsyncIterator[tuple[int, int, str]]:
     """``noisewall server --media-name``: (chat port, media port, its stderr's media line)."""
-    chat_port, media_port = _free_port(), _free_port()
+    chat_port, media_port = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "noisewall", "server", "--data", str(data),
         "--listen", f"127.0.0.1:{chat_port}", "--media-listen", f"127.0.0.1:{media_port}",

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from noisewall.censor.middlebox import Middlebox, Route
 from noisewall.censor.policy import parse_policy
 from noisewall.messenger.app import MessengerClient
+from noisewall.ports import free_port
 from noisewall.records.endpoint import Endpoint
 
 
@@ -27,8 +27,8 @@ class Server:
 
     def __init__(self, data: Path) -> None:
         self.data = data
-        self.chat_port = _free_port()
-        self.media_port = _free_port()
+        self.chat_port = free_port()
+        self.media_port = free_port()
         self.process: asyncio.subprocess.Process | None = None
 
     @property
@@ -49,12 +49,6 @@ class Server:
         if self.process is not None and self.process.returncode is None:
             self.process.terminate()
             await self.process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
