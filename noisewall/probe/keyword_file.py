@@ -72,7 +72,8 @@ def checked_candidates(candidates: tuple[KeywordCandidate, ...],
     for section, index, item_id in items:
         if item_id in seen:
             path = (*at, section, index, "id")
-            raise error(source, lines.get(path), field_name(path), f"duplicate id {item_id!r}")
+            raise error(source, lines.get(path), field_name(path),
+                        f"duplicate candidate {item_id!r}")
         seen.add(item_id)
     resolved = []
     for index, image in enumerate(images):

@@ -52,7 +52,7 @@ async def test_keyword_feature_writes_one_measurement_per_round_and_region(
     code, _, stderr = await _noisewall(
         "probe", "--server", f"127.0.0.1:{server.port}", "--features", "keyword",
         "--keywords", str(_candidates(tmp_path / "tests")), "--count", "2", "--every", "0s",
-        "--wait", "0.5s", "--out", str(out), "--state", str(tmp_path / "state"),
+        "--wait", "2s", "--out", str(out), "--state", str(tmp_path / "state"),
         "--asn", "AS4134", "--cc", "CN")
     assert code == 0, stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -98,7 +98,7 @@ async def test_an_invalid_candidates_file_is_one_line_naming_its_line(tmp_path: 
 @pytest.mark.parametrize(("text", "says"), [
     ("candidates: []\n", "1: nothing to test"),
     ("candidates:\n  - {id: a, text: x}\n  - {id: a, text: y}\n",
-     "3: candidates[1].id: duplicate id 'a'"),
+     "3: candidates[1].id: duplicate candidate 'a'"),
     ("images:\n  - {id: a, file: missing.png}\n", "2: images[0].file: cannot read"),
     ("candidates:\n  - {id: a, text: ''}\n",
      "2: candidates[0].text: string should have at least 1 character"),
