@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from noisewall.messenger.wechat.images import ImageError, perceptual_hash
 from noisewall.messenger.wechat.lists import located
 from noisewall.probe.keyword import ImageCandidate, KeywordCandidate
 from noisewall.yamlspec import (
@@ -62,7 +63,7 @@ def checked_candidates(candidates: tuple[KeywordCandidate, ...],
                        images: tuple[ImageCandidate, ...], *, base: Path,
                        lines: Mapping[SpecPath, int], source: str, error: type[SpecError],
                        at: SpecPath = ()) -> tuple[ImageCandidate, ...]:
-    """Check ids are unique and each image file is readable; the images with resolved paths.
+    """Check ids are unique and each image file is a readable image; the images, paths resolved.
 
     Raises ``error`` naming the file, line and field of the first problem.
     """
@@ -81,13 +82,18 @@ def checked_candidates(candidates: tuple[KeywordCandidate, ...],
         file = base / image.file
         try:
             with file.open("rb") as handle:
-                size = len(handle.read(MAX_IMAGE_FILE + 1))
+                data = handle.read(MAX_IMAGE_FILE + 1)
         except OSError as exc:
             raise error(source, lines.get(path), field_name(path),
                         f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
-        if size > MAX_IMAGE_FILE:
+        if len(data) > MAX_IMAGE_FILE:
             raise error(source, lines.get(path), field_name(path),
                         f"{str(file)!r} is larger than {MAX_IMAGE_FILE} bytes")
+        try:  # the server refuses what it cannot decode: every round would fail
+            perceptual_hash(data)
+        except ImageError as exc:
+            raise error(source, lines.get(path), field_name(path),
+                        f"{str(file)!r}: {exc}") from None
         resolved.append(image.model_copy(update={"file": file}))
     return tuple(resolved)
 
