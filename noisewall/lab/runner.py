@@ -45,14 +45,14 @@ from noisewall.lab.tunnels import LabTunnel, start_tunnel
 from noisewall.lab.wechat import start_keyword_probe, wechat_truth
 from noisewall.net import Network, Side, temporary_network_async
 from noisewall.observatory.detect import Event, analyze
-from noisewall.observatory.filtered import FilteredEvent, filtered_events
+from noisewall.observatory.filtered import FilteredEvent
+from noisewall.observatory.keyword_store import stored_filtered_events
 from noisewall.observatory.report_html import GroundTruthBand, ReportTable, write_html_report
 from noisewall.observatory.store import MeasurementStore, remove_store
 from noisewall.probe.keyword import KeywordProber
 from noisewall.probe.prober import Prober
 from noisewall.probe.settings import ProbeSettings, SampleSizes
 from noisewall.probe.settings import Vantage as ProbeVantage
-from noisewall.records.keyword import TEST_NAME as KEYWORD_TEST
 from noisewall.tunnel.armsrace import BlockingResult, loopback_sources
 
 __all__ = ["LabOptions", "LabResult", "memory_folder", "run_lab"]
@@ -271,12 +271,10 @@ async def run_lab(scenario: Scenario, options: LabOptions,
     remove_store(store_path)
     truth = sorted([*ground_truth(scenario), *wechat_truth(scenario)],
                    key=lambda e: (e.onset, e.vantage, e.feature))
-    keyword = [m for m in measurements if m.get("test_name") == KEYWORD_TEST]
     with MeasurementStore(store_path) as store:
-        store.ingest_measurements([m for m in measurements if m.get("test_name") != KEYWORD_TEST],
-                                  source=str(out / MEASUREMENTS))
+        store.ingest_measurements(measurements, source=str(out / MEASUREMENTS))
         network_events = analyze(store)
-        events: list[Event | FilteredEvent] = [*network_events, *filtered_events(keyword)]
+        events: list[Event | FilteredEvent] = [*network_events, *stored_filtered_events(store)]
         timings["analysis"] = time.monotonic() - analysed
         result = LabResult(scenario, schedule, options.seed, truth, events,
                            score(truth, events, schedule), arms_race,

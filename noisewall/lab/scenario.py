@@ -71,6 +71,8 @@ _PROGRAM_TIMEOUT = 10.0
 KINDS: tuple[str, ...] = ("blocked", "throttled", "intermittent")
 #: Keys of a timeline entry that belong to the lab, not to the censor rule.
 _LAB_KEYS = ("expect", "source", "note")
+#: The shipped scenarios' folder inside the package.
+SHIPPED = "scenarios"
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -434,8 +436,12 @@ def _check_program(vantage: _VantageSpec, spec: _ScenarioSpec, here: SpecPath,
                    f"(known: {', '.join(PROGRAM_PLACEHOLDERS)})")
 
 
-def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+def parse_scenario(text: str, source: str = "<scenario>", base: Path | None = None) -> Scenario:
     """Parse and validate scenario YAML; ``source`` names it in errors (and is the default name).
+
+    Files the scenario names (the ``wechat`` section's images) are read from
+    ``base``; by default the folder of ``source`` if it is a file, else the
+    shipped scenarios' folder (a shipped scenario parsed from its text).
 
     Raises :class:`ScenarioError` (and nothing else) on any invalid input.
     """
@@ -472,8 +478,14 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         arms_race_transports=tuple(race.transports) if race is not None else (),
         arms_race_third_party=tuple(race.third_party) if race is not None else (),
         wechat=None if spec.wechat is None else parse_wechat_plan(
-            _value_node(node, "wechat"), source, ScenarioError),
+            _value_node(node, "wechat"), source, ScenarioError, base or _folder_of(source)),
     )
+
+
+def _folder_of(source: str) -> Path:
+    """Where a scenario's files are: beside its file, or (shipped, or text) the shipped folder."""
+    path = Path(source)
+    return path.parent if path.is_file() else Path(str(resources.files("noisewall.lab"))) / SHIPPED
 
 
 def _value_node(node: yaml.MappingNode, key: str) -> yaml.Node:
@@ -489,7 +501,7 @@ def load_scenario(path: Path | str) -> Scenario:
 
 def shipped_scenarios() -> dict[str, str]:
     """Name -> YAML text of the scenarios shipped inside the package."""
-    folder = resources.files("noisewall.lab") / "scenarios"
+    folder = resources.files("noisewall.lab") / SHIPPED
     return {item.name.removesuffix(".yaml"): item.read_text(encoding="utf-8")
             for item in folder.iterdir() if item.name.endswith(".yaml")}
 

@@ -9,7 +9,9 @@ blocked by the network censor: its probe reaches it directly (loopback).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from noisewall.clock import Clock
@@ -18,6 +20,8 @@ from noisewall.lab.scenario import Scenario
 from noisewall.lab.services import LabServices
 from noisewall.lab.wechat_plan import WeChatPlan
 from noisewall.messenger.server import ChatServer
+from noisewall.messenger.wechat.filters import ImageRule, KeywordRule
+from noisewall.messenger.wechat.images import perceptual_hash
 from noisewall.probe.keyword import KeywordProber, KeywordSettings
 from noisewall.records.endpoint import Endpoint
 
@@ -34,13 +38,16 @@ async def start_keyword_probe(services: LabServices, scenario: Scenario, plan: W
                                            filters=plan.lists, clock=clock))
     port = await chat.start("127.0.0.1", 0)
     settings = KeywordSettings(server=Endpoint("127.0.0.1", port), candidates=plan.candidates,
-                               wait=KEYWORD_WAIT, probe_asn=scenario.asn, probe_cc=scenario.cc,
-                               probe_network_name=scenario.network_name)
+                               images=plan.images, wait=KEYWORD_WAIT, probe_asn=scenario.asn,
+                               probe_cc=scenario.cc, probe_network_name=scenario.network_name)
     return await services.enter(KeywordProber(settings, state / "keyword", clock))
 
 
+Match = Callable[[float], KeywordRule | ImageRule | None]
+
+
 def wechat_truth(scenario: Scenario) -> list[TruthEvent]:
-    """When each candidate is filtered for mainland accounts: the lists' windows, evaluated.
+    """When each candidate (text or image) is filtered for mainland accounts: the lists' windows.
 
     International accounts are never filtered, so they have no truth event
     (anything detected there is a false alarm).
@@ -48,25 +55,32 @@ def wechat_truth(scenario: Scenario) -> list[TruthEvent]:
     plan = scenario.wechat
     if plan is None:
         return []
+    lists = plan.lists
     edges = {scenario.start}
-    for rule in plan.lists.keywords:
+    rules: list[KeywordRule | ImageRule] = [*lists.keywords, *lists.images]
+    for rule in rules:
         for window in rule.windows:
             edges.update(t for t in (window.start, window.until)
                          if math.isfinite(t) and scenario.start < t < scenario.end)
     times = sorted(edges)
+    matches: list[tuple[str, Match]] = [
+        (f"keyword:{c.id}", functools.partial(lists.match_text, c.text, c.scope))
+        for c in plan.candidates]
+    matches += [(f"image:{i.id}", functools.partial(
+        lists.match_image, perceptual_hash(i.file.read_bytes()), i.scope)) for i in plan.images]
     events: list[TruthEvent] = []
-    for candidate in plan.candidates:
+    for feature, match in matches:
         onset: float | None = None
         rule_id = ""
         for begin in times:
-            hit = plan.lists.match_text(candidate.text, candidate.scope, begin)
+            hit = match(begin)
             if hit is not None and onset is None:
                 onset, rule_id = begin, hit.id
             elif hit is None and onset is not None:
-                events.append(TruthEvent("mainland", f"keyword:{candidate.id}", "filtered",
-                                         onset, begin, rule_id, SOURCE))
+                events.append(TruthEvent("mainland", feature, "filtered", onset, begin, rule_id,
+                                         SOURCE))
                 onset = None
         if onset is not None:
-            events.append(TruthEvent("mainland", f"keyword:{candidate.id}", "filtered", onset,
-                                     None, rule_id, SOURCE))
+            events.append(TruthEvent("mainland", feature, "filtered", onset, None, rule_id,
+                                     SOURCE))
     return sorted(events, key=lambda e: (e.onset, e.vantage, e.feature))

@@ -9,8 +9,11 @@ from pathlib import Path
 import click
 
 from noisewall.cli_options import json_option
-from noisewall.observatory.config import load_config
-from noisewall.observatory.detect import analyze as run_analysis
+from noisewall.observatory.config import DetectorConfig, load_config
+from noisewall.observatory.detect import Event
+from noisewall.observatory.detect import analyze as network_analysis
+from noisewall.observatory.filtered import FilteredEvent
+from noisewall.observatory.keyword_store import stored_filtered_events
 from noisewall.observatory.report_html import in_window, series_counts, write_html_report
 from noisewall.observatory.report_terminal import print_summary, summary_console
 from noisewall.observatory.sqlite_store import SqliteStore
@@ -51,7 +54,8 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
 
 @click.group()
 def observe() -> None:
-    """Store measurements, detect blocking / throttling / flapping, and report a timeline."""
+    """Store measurements, detect blocking / throttling / flapping / server-side filtering,
+    and report a timeline."""
 
 
 @observe.command()
@@ -61,13 +65,14 @@ def observe() -> None:
 def ingest(files: tuple[str, ...], db_path: str, as_json: bool) -> None:
     """Store measurements: FILES are .jsonl, .jsonl.gz, .json, .json.gz, folders of them, or -.
 
-    Analysed: noisewall_messaging and OONI's whatsapp, signal, telegram and
-    facebook_messenger tests; other tests are skipped with one line per test
-    name. Idempotent: a measurement already stored is skipped. A bad line is
-    reported on stderr with its file and line number (the first ten; the rest
-    are counted by reason), a file that cannot be
-    read (to the end) as one error naming the file, and the rest goes on; the
-    exit status is 1 when any line or file was rejected.
+    Analysed: noisewall_messaging, noisewall_keyword_filtering (the keyword
+    probe's) and OONI's whatsapp, signal, telegram and facebook_messenger tests;
+    other tests are skipped with one line per test name. Idempotent: a
+    measurement already stored is skipped. A bad line is reported on stderr
+    with its file and line number (the first ten; the rest are counted by
+    reason), a file that cannot be read (to the end) as one error naming the
+    file, and the rest goes on; the exit status is 1 when any line or file
+    was rejected.
     """
     with MeasurementStore(db_path) as store:
         report = store.ingest_files(files)
@@ -115,7 +120,12 @@ def migrate(sqlite_path: str, db_path: str, as_json: bool) -> None:
 @json_option
 def analyze(db_path: str, config_path: str | None, since: float | None, until: float | None,
             as_json: bool) -> None:
-    """Detect blocked, throttled and intermittent features per network and vantage."""
+    """Detect blocked, throttled and intermittent features per network and vantage.
+
+    Keyword measurements give ``filtered`` events: server-side filtering of a
+    candidate (feature ``keyword:<id>`` or ``image:<id>``), per region (the
+    vantage), onset per candidate.
+    """
     config = load_config(config_path)
     with _open_existing(db_path) as store:
         events = run_analysis(store, config, since=since, until=until)
@@ -164,6 +174,15 @@ def export(db_path: str, fmt: ExportFormat, out_path: str, since: float | None,
     with _open_existing(db_path) as store:
         rows = store.export(out_path, fmt, since=since, until=until)
     click.echo(f"{rows} rows written to {out_path}", err=True)
+
+
+def run_analysis(store: MeasurementStore, config: DetectorConfig, *, since: float | None = None,
+                 until: float | None = None) -> list[Event | FilteredEvent]:
+    """The network events and the keyword probe's ``filtered`` events, by onset."""
+    events: list[Event | FilteredEvent] = [
+        *network_analysis(store, config, since=since, until=until),
+        *stored_filtered_events(store, since=since, until=until)]
+    return sorted(events, key=lambda e: (e.onset, e.network, e.vantage, e.feature))
 
 
 def _open_existing(db_path: str) -> MeasurementStore:

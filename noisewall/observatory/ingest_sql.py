@@ -29,6 +29,8 @@ from annotated_types import Ge
 from pydantic.fields import FieldInfo
 
 from noisewall.observatory.engine import sql_string, sql_strings
+from noisewall.observatory.keyword_store import KEYWORD_OK_SQL
+from noisewall.observatory.keyword_store import TEST_NAME as KEYWORD_TEST
 from noisewall.observatory.measurement import DEFAULT_VANTAGE, OONI_VANTAGE, UNKNOWN_FAILURE
 from noisewall.observatory.ooni_im import IM_TESTS
 from noisewall.records.measurement import TEST_NAME, FeatureResult
@@ -187,7 +189,7 @@ _BASE_OK = (
     "AND JSONType(top['test_keys']) = 'Object'"
 )
 
-ANALYSED = (TEST_NAME, *IM_TESTS)
+ANALYSED = (TEST_NAME, KEYWORD_TEST, *IM_TESTS)
 
 
 def parsed_select(batch: str, source: str) -> str:
@@ -215,7 +217,8 @@ SELECT n, data, {sql_string(source)} AS source, tk['features'] AS features,
     multiIf(NOT is_object OR JSONType(top['test_name']) != 'String', 'error',
             test_name NOT IN {sql_strings(ANALYSED)}, 'skip',
             {_BASE_OK} AND NOT {round_too_big}
-            AND (test_name = {sql_string(TEST_NAME)} AND {_NOISEWALL_OK} OR {_im_ok()}), 'ok',
+            AND (test_name = {sql_string(TEST_NAME)} AND {_NOISEWALL_OK}
+                 OR {_im_ok()} OR {KEYWORD_OK_SQL}), 'ok',
             'error') AS kind,
     sipHash128(data) AS digest,
     if(JSONType(top['id']) = 'String', JSONExtractString(top['id']),
@@ -223,7 +226,7 @@ SELECT n, data, {sql_string(source)} AS source, tk['features'] AS features,
     toFloat64(toUnixTimestamp(start)) AS t,
     if({network} != '', {network}, JSONExtractString(top['probe_asn'])) AS network,
     if({vantage} != '', {vantage},
-       if(test_name = {sql_string(TEST_NAME)}, {sql_string(DEFAULT_VANTAGE)},
+       if(test_name IN {sql_strings((TEST_NAME, KEYWORD_TEST))}, {sql_string(DEFAULT_VANTAGE)},
           {sql_string(OONI_VANTAGE)})) AS vantage,
     multiIf({round_type} = 'Int64', JSONExtract(top['annotations'], 'round', 'Nullable(Int64)'),
             {round_digits}, toInt64OrNull({round_text}),

@@ -5,6 +5,8 @@ Two kinds of measurement are understood:
 * ``noisewall_messaging`` (written by ``noisewall probe``, schema in
   :mod:`noisewall.records.measurement`): one row per entry of
   ``test_keys.features``;
+* ``noisewall_keyword_filtering`` (the keyword probe's): validated, stored,
+  no rows (:mod:`.keyword_store` reads them back for ``filtered`` events);
 * OONI's four instant-messaging tests (whatsapp, signal, telegram,
   facebook_messenger; :mod:`.ooni_im`): one row per verdict key, under the
   vantage ``ooni``, so real OONI data can be analysed.
@@ -27,6 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from noisewall.observatory.keyword_store import TEST_NAME as KEYWORD_TEST
+from noisewall.observatory.keyword_store import keyword_rows
 from noisewall.observatory.ooni_im import IM_TESTS, im_rows
 from noisewall.observatory.rows import FeatureRow, MeasurementError, UnsupportedTest
 from noisewall.records.measurement import TEST_NAME, NoisewallTestKeys
@@ -142,7 +146,7 @@ def parse_measurement(obj: object, raw: bytes | None = None) -> ParsedMeasuremen
     test_name = obj.get("test_name")
     if not isinstance(test_name, str):
         raise MeasurementError("test_name: a measurement names its test")
-    if test_name != TEST_NAME and test_name not in IM_TESTS:
+    if test_name not in {TEST_NAME, KEYWORD_TEST} and test_name not in IM_TESTS:
         raise UnsupportedTest(test_name)
     try:
         base = BaseMeasurement.model_validate(obj)
@@ -150,8 +154,8 @@ def parse_measurement(obj: object, raw: bytes | None = None) -> ParsedMeasuremen
         raise MeasurementError(_describe(exc, "")) from None
     when = parse_ooni_time(base.measurement_start_time)
     annotations = base.annotations or {}
-    if test_name == TEST_NAME:
-        rows = _noisewall_rows(base.test_keys)
+    if test_name in {TEST_NAME, KEYWORD_TEST}:
+        rows = (_noisewall_rows if test_name == TEST_NAME else keyword_rows)(base.test_keys)
         default_vantage = DEFAULT_VANTAGE
         if base.id is None:
             raise MeasurementError("id: a noisewall measurement needs its UUID4 id")

@@ -14,8 +14,10 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias, TypeVar
 
 from noisewall.observatory.detect import Event
+from noisewall.observatory.filtered import FilteredEvent
 from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
 from noisewall.records.measurement import ooni_time
 
@@ -163,20 +165,31 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]])
     return f"<h2>{_esc(title)}</h2><table><tr>{head}</tr>{body}</table>"
 
 
-def event_rows(events: Sequence[Event]) -> list[list[object]]:
-    """The events as table rows (shared by the HTML and terminal reports)."""
+#: What the reports show: the detector's network events and the keyword probe's filtered ones.
+AnyEvent: TypeAlias = Event | FilteredEvent
+_E = TypeVar("_E", bound=AnyEvent)
+
+
+def event_rows(events: Sequence[AnyEvent]) -> list[list[object]]:
+    """The events as table rows (shared by the HTML and terminal reports).
+
+    A ``filtered`` event has no failure, rate or confidence: the server's
+    choice is read directly (the control arrived, the candidate did not).
+    """
     return [[e.network, e.vantage, e.feature, e.kind, ooni_time(e.onset),
              "ongoing" if e.end is None else ooni_time(e.end), e.rounds,
-             e.failure or "", "" if e.rate_kbps is None else f"{e.rate_kbps:,.1f}",
-             "" if e.success_fraction is None else f"{e.success_fraction:.0%}",
-             f"{e.confidence:.2f}"] for e in events]
+             *(("server dropped it silently", "", "", "")
+               if isinstance(e, FilteredEvent) else
+               (e.failure or "", "" if e.rate_kbps is None else f"{e.rate_kbps:,.1f}",
+                "" if e.success_fraction is None else f"{e.success_fraction:.0%}",
+                f"{e.confidence:.2f}"))] for e in events]
 
 
 EVENT_COLUMNS = ("network", "vantage", "feature", "kind", "onset (UTC)", "end (UTC)", "rounds",
                  "failure", "rate kbit/s", "success", "confidence")
 
 
-def in_window(events: Sequence[Event], since: float | None, until: float | None) -> list[Event]:
+def in_window(events: Sequence[_E], since: float | None, until: float | None) -> list[_E]:
     """Events that overlap ``[since, until)``."""
     return [e for e in events
             if (until is None or e.onset < until)
@@ -200,7 +213,7 @@ font-size:13px;text-align:left}th{background:#f0f0f0}h3{margin:18px 0 4px;font-s
 .legend span{display:inline-block;margin-right:14px;font-size:13px}"""
 
 
-def write_html_report(path: str | Path, store: MeasurementStore, events: Sequence[Event], *,
+def write_html_report(path: str | Path, store: MeasurementStore, events: Sequence[AnyEvent], *,
                       since: float | None = None, until: float | None = None,
                       ground_truth: Sequence[GroundTruthBand] = (),
                       extra_tables: Sequence[ReportTable] = ()) -> Path:
@@ -229,7 +242,7 @@ def write_html_report(path: str | Path, store: MeasurementStore, events: Sequenc
                     f'truth</span></p>')
     for counts, rows in series:
         key = counts.key
-        mine = [e for e in shown if (e.network, e.vantage, e.feature)
+        mine = [e for e in shown if isinstance(e, Event) and (e.network, e.vantage, e.feature)
                 == (key.network, key.vantage, key.feature)]
         truth = [b for b in ground_truth if b.matches(key)]
         sections.append(f"<h3>{_esc(key.network)} &middot; {_esc(key.vantage)} &middot; "

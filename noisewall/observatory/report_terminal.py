@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from noisewall.observatory.detect import Event
-from noisewall.observatory.report_html import EVENT_COLUMNS, SeriesCounts, event_rows
+from noisewall.observatory.report_html import EVENT_COLUMNS, AnyEvent, SeriesCounts, event_rows
 
 
 def summary_console() -> Console:
@@ -17,7 +16,7 @@ def summary_console() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
-def print_summary(console: Console, events: Sequence[Event],
+def print_summary(console: Console, events: Sequence[AnyEvent],
                   counts: Sequence[SeriesCounts]) -> None:
     """Print the events table and the per-series counts."""
     table = Table(title=f"{len(events)} events")

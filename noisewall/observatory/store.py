@@ -257,9 +257,7 @@ class MeasurementStore:
 
     def _read(self, where: str, since: float | None,
               until: float | None) -> dict[SeriesKey, SeriesRows]:
-        window = "".join((
-            "" if since is None else f" AND t >= {float(since)!r}",
-            "" if until is None else f" AND t < {float(until)!r}"))
+        window = _time_window(since, until)
         order = "ORDER BY network, vantage, feature"
         # The series and their sizes first, then the rows in the same order: no key per row.
         sizes = self._engine.rows(
@@ -289,9 +287,7 @@ class MeasurementStore:
         """
         target = Path(path)
         partial = target.with_name(target.name + ".partial")
-        where = "".join((
-            "" if since is None else f" AND t >= {float(since)!r}",
-            "" if until is None else f" AND t < {float(until)!r}"))
+        where = _time_window(since, until)
         columns = ("network, vantage, feature, "
                    "formatDateTime(toDateTime(toUInt32(t), 'UTC'), '%Y-%m-%d %H:%i:%S') "
                    "AS time_utc, t AS time, measurement, toBool(ok) AS ok, failure, "
@@ -305,6 +301,14 @@ class MeasurementStore:
         partial.replace(target)
         ((n,),) = self._engine.rows(f"SELECT count() FROM results FINAL WHERE 1{where}")
         return int(n)
+
+    def raw_measurements_of(self, test_name: str, *, since: float | None = None,
+                            until: float | None = None) -> list[bytes]:
+        """The stored JSON of every measurement of ``test_name`` in ``[since, until)``, by time."""
+        window = _time_window(since, until)
+        return [raw if isinstance(raw, bytes) else str(raw).encode() for (raw,) in
+                self._engine.rows(f"SELECT raw FROM measurements FINAL WHERE test_name = "
+                                  f"{sql_string(test_name)}{window} ORDER BY t, id")]
 
     def count(self) -> int:
         """Stored measurements."""
@@ -338,6 +342,12 @@ class MeasurementStore:
             return None
         raw = found[0][0]
         return raw if isinstance(raw, bytes) else str(raw).encode()
+
+
+def _time_window(since: float | None, until: float | None) -> str:
+    """SQL conditions (each with a leading AND) for ``since <= t < until``."""
+    return "".join(("" if since is None else f" AND t >= {float(since)!r}",
+                    "" if until is None else f" AND t < {float(until)!r}"))
 
 
 def _line(item: Item | str) -> bytes | MeasurementError:
