@@ -38,8 +38,8 @@ import dpkt
 
 from noisewall.allocator import MALLOC_ENV
 from noisewall.bench.kit import BenchResult, ServingChild, module_argv, time_bulk_send
-from noisewall.censor.detection import FlowRecord
 from noisewall.censor.flowclassifier import classify_flow
+from noisewall.censor.flowrecord import FlowRecord
 from noisewall.censor.pcap import read_flows
 from noisewall.censor.policy import Policy, parse_policy
 from noisewall.net import NetError, Network, Side, add_host, entered, run_argv, temporary_network

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from noisewall.bench.kit import BenchResult
-from noisewall.observatory.detect import Event, analyze
+from noisewall.observatory.episodes import Event, analyze
 from noisewall.observatory.sqlite_store import SqliteStore
 from noisewall.observatory.store import MeasurementStore
 from noisewall.observatory.synthetic import Injected, SyntheticNetwork, synthetic_measurements

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from noisewall.censor.detection import FlowRecord
+from noisewall.censor.flowrecord import FlowRecord
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.policy import Decision
 from noisewall.clock import Clock

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from noisewall.censor.classify import fully_encrypted, http, noisesocket, ssh, tls, wa
-from noisewall.censor.detection import NEED_MORE, Detection, FlowRecord, InspectResult
+from noisewall.censor.flowrecord import NEED_MORE, Detection, FlowRecord, InspectResult
 from noisewall.records.endpoint import Endpoint
 
 #: Protocol classifiers over client data, in no particular order: the most confident wins.

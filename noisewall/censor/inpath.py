@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from noisewall.censor import nftables
 from noisewall.censor.arrival.dns import DnsForger
-from noisewall.censor.detection import FlowRecord
+from noisewall.censor.flowrecord import FlowRecord
 from noisewall.censor.middlebox import Middlebox
 from noisewall.censor.policy import ALLOW, Decision, Policy
 from noisewall.net import NetError, Network, tools

@@ -35,9 +35,9 @@ from noisewall.censor.arrival.routes import Route, route_arrivals
 from noisewall.censor.arrival.socks import DEFAULT_SOCKS_ALLOW, socks_arrivals
 from noisewall.censor.arrival.transparent import transparent_arrivals
 from noisewall.censor.decisionlog import DecisionLog
-from noisewall.censor.detection import FlowRecord
 from noisewall.censor.enforcement import SHAPED_READ, FlowEnforcement, Opening
 from noisewall.censor.flowclassifier import FIRST_FLIGHT_WAIT, FlowClassifier
+from noisewall.censor.flowrecord import FlowRecord
 from noisewall.censor.metrics import CensorMetrics
 from noisewall.censor.policy import Decision, Policy, ResidualTable
 from noisewall.censor.splicing import AVAILABLE as SPLICE_AVAILABLE

@@ -44,7 +44,7 @@ from noisewall.lab.thirdparty import shadowsocks_race
 from noisewall.lab.tunnels import LabTunnel, start_tunnel
 from noisewall.lab.wechat import start_keyword_probe, wechat_truth
 from noisewall.net import Network, Side, temporary_network_async
-from noisewall.observatory.detect import Event, analyze
+from noisewall.observatory.episodes import Event, analyze
 from noisewall.observatory.filtered import FilteredEvent
 from noisewall.observatory.keyword_store import stored_filtered_events
 from noisewall.observatory.report_html import GroundTruthBand, ReportTable, write_html_report

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from noisewall.observatory.config import DetectorConfig, load_config
-from noisewall.observatory.detect import Event, analyze, detect_series
+from noisewall.observatory.episodes import Event, analyze, detect_series
 from noisewall.observatory.measurement import parse_line, parse_measurement
 from noisewall.observatory.report_html import GroundTruthBand, ReportTable, write_html_report
 from noisewall.observatory.rows import MeasurementError

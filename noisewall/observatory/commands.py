@@ -10,8 +10,8 @@ import click
 
 from noisewall.cli_options import json_option
 from noisewall.observatory.config import DetectorConfig, load_config
-from noisewall.observatory.detect import Event
-from noisewall.observatory.detect import analyze as network_analysis
+from noisewall.observatory.episodes import Event
+from noisewall.observatory.episodes import analyze as network_analysis
 from noisewall.observatory.filtered import FilteredEvent
 from noisewall.observatory.keyword_store import stored_filtered_events
 from noisewall.observatory.report_html import in_window, series_counts, write_html_report

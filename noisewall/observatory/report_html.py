@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias, TypeVar
 
-from noisewall.observatory.detect import Event
+from noisewall.observatory.episodes import Event
 from noisewall.observatory.filtered import FilteredEvent
 from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
 from noisewall.records.measurement import ooni_time

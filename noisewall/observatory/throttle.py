@@ -7,7 +7,7 @@ the control path measured the same feature in the same round, at least
 shares is congestion, not censorship. Before the own baseline has enough
 rounds, the control alone decides; with neither, the round counts as fine.
 The control path itself is the reference and is not judged for throttling
-(:func:`noisewall.observatory.detect.detect_series`).
+(:func:`noisewall.observatory.episodes.detect_series`).
 
 The baseline holds only normal rounds, so each round's verdict depends on the
 verdicts before it. Most rounds are normal, and a run of normal rounds is

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from noisewall.censor.classify import http as http_classifier
 from noisewall.censor.classify import ssh, tls
-from noisewall.censor.detection import NEED_MORE, Detection, InspectResult
+from noisewall.censor.flowrecord import NEED_MORE, Detection, InspectResult
 from tests.censor.test_classify_tls import (
     CYBERCHEF_JA4_TLS13,
     NOT_TLS,

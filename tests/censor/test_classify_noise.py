@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from noisewall.censor.classify import fully_encrypted, noisesocket, wa
-from noisewall.censor.detection import NEED_MORE, Detection
 from noisewall.censor.flowclassifier import FlowClassifier, classify_flow
+from noisewall.censor.flowrecord import NEED_MORE, Detection
 from noisewall.noise import NoiseSettings, dh_function
 from noisewall.noise.stream import Framing, connect
 from noisewall.records.endpoint import Endpoint

@@ -39,7 +39,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from noisewall.censor.classify import http, noisesocket, ssh, tls, wa
-from noisewall.censor.detection import NEED_MORE, Detection, InspectResult
+from noisewall.censor.flowrecord import NEED_MORE, Detection, InspectResult
 from noisewall.noise.dh import DH_FUNCTIONS
 from noisewall.noise.noisesocket import NoiseSocketConnection
 from noisewall.noise.settings import NoiseSettings

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from noisewall.bench.censor import DECISION_POLICY, _unmatched_flows
-from noisewall.censor.detection import FlowRecord
+from noisewall.censor.flowrecord import FlowRecord
 from noisewall.censor.policy import (
     ALLOW,
     Action,

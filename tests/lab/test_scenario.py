@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from noisewall.censor.detection import FlowRecord
+from noisewall.censor.flowrecord import FlowRecord
 from noisewall.errors import InputError
 from noisewall.lab.addressplan import LOOPBACK_PLAN
 from noisewall.lab.groundtruth import ground_truth

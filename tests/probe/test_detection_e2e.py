@@ -20,7 +20,7 @@ from noisewall.censor.middlebox import Middlebox
 from noisewall.censor.policy import parse_policy
 from noisewall.clock import ManualClock
 from noisewall.observatory.config import DetectorConfig
-from noisewall.observatory.detect import Event, analyze
+from noisewall.observatory.episodes import Event, analyze
 from noisewall.observatory.store import MeasurementStore
 from noisewall.probe.prober import Prober
 from noisewall.probe.settings import ProbeSettings, SampleSizes, Vantage

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import cast
 
 from noisewall.censor import dnsforge
-from noisewall.censor.detection import FlowRecord
+from noisewall.censor.flowrecord import FlowRecord
 from noisewall.censor.policy import Decision
 from noisewall.records.endpoint import Endpoint
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from noisewall.censor.detection import Detection, InspectResult
+from noisewall.censor.flowrecord import Detection, InspectResult
 
 POPCOUNT_LOW = 3.4
 POPCOUNT_HIGH = 4.6

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from noisewall.censor.detection import NEED_MORE, Detection, InspectResult
+from noisewall.censor.flowrecord import NEED_MORE, Detection, InspectResult
 
 METHODS = frozenset({
     b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",

@@ -9,7 +9,7 @@ bytes long. Negotiation data that names a Noise protocol is near-certain proof.
 
 from __future__ import annotations
 
-from noisewall.censor.detection import NEED_MORE, Detection, InspectResult
+from noisewall.censor.flowrecord import NEED_MORE, Detection, InspectResult
 
 MIN_NOISE_MESSAGE = 32  # an X25519 ephemeral key
 #: Negotiation data is a short label in every known deployment; longer is implausible.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from noisewall.censor.detection import NEED_MORE, Detection, InspectResult
+from noisewall.censor.flowrecord import NEED_MORE, Detection, InspectResult
 
 PREFIX = b"SSH-"
 #: RFC 4253 section 4.2: the identification line is at most 255 bytes with CR LF.

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from noisewall.censor.detection import NEED_MORE, Detection, InspectResult, NeedMore
+from noisewall.censor.flowrecord import NEED_MORE, Detection, InspectResult, NeedMore
 
 CONTENT_HANDSHAKE = 0x16
 HANDSHAKE_CLIENT_HELLO = 0x01

@@ -6,7 +6,7 @@ handshake message (at least one 32-byte ephemeral key) in one frame.
 
 from __future__ import annotations
 
-from noisewall.censor.detection import NEED_MORE, Detection, InspectResult
+from noisewall.censor.flowrecord import NEED_MORE, Detection, InspectResult
 
 MAGIC = b"WA"
 MIN_NOISE_MESSAGE = 32

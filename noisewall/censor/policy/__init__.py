@@ -1,7 +1,7 @@
 """The censor's policy: ordered YAML rules, first match wins (sans-IO).
 
 A policy says what the censor does to each classified flow
-(:class:`~noisewall.censor.detection.FlowRecord`): data model and decision
+(:class:`~noisewall.censor.flowrecord.FlowRecord`): data model and decision
 logic only, no sockets and no clock reads. The middlebox calls
 :meth:`Policy.decide` once per flow with the time from its clock and its own
 random generator, and enforces :attr:`Decision.effect`. The policy language,

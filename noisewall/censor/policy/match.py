@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from noisewall.censor.detection import FlowRecord
+from noisewall.censor.flowrecord import FlowRecord
 from noisewall.censor.policy.schema import MatchSpec
 
 _Check: TypeAlias = Callable[[FlowRecord], bool]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from noisewall.censor.detection import FlowRecord
+from noisewall.censor.flowrecord import FlowRecord
 from noisewall.censor.policy.actions import ALLOW, Action, Decision
 from noisewall.censor.policy.match import Match
 from noisewall.censor.policy.residual import ResidualTable

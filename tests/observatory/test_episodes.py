@@ -8,7 +8,7 @@ import pytest
 
 from noisewall.observatory.config import ConfigError, DetectorConfig, load_config
 from noisewall.observatory.cusum import Alarm, CusumParams, cusum_episodes
-from noisewall.observatory.detect import Event, analyze
+from noisewall.observatory.episodes import Event, analyze
 from noisewall.observatory.store import MeasurementStore
 from noisewall.observatory.synthetic import Injected, SyntheticNetwork, synthetic_measurements
 
