@@ -27,6 +27,7 @@ from noisewall.tunnel.config import (
 from noisewall.tunnel.keyfile import load_or_create_key, read_client_keys
 from noisewall.tunnel.server import TunnelServer
 from noisewall.tunnel.transports.tls import DEFAULT_SNI
+from noisewall.yamlspec import field_name, schema_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,8 +69,8 @@ def _config(model: type[TunnelServerConfig] | type[TunnelClientConfig],
         return model(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise TunnelConfigError(f"{where}: {first['msg']}") from None
+        where = field_name(tuple(first["loc"])) or "configuration"
+        raise TunnelConfigError(f"{where}: {schema_message(first)}") from None
 
 
 @click.group()
