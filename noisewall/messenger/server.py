@@ -58,9 +58,10 @@ from noisewall.messenger.wechat.mode import Mode, wechat_mode
 from noisewall.messenger.wire import WireError
 from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
 from noisewall.noise.keys import load_or_create_private_key
-from noisewall.noise.stream import Framing, NoiseServer, NoiseStream, serve
+from noisewall.noise.stream import Framing, NoiseServer, NoiseStream
 from noisewall.private_files import private_dir
 from noisewall.ratelog import RateLimitedLog
+from noisewall.records.endpoint import Endpoint
 
 log = logging.getLogger("noisewall.messenger")
 
@@ -145,7 +146,7 @@ class ChatServer:
     def port(self) -> int:
         """The bound chat port."""
         assert self._server is not None
-        return self._server.port
+        return self._server.address.port
 
     @property
     def connections(self) -> int:
@@ -154,10 +155,10 @@ class ChatServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 5222) -> int:
         """Listen; returns the bound port."""
-        self._server = await serve(self._handle, host, port, server_settings(self.static),
-                                   framing=self.framing, handshake_timeout=10.0,
-                                   on_close=self._log_close,
-                                   max_connections=self.limits.max_connections)
+        self._server = await NoiseServer(self._handle, Endpoint(host, port),
+                                         server_settings(self.static), framing=self.framing,
+                                         handshake_timeout=10.0, on_close=self._log_close,
+                                         max_connections=self.limits.max_connections).start()
         self._expiry = asyncio.get_running_loop().create_task(self._expire_periodically())
         return self.port
 
