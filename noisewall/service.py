@@ -60,11 +60,12 @@ def run_until_interrupted(
     *,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> T:
-    """Run ``main`` to its end, or until Ctrl-C or SIGTERM, then exit the process.
+    """Run ``main`` to its end (its result), or until Ctrl-C or SIGTERM.
 
     Both signals cancel ``main``, so its ``async with`` blocks close in order
-    (connections ended, firewall rules removed) before the process exits:
-    with status 130 after Ctrl-C, 143 after SIGTERM, as a shell reports them.
+    (connections ended, firewall rules removed); then the process exits with
+    :data:`INTERRUPTED` (130) after Ctrl-C, :data:`TERMINATED` (143) after
+    SIGTERM, as a shell reports them.
     """
     async def guarded() -> T:
         task = asyncio.current_task()
