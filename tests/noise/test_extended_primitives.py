@@ -191,7 +191,7 @@ async def test_noisesocket_session_on_the_extended_suite() -> None:
         async with server:
             settings = NoiseSettings(protocol=protocol, static=client_key,
                                      remote_static=server_key.public, padding=64)
-            async with await connect("127.0.0.1", server.address.port, settings) as client:
+            async with await connect(*server.address, settings) as client:
                 assert client.remote_static == server_key.public
                 for message in (b"", b"over P-256", bytes(client.max_message_size)):
                     await client.send(message)
