@@ -15,7 +15,7 @@ import signal
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from noisewall.records.endpoint import Endpoint
 
@@ -49,10 +49,9 @@ class Service(ABC):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def serve_forever(self) -> NoReturn:
+    async def serve_forever(self) -> None:
         """Serve until cancelled; leaving the ``async with`` block then closes the service."""
         await asyncio.get_running_loop().create_future()
-        raise AssertionError("unreachable: the future never completes")
 
 
 def run_until_interrupted(
