@@ -16,6 +16,7 @@ from noisewall.cli_options import json_option
 from noisewall.errors import InputError
 from noisewall.net.errors import NetError
 from noisewall.noise.errors import NoiseError
+from noisewall.service import INTERRUPTED
 
 if TYPE_CHECKING:
     from noisewall.bench.kit import BenchResult
@@ -127,7 +128,7 @@ def main() -> None:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -137,11 +137,10 @@ class Middlebox:
 
     async def add_listener(self, listen: Endpoint, accept: Accept) -> Endpoint:
         """Listen on ``listen``; ``accept`` says where each connection was going."""
-        listener = FlowListener(accept, self.serve)
-        bound = await listener.start(listen)
+        listener = await FlowListener(listen, accept, self.serve).start()
         self._listeners.append(listener)
         self._start_janitor()
-        return bound
+        return listener.address
 
     # --- lifecycle -----------------------------------------------------
 

@@ -91,7 +91,7 @@ class CensorOptions:
 
 
 async def run_censor(options: CensorOptions, clock: Clock | None = None) -> None:
-    """Run until cancelled (Ctrl-C, or SIGTERM in the main thread)."""
+    """Run until cancelled (Ctrl-C or SIGTERM under :func:`run_until_interrupted`)."""
     holder = PolicyHolder(options.policy)
     metrics = CensorMetrics()
     middlebox = Middlebox(
@@ -105,9 +105,6 @@ async def run_censor(options: CensorOptions, clock: Clock | None = None) -> None
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, holder.request_reload)
-        main = asyncio.current_task()
-        if main is not None:  # unwinds as Ctrl-C does: the in-path rules come off
-            loop.add_signal_handler(signal.SIGTERM, main.cancel)
     watcher = loop.create_task(holder.watch())
     async with middlebox, contextlib.AsyncExitStack() as stack:
         if options.network is not None:
@@ -126,6 +123,6 @@ async def run_censor(options: CensorOptions, clock: Clock | None = None) -> None
             bound = metrics.serve(options.metrics.host, options.metrics.port)
             print(f"metrics on {bound}", file=sys.stderr, flush=True)
         try:
-            await asyncio.Event().wait()
+            await asyncio.get_running_loop().create_future()
         finally:
             watcher.cancel()

@@ -115,14 +115,13 @@ class LabServices:
 
     async def _start(self) -> None:
         plan, sides = self.plan, self.sides
-        chat = await self.enter(ChatServer(self.data_dir / "server"))
-        media = MediaServer(self.data_dir / "server" / "media", chat.authorize_media,
-                            server_name=self.media_name)
-        media_port = await sides.run(Side.OUTSIDE, media.start(plan.media, 0))
-        self.on_close(lambda: sides.run(Side.OUTSIDE, media.close()))
-        media_url = f"https://{plan.media}:{media_port}"
-        chat.media = media.announcement(media_url)
-        chat_port = await sides.run(Side.OUTSIDE, chat.start(plan.chat, 0))
+        chat = ChatServer(self.data_dir / "server", listen=Endpoint(plan.chat, 0))
+        media = await self.enter(MediaServer(self.data_dir / "server" / "media",
+                                             chat.authorize_media, server_name=self.media_name,
+                                             listen=Endpoint(plan.media, 0)))
+        media_url = f"https://{plan.media}:{media.address.port}"
+        chat.media = media.announcement(media_url)  # before it listens: every client hears
+        await self.enter(chat)
         middlebox = await self.enter(self._middlebox(lambda: self.policy, self._decision_log),
                                      Side.BORDER)
         self.middlebox = middlebox
@@ -136,7 +135,7 @@ class LabServices:
                                           Side.BORDER)
             censored = None
             uncensored = await sides.run(Side.BORDER, management.add_socks(gateway))
-        self.addresses = Addresses(Endpoint(plan.chat, chat_port), media_url, media.fingerprint,
+        self.addresses = Addresses(chat.address, media_url, media.fingerprint,
                                    media.server_name, censored, uncensored)
 
     async def route(self, target: Endpoint) -> Endpoint:

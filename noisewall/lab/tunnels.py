@@ -98,8 +98,7 @@ async def start_tunnel(services: LabServices, transport: TransportName,
         "clients": [client_key.public], "allow": [f"{plan.chat}/32", f"{plan.media}/32"],
         "handshake_timeout": timeout, "connect_timeout": timeout, "refuse_linger": timeout}))
     await services.enter(server)
-    host, port = server.address
-    entry = await services.route(Endpoint(host, port))
+    entry = await services.route(server.address)
     config = TunnelClientConfig.model_validate({
         "static": client_key, "server_host": entry.host, "server_port": entry.port,
         "server_key": server_key.public, "transport": transport, "socks_host": SOCKS_HOST,

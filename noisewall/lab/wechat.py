@@ -35,9 +35,9 @@ async def start_keyword_probe(services: LabServices, scenario: Scenario, plan: W
                               state: Path, clock: Clock) -> KeywordProber:
     """Start the WeChat-mode server and its keyword probe; both stop with ``services``."""
     chat = await services.enter(ChatServer(state / "wechat-server", mode="wechat",
-                                           filters=plan.lists, clock=clock))
-    port = await chat.start("127.0.0.1", 0)
-    settings = KeywordSettings(server=Endpoint("127.0.0.1", port), candidates=plan.candidates,
+                                           filters=plan.lists, clock=clock,
+                                           listen=Endpoint("127.0.0.1", 0)))
+    settings = KeywordSettings(server=chat.address, candidates=plan.candidates,
                                images=plan.images, wait=KEYWORD_WAIT, probe_asn=scenario.asn,
                                probe_cc=scenario.cc, probe_network_name=scenario.network_name)
     return await services.enter(KeywordProber(settings, state / "keyword", clock))

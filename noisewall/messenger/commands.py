@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -34,34 +35,33 @@ from noisewall.messenger.wechat.filters import FilterLists
 from noisewall.messenger.wechat.lists import FilterListError, load_filter_lists
 from noisewall.messenger.wechat.mode import MODES, Mode
 from noisewall.noise.stream import FRAMINGS, Framing
+from noisewall.records.endpoint import Endpoint
 from noisewall.selfsigned import dns_name
+from noisewall.service import run_until_interrupted
 
 
 async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[str, int] | None,
                       framing: Framing, ttl: float, max_media: int,
                       media_name: str | None, limits: ConnectionLimits, *, mode: Mode = "e2e",
                       filters: FilterLists | None = None) -> None:
-    async with ChatServer(data, framing=framing, ttl=ttl, limits=limits, mode=mode,
-                          filters=filters) as chat:
-        media = None
+    chat = ChatServer(data, listen=Endpoint(*listen), framing=framing, ttl=ttl, limits=limits,
+                      mode=mode, filters=filters)
+    async with contextlib.AsyncExitStack() as stack:
         if media_listen is not None:
-            media = MediaServer(data / "media", chat.authorize_media, max_size=max_media,
-                                server_name=media_name)
-            media_port = await media.start(*media_listen)
-            chat.media = media.announcement(f"https://{media_listen[0]}:{media_port}")
-        try:
-            port = await chat.start(*listen)
-            shown = framing if mode == "e2e" else f"{framing}, {mode} mode"
-            print(f"chat on {listen[0]}:{port} ({shown}), "
-                  f"server key {chat.static.public.hex()}", file=sys.stderr, flush=True)
-            if chat.media is not None:
-                named = f" as {chat.media['server_name']}" if "server_name" in chat.media else ""
-                print(f"media on {chat.media['url']}{named}, certificate sha256 "
-                      f"{chat.media['fingerprint']}", file=sys.stderr, flush=True)
-            await asyncio.Event().wait()
-        finally:
-            if media is not None:
-                await media.close()
+            media = await stack.enter_async_context(MediaServer(
+                data / "media", chat.authorize_media, max_size=max_media,
+                server_name=media_name, listen=Endpoint(*media_listen)))
+            # Before the chat server listens, so that every client hears of it.
+            chat.media = media.announcement(f"https://{media_listen[0]}:{media.address.port}")
+        await stack.enter_async_context(chat)
+        shown = framing if mode == "e2e" else f"{framing}, {mode} mode"
+        print(f"chat on {listen[0]}:{chat.address.port} ({shown}), "
+              f"server key {chat.static.public.hex()}", file=sys.stderr, flush=True)
+        if chat.media is not None:
+            named = f" as {chat.media['server_name']}" if "server_name" in chat.media else ""
+            print(f"media on {chat.media['url']}{named}, certificate sha256 "
+                  f"{chat.media['fingerprint']}", file=sys.stderr, flush=True)
+        await chat.serve_forever()
 
 
 def _parsed_by(parse: Callable[[str], str]
@@ -132,12 +132,9 @@ def server(data: Path, listen: str, media_listen: str, media_name: str | None,
             max_unregistered=max_unregistered, auth_timeout=auth_timeout)
     except ValidationError as exc:
         raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--max-unregistered") from None
-    try:
-        asyncio.run(_run_server(data, parse_endpoint(listen), media, framing,
-                                ttl_days * 86400, max_media_mib * 1024 * 1024, media_name,
-                                limits, mode=mode, filters=lists))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_until_interrupted(_run_server(data, parse_endpoint(listen), media, framing,
+                                      ttl_days * 86400, max_media_mib * 1024 * 1024, media_name,
+                                      limits, mode=mode, filters=lists))
 
 
 T = TypeVar("T")

@@ -46,7 +46,7 @@ import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 from aiohttp import web
 from cryptography import x509
@@ -56,7 +56,9 @@ from noisewall.messenger.mediacrypto import BLOB_ID_PATTERN, fsync_dir
 from noisewall.messenger.mediarefusals import MediaRequestError, http_log, refusals
 from noisewall.messenger.mediatimeouts import MediaTimeouts, TimedConnection, timed_requests
 from noisewall.private_files import create_private, private_dir
+from noisewall.records.endpoint import Endpoint
 from noisewall.selfsigned import build_self_signed, dns_name
+from noisewall.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +148,14 @@ def server_ssl_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     return context
 
 
-class MediaServer:
-    """The HTTPS blob store; see the module documentation for its routes.
+#: Where a media server listens unless told: loopback, any free port.
+ANY_LOOPBACK_PORT = Endpoint("127.0.0.1", 0)
+
+
+class MediaServer(Service):
+    """The HTTPS blob store on ``listen``; see the module documentation for its routes.
+
+    Use ``async with MediaServer(...) as media`` (``media.address``).
 
     ``server_name`` is the public host name the server goes by (as WhatsApp's
     media went to ``mmg.whatsapp.net``), None for none: its certificate names
@@ -165,12 +173,14 @@ class MediaServer:
         *,
         server_name: str | None = None,
         timeouts: MediaTimeouts | None = None,
+        listen: Endpoint = ANY_LOOPBACK_PORT,
     ) -> None:
         if max_size <= 0:
             raise ValueError("max_size must be positive")
         self.data_dir = Path(data_dir)
         self.blob_dir = self.data_dir / BLOB_DIR
         self.max_size = max_size
+        self.listen = listen
         self.timeouts = timeouts if timeouts is not None else MediaTimeouts()
         self.server_name = None if server_name is None else dns_name(server_name)
         self._authorize = authorize
@@ -195,8 +205,15 @@ class MediaServer:
             offer["server_name"] = self.server_name
         return offer
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0: any free port); returns the bound port."""
+    @property
+    def address(self) -> Endpoint:
+        """The bound host and port (once started)."""
+        assert self._listener is not None, "start it first"
+        host, port = self._listener.sockets[0].getsockname()[:2]
+        return Endpoint(str(host), int(port))
+
+    async def start(self) -> Self:
+        """Listen on :attr:`listen` (port 0: any free port)."""
         if self._runner is not None:
             raise RuntimeError("the media server is already started")
         self._remove_partial_uploads()
@@ -213,15 +230,15 @@ class MediaServer:
             # Not aiohttp's TCPSite: each connection's protocol goes behind a watchdog, and
             # the TLS handshake gets the header deadline.
             listener = await asyncio.get_running_loop().create_server(
-                lambda: TimedConnection(handlers(), self.timeouts), host, port, ssl=context,
+                lambda: TimedConnection(handlers(), self.timeouts), self.listen.host,
+                self.listen.port, ssl=context,
                 ssl_handshake_timeout=self.timeouts.header)
         except BaseException:
             await runner.cleanup()
             raise
         self._runner, self._listener = runner, listener
-        bound: int = listener.sockets[0].getsockname()[1]
-        log.info("media server listening on %s:%d", host, bound)
-        return bound
+        log.info("media server listening on %s:%d", self.listen.host, self.address.port)
+        return self
 
     async def close(self) -> None:
         """Stop listening and close every connection."""

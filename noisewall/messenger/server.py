@@ -21,7 +21,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from noisewall.clock import Clock
 from noisewall.messenger import fragments, messages, wire
@@ -58,9 +58,11 @@ from noisewall.messenger.wechat.mode import Mode, wechat_mode
 from noisewall.messenger.wire import WireError
 from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
 from noisewall.noise.keys import load_or_create_private_key
-from noisewall.noise.stream import Framing, NoiseServer, NoiseStream, serve
+from noisewall.noise.stream import Framing, NoiseServer, NoiseStream
 from noisewall.private_files import private_dir
 from noisewall.ratelog import RateLimitedLog
+from noisewall.records.endpoint import Endpoint
+from noisewall.service import Service
 
 log = logging.getLogger("noisewall.messenger")
 
@@ -115,15 +117,25 @@ def _error_reply(error: Exception) -> Error:
     return Error("unavailable", f"{error}; try again")
 
 
-class ChatServer:
-    """The messenger's chat endpoint over one data directory."""
+#: Where the chat server listens unless told (XMPP's client port, as WhatsApp's chat used).
+DEFAULT_LISTEN = Endpoint("127.0.0.1", 5222)
 
-    def __init__(self, data_dir: Path, *, framing: Framing = "noisesocket",
+
+class ChatServer(Service):
+    """The messenger's chat endpoint over one data directory, listening on ``listen``.
+
+    Use ``async with ChatServer(...) as chat`` (``chat.address``). Set
+    :attr:`media` before entering, so that every client hears of the media server.
+    """
+
+    def __init__(self, data_dir: Path, *, listen: Endpoint = DEFAULT_LISTEN,
+                 framing: Framing = "noisesocket",
                  ttl: float = DEFAULT_TTL, media: dict[str, Any] | None = None,
                  limits: ConnectionLimits | None = None,
                  store_limits: StoreLimits | None = None, mode: Mode = "e2e",
                  filters: FilterLists | None = None, clock: Clock | None = None) -> None:
         self.data_dir = data_dir
+        self.listen = listen
         self.static = load_or_create_static_key(data_dir)
         self.store = ChatStore(data_dir / "chat.sqlite3", ttl=ttl, limits=store_limits)
         self.limits = limits if limits is not None else ConnectionLimits()
@@ -142,24 +154,24 @@ class ChatServer:
         self._pushes: set[asyncio.Task[None]] = set()
 
     @property
-    def port(self) -> int:
-        """The bound chat port."""
-        assert self._server is not None
-        return self._server.port
+    def address(self) -> Endpoint:
+        """The bound chat host and port (once started)."""
+        assert self._server is not None, "start it first"
+        return self._server.address
 
     @property
     def connections(self) -> int:
         """Open client connections."""
         return self._server.connections if self._server is not None else 0
 
-    async def start(self, host: str = "127.0.0.1", port: int = 5222) -> int:
-        """Listen; returns the bound port."""
-        self._server = await serve(self._handle, host, port, server_settings(self.static),
-                                   framing=self.framing, handshake_timeout=10.0,
-                                   on_close=self._log_close,
-                                   max_connections=self.limits.max_connections)
+    async def start(self) -> Self:
+        """Listen on :attr:`listen`."""
+        self._server = await NoiseServer(self._handle, self.listen,
+                                         server_settings(self.static), framing=self.framing,
+                                         handshake_timeout=10.0, on_close=self._log_close,
+                                         max_connections=self.limits.max_connections).start()
         self._expiry = asyncio.get_running_loop().create_task(self._expire_periodically())
-        return self.port
+        return self
 
     async def close(self) -> None:
         """Close every connection and the store."""
@@ -170,12 +182,6 @@ class ChatServer:
         self.store.close()
         if self.wechat is not None:
             self.wechat.close()
-
-    async def __aenter__(self) -> ChatServer:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def authorize_media(self, token: str) -> str | None:
         """The account a media bearer token belongs to (looked up by digest, not by secret)."""

@@ -3,7 +3,8 @@
 Run as ``python -m noisewall.net.resolver --hosts FILE --address ADDR`` in
 the outside namespace (:mod:`noisewall.net.resolver_process` starts and
 stops it). It re-reads the hosts table whenever the file changes, prints
-``ready`` once both sockets are bound, and stops on SIGTERM or SIGINT.
+``ready`` once both sockets are bound, and stops on SIGTERM or SIGINT
+(:func:`~noisewall.service.run_until_interrupted`: exit status 143 or 130).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import signal
 import struct
 import sys
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import cast
 
 from noisewall.net.dns_answer import answer
 from noisewall.net.hosts import parse_hosts
+from noisewall.service import run_until_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +89,15 @@ async def _serve_tcp(table: HostsTable, reader: asyncio.StreamReader,
 
 
 async def serve(hosts_file: Path, address: str, port: int = DNS_PORT) -> None:
-    """Answer on ``address:port`` (UDP and TCP) until SIGTERM or SIGINT."""
+    """Answer on ``address:port`` (UDP and TCP) until cancelled."""
     table = HostsTable(hosts_file)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     udp, _ = await loop.create_datagram_endpoint(lambda: _UdpResolver(table),
                                                  local_addr=(address, port))
     tcp = await asyncio.start_server(lambda r, w: _serve_tcp(table, r, w), address, port)
     print("ready", flush=True)
     try:
-        await stop.wait()
+        await loop.create_future()
     finally:
         udp.close()
         tcp.close()
@@ -116,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        asyncio.run(serve(args.hosts, args.address, args.port))
+        run_until_interrupted(serve(args.hosts, args.address, args.port))
     except OSError as exc:
         print(f"resolver: {exc}", file=sys.stderr)
         sys.exit(1)

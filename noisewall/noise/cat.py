@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from noisewall.noise.errors import HandshakeStateError
 from noisewall.noise.settings import NoiseSettings
-from noisewall.noise.stream import Framing, NoiseStream, connect, serve
+from noisewall.noise.stream import Framing, NoiseServer, NoiseStream, connect
+from noisewall.records.endpoint import Endpoint
 
 
 @dataclass
@@ -113,12 +114,12 @@ async def run_cat(options: CatOptions) -> None:
         finally:
             done.set()
 
-    server = await serve(
-        handle, options.host, options.port, options.settings,
+    server = NoiseServer(
+        handle, Endpoint(options.host, options.port), options.settings,
         framing=options.framing, handshake_timeout=options.timeout, on_close=report_close,
     )
     async with server:
-        print(f"listening on {options.host}:{server.port}", file=sys.stderr, flush=True)
+        print(f"listening on {options.host}:{server.address.port}", file=sys.stderr, flush=True)
         if options.echo:
             await server.serve_forever()
         else:

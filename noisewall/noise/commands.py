@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from noisewall.noise.protocol import parse_protocol_name
 from noisewall.noise.settings import NoiseSettings
 from noisewall.noise.stream import FRAMINGS, Framing
 from noisewall.noise.vectors import VectorFormatError, VectorReport, run_vector_file
+from noisewall.service import run_until_interrupted
 
 DEFAULT_PROTOCOL = "Noise_XX_25519_AESGCM_SHA256"
 
@@ -160,7 +160,4 @@ def cat_command(
         host, port, listening, settings, framing, echo,
         expected_remote=remote if "s" not in remote_pre else None, timeout=timeout,
     )
-    try:
-        asyncio.run(run_cat(options))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_until_interrupted(run_cat(options))

@@ -31,6 +31,7 @@ from noisewall.noise.events import Event, HandshakePayload, MessageReceived, Pee
 from noisewall.noise.noisesocket import NoiseSocketConnection
 from noisewall.noise.settings import NoiseSettings
 from noisewall.noise.wa import WAConnection
+from noisewall.records.endpoint import Endpoint
 from noisewall.serving import ConnectionServer
 
 log = logging.getLogger("noisewall.noise")
@@ -249,63 +250,62 @@ def close_reason(error: BaseException | None, stream: NoiseStream) -> str:
     return detail
 
 
-class NoiseServer(ConnectionServer):
-    """A listening Noise endpoint; closing it also ends its live connections."""
-
-    @property
-    def port(self) -> int:
-        """The TCP port of the first listening socket."""
-        return int(self._listening().sockets[0].getsockname()[1])
-
-    async def __aenter__(self) -> NoiseServer:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-
 def _log_close(peer: object, reason: str) -> None:
     log.info("connection from %s closed: %s", peer, reason)
 
 
-async def serve(
-    handler: Handler,
-    host: str,
-    port: int,
-    settings: NoiseSettings,
-    *,
-    framing: Framing = "noisesocket",
-    handshake_timeout: float | None = 10.0,
-    on_close: CloseReporter = _log_close,
-    max_connections: int | None = None,
-) -> NoiseServer:
-    """Listen for initiators; run ``handler`` on each completed handshake.
+class NoiseServer(ConnectionServer):
+    """Listens for initiators on ``listen``; runs ``handler`` on each completed handshake.
 
-    A peer that sends garbage, fails the handshake, times out or violates the
-    protocol later loses its own connection only; the server keeps serving.
-    ``on_close`` hears why each connection ended (:func:`close_reason`); by
-    default it goes to the ``noisewall.noise`` log. With ``max_connections``,
-    a connection accepted while that many are open is closed at once, before
-    it costs a handshake (``on_close`` hears ``refused: ...``), so a crowd of
-    idle peers cannot take every file descriptor.
+    Use ``async with NoiseServer(...) as server`` (``server.address``); leaving
+    the block also ends the live connections. A peer that sends garbage, fails
+    the handshake, times out or violates the protocol later loses its own
+    connection only; the server keeps serving. ``on_close`` hears why each
+    connection ended (:func:`close_reason`); by default it goes to the
+    ``noisewall.noise`` log. With ``max_connections``, a connection accepted
+    while that many are open is closed at once, before it costs a handshake
+    (``on_close`` hears ``refused: ...``), so a crowd of idle peers cannot take
+    every file descriptor.
     """
-    server = NoiseServer()
 
-    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if max_connections is not None and server.connections >= max_connections:
+    def __init__(
+        self,
+        handler: Handler,
+        listen: Endpoint,
+        settings: NoiseSettings,
+        *,
+        framing: Framing = "noisesocket",
+        handshake_timeout: float | None = 10.0,
+        on_close: CloseReporter = _log_close,
+        max_connections: int | None = None,
+    ) -> None:
+        super().__init__(listen)
+        self._handler = handler
+        self._settings = settings
+        self._framing: Framing = framing
+        self._handshake_timeout = handshake_timeout
+        self._on_close = on_close
+        self._max_connections = max_connections
+
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(self._on_connection, self.listen.host, self.listen.port)
+
+    async def _on_connection(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        if self._max_connections is not None and self.connections >= self._max_connections:
             peer = writer.get_extra_info("peername")
             writer.close()
-            on_close(peer, f"refused: {max_connections} connections open (the cap)")
+            self._on_close(peer, f"refused: {self._max_connections} connections open (the cap)")
             return
         task = asyncio.current_task()
         assert task is not None
-        server._track(task)
-        stream = NoiseStream(reader, writer, make_connection(framing, False, settings))
+        self._track(task)
+        stream = NoiseStream(reader, writer, make_connection(self._framing, False, self._settings))
         peer = stream.peername
         error: BaseException | None = None
         try:
-            await stream.handshake(timeout=handshake_timeout)
-            await handler(stream)
+            await stream.handshake(timeout=self._handshake_timeout)
+            await self._handler(stream)
         except (NoiseError, TimeoutError, ConnectionError, OSError) as exc:
             error = exc
         except asyncio.CancelledError:
@@ -316,7 +316,4 @@ async def serve(
         finally:
             stream._write_out()  # what the handler sent last still goes out
             writer.close()
-        on_close(peer, close_reason(error, stream))
-
-    server._server = await asyncio.start_server(on_connection, host, port)
-    return server
+        self._on_close(peer, close_reason(error, stream))

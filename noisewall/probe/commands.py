@@ -32,6 +32,7 @@ from noisewall.probe.prober import Prober
 from noisewall.probe.settings import ProbeSettings, Vantage
 from noisewall.records.endpoint import Endpoint
 from noisewall.records.names import FEATURES, Feature
+from noisewall.service import run_until_interrupted
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -192,11 +193,9 @@ def probe(server: str, media_url: str | None, socks5: str | None, control_socks5
     interval = parse_duration(every)
     try:
         if out is None:
-            asyncio.run(_run(probers, count, interval, sys.stdout))
+            run_until_interrupted(_run(probers, count, interval, sys.stdout))
         else:
             with out.open("a", encoding="utf-8") as sink:
-                asyncio.run(_run(probers, count, interval, sink))
-    except KeyboardInterrupt:
-        sys.exit(130)
+                run_until_interrupted(_run(probers, count, interval, sink))
     except (ChatError, E2EError, NoiseError) as exc:  # the server refused the probe's accounts
         raise click.ClickException(str(exc)) from None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 from noisewall import socks5
 from noisewall.noise.errors import NoiseError
+from noisewall.records.endpoint import Endpoint
 from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import ByteStream, initiate
 from noisewall.tunnel.config import TunnelClientConfig, build_transport
@@ -86,14 +87,14 @@ class TunnelClient(Listener):
     """
 
     def __init__(self, config: TunnelClientConfig) -> None:
-        super().__init__(config.socks_host, config.socks_port)
+        super().__init__(Endpoint(config.socks_host, config.socks_port))
         self.config = config
         self.transport = build_transport(config.transport, config.sni, config.alpn)
         self._session: MuxSession | None = None
         self._connecting = asyncio.Lock()
 
     @property
-    def socks_address(self) -> tuple[str, int]:
+    def socks_address(self) -> Endpoint:
         """Where the SOCKS5 entry listens (once started)."""
         return self.address
 

@@ -16,6 +16,7 @@ from noisewall.allocator import tune_allocator
 from noisewall.cli_options import json_option, parse_endpoint
 from noisewall.noise.keys import parse_hex_key
 from noisewall.records.names import TRANSPORT_NAMES
+from noisewall.service import run_until_interrupted
 from noisewall.tunnel.armsrace import loopback_sources, measure_blocking
 from noisewall.tunnel.client import TunnelClient
 from noisewall.tunnel.config import (
@@ -126,7 +127,7 @@ def server(listen: tuple[str, int], key_file: Path, transport: str,
             await running.serve_forever()
 
     tune_allocator()
-    asyncio.run(run())
+    run_until_interrupted(run())
 
 
 def _client_config(server_address: tuple[str, int], server_key: str, key_file: Path,
@@ -168,10 +169,10 @@ def client(server_address: tuple[str, int], server_key: str, key_file: Path, tra
             host, port = running.socks_address
             print(f"tunnel client ({config.transport}): SOCKS5 on {host}:{port}, "
                   f"key {config.static.public.hex()}", file=sys.stderr, flush=True)
-            await asyncio.Event().wait()
+            await running.serve_forever()
 
     tune_allocator()
-    asyncio.run(run())
+    run_until_interrupted(run())
 
 
 @tunnel.command()

@@ -7,40 +7,20 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Self
 
 from noisewall.serving import ConnectionServer
 from noisewall.tcp_stream import TcpStream
 
 
 class Listener(ConnectionServer, ABC):
-    """Listens on ``host:port``; each accepted :class:`TcpStream` goes to :meth:`handle`.
+    """Listens on ``listen``; each accepted :class:`TcpStream` goes to :meth:`handle`.
 
-    Use ``async with`` (or :meth:`start` and :meth:`close`).
+    Use ``async with`` (see :class:`~noisewall.service.Service`).
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__()
-        self._host = host
-        self._port = port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The host and port it listens on (once started)."""
-        host, port = self._listening().sockets[0].getsockname()[:2]
-        return str(host), int(port)
-
-    async def start(self) -> Self:
-        """Listen."""
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: TcpStream(self._accepted), self._host, self._port)
-        return self
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.get_running_loop().create_server(
+            lambda: TcpStream(self._accepted), self.listen.host, self.listen.port)
 
     @abstractmethod
     async def handle(self, connection: TcpStream) -> None:

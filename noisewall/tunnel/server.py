@@ -20,6 +20,7 @@ from typing import Self
 
 from noisewall import socks5
 from noisewall.noise.errors import NoiseError
+from noisewall.records.endpoint import Endpoint
 from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.channel import TunnelRefused, respond
 from noisewall.tunnel.config import TunnelServerConfig, build_transport
@@ -36,7 +37,7 @@ class TunnelServer(Listener):
     """A running tunnel server; use ``async with TunnelServer(config) as server``."""
 
     def __init__(self, config: TunnelServerConfig) -> None:
-        super().__init__(config.listen_host, config.listen_port)
+        super().__init__(Endpoint(config.listen_host, config.listen_port))
         self.config = config
         self.transport = build_transport(config.transport, config.cover_sni)
         self.public_key = config.static.public

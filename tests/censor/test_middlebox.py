@@ -25,7 +25,7 @@ from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import Policy, parse_policy
 from noisewall.clock import ManualClock
 from noisewall.noise import NoiseSettings, dh_function
-from noisewall.noise.stream import connect, serve
+from noisewall.noise.stream import NoiseServer, connect
 from noisewall.records.endpoint import Endpoint
 from tests.censor.capture import HTTP_REQUEST, http_echo_works
 
@@ -353,13 +353,13 @@ async def test_noisewall_stream_through_an_allow_route() -> None:
         async for message in stream:  # type: ignore[attr-defined]
             await stream.send(message)  # type: ignore[attr-defined]
 
-    server = await serve(handler, "127.0.0.1", 0, NoiseSettings(static=server_key))
+    server = NoiseServer(handler, Endpoint("127.0.0.1", 0), NoiseSettings(static=server_key))
     async with server:
         policy = parse_policy("rules: [{match: {protocol: wa}, action: reset}]", "p.yaml")
         log = io.StringIO()
         async with Middlebox(lambda: policy, decision_log=log) as middlebox:
             entry = await middlebox.add_route(
-                Route(Endpoint("127.0.0.1", 0), Endpoint("127.0.0.1", server.port))
+                Route(Endpoint("127.0.0.1", 0), Endpoint("127.0.0.1", server.address.port))
             )
             stream = await connect(entry.host, entry.port,
                                    NoiseSettings(static=dh_function("25519").generate_keypair()))

@@ -8,16 +8,14 @@ from pathlib import Path
 
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer
+from noisewall.records.endpoint import Endpoint
 
 
 @contextlib.asynccontextmanager
 async def running_messenger(data: Path) -> AsyncIterator[str]:
     """Serve chat and media from ``data``; yields the chat address HOST:PORT."""
-    async with ChatServer(data) as chat:
-        media = MediaServer(data / "media", chat.authorize_media)
-        media_port = await media.start("127.0.0.1", 0)
-        chat.media = media.announcement(f"https://127.0.0.1:{media_port}")
-        try:
-            yield f"127.0.0.1:{await chat.start('127.0.0.1', 0)}"
-        finally:
-            await media.close()
+    chat = ChatServer(data, listen=Endpoint("127.0.0.1", 0))
+    async with MediaServer(data / "media", chat.authorize_media) as media:
+        chat.media = media.announcement(f"https://127.0.0.1:{media.address.port}")
+        async with chat:
+            yield f"127.0.0.1:{chat.address.port}"

@@ -15,21 +15,21 @@ from noisewall.messenger.server import IK, XX, XX_FALLBACK, ChatServer
 from noisewall.messenger.store import ChatStore
 from noisewall.noise import KeyPair, NegotiationError, NoiseSettings, dh_function
 from noisewall.noise.stream import connect
+from noisewall.records.endpoint import Endpoint
 
 DH = dh_function("25519")
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
-    chat = ChatServer(tmp_path / "server")
-    await chat.start("127.0.0.1", 0)
+    chat = ChatServer(tmp_path / "server", listen=Endpoint("127.0.0.1", 0))
     async with chat:
         yield chat
 
 
 async def open_client(server: ChatServer, key: KeyPair,
                       server_key: bytes | None = None) -> ChatConnection:
-    return await ChatConnection.open("127.0.0.1", server.port, key, server_key)
+    return await ChatConnection.open(*server.address, key, server_key)
 
 
 async def registered(server: ChatServer, name: str) -> tuple[ChatConnection, KeyPair]:
@@ -168,20 +168,20 @@ async def test_garbage_gets_an_error_and_the_connection_lives(server: ChatServer
 
 async def test_silent_and_hostile_clients_do_not_hurt_others(server: ChatServer) -> None:
     alice, _ = await registered(server, "alice")
-    silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", server.port)
-    _, garbage_writer = await asyncio.open_connection("127.0.0.1", server.port)
+    silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", server.address.port)
+    _, garbage_writer = await asyncio.open_connection("127.0.0.1", server.address.port)
     garbage_writer.write(b"\x00\x05hello" * 100)
     # IK towards a wrong server key: a Noise Pipes client falls back to XX and is
     # then just an unregistered stranger; a strict IK client is refused.
     wrong_key = DH.generate_keypair().public
-    stranger = await ChatConnection.open("127.0.0.1", server.port, DH.generate_keypair(),
+    stranger = await ChatConnection.open(*server.address, DH.generate_keypair(),
                                          wrong_key, timeout=3)
     assert stranger.stream.protocol_name == XX_FALLBACK
     assert (await stranger.request({"type": "hello"}))["name"] is None
     await stranger.close()
     strict = NoiseSettings(protocol=IK, static=DH.generate_keypair(), remote_static=wrong_key)
     with pytest.raises(NegotiationError):
-        await connect("127.0.0.1", server.port, strict, timeout=3)
+        await connect(*server.address, strict, timeout=3)
     assert (await alice.request({"type": "hello"}))["name"] == "alice"
     garbage_writer.close()
     silent_writer.close()

@@ -15,6 +15,7 @@ from noisewall.messenger.client import ChatConnection
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import FramingError, MessageTooLongError, dh_function
 from noisewall.noise.noisesocket import MAX_BODY
+from noisewall.records.endpoint import Endpoint
 
 DH = dh_function("25519")
 CHUNK = MAX_BODY - 1  # application bytes per body
@@ -56,14 +57,13 @@ def test_a_message_over_the_limit_is_refused() -> None:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
-    chat = ChatServer(tmp_path / "server")
-    await chat.start("127.0.0.1", 0)
+    chat = ChatServer(tmp_path / "server", listen=Endpoint("127.0.0.1", 0))
     async with chat:
         yield chat
 
 
 async def registered(server: ChatServer, name: str) -> ChatConnection:
-    connection = await ChatConnection.open("127.0.0.1", server.port, DH.generate_keypair(), None)
+    connection = await ChatConnection.open(*server.address, DH.generate_keypair(), None)
     await connection.request({"type": "register", "name": name})
     return connection
 

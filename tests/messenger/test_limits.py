@@ -16,13 +16,14 @@ from noisewall.messenger.limits import ConnectionLimits, StoreLimits
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import KeyPair, NoiseError, dh_function
 from noisewall.noise.stream import NoiseStream, connect
+from noisewall.records.endpoint import Endpoint
 
 DH = dh_function("25519")
 
 
 async def stranger(server: ChatServer) -> NoiseStream:
     """A finished handshake with a key that has no account, nothing sent."""
-    return await connect("127.0.0.1", server.port,
+    return await connect(*server.address,
                          client_settings(DH.generate_keypair(), None), timeout=5)
 
 
@@ -42,7 +43,7 @@ async def last_words(stream: NoiseStream) -> list[dict[str, object]]:
 async def member(server: ChatServer, name: str,
                  key: KeyPair | None = None) -> ChatConnection:
     """A connection of ``name``'s account (registered now, with a new key, if no key is given)."""
-    connection = await ChatConnection.open("127.0.0.1", server.port,
+    connection = await ChatConnection.open(*server.address,
                                            key or DH.generate_keypair(), None)
     if key is None:
         await connection.request({"type": "register", "name": name})
@@ -59,8 +60,7 @@ async def open_connections(server: ChatServer, count: int) -> None:
 async def strict(tmp_path: Path) -> AsyncIterator[ChatServer]:
     limits = ConnectionLimits(max_connections=6, max_unregistered=3, auth_timeout=0.5,
                               log_burst=3, log_period=3600)
-    chat = ChatServer(tmp_path / "server", limits=limits)
-    await chat.start("127.0.0.1", 0)
+    chat = ChatServer(tmp_path / "server", limits=limits, listen=Endpoint("127.0.0.1", 0))
     async with chat:
         yield chat
 
@@ -79,7 +79,7 @@ async def test_a_stranger_must_register_within_the_auth_timeout(strict: ChatServ
 async def test_strangers_cannot_crowd_out_account_holders(
         strict: ChatServer, caplog: pytest.LogCaptureFixture) -> None:
     alice_key = DH.generate_keypair()
-    alice = await ChatConnection.open("127.0.0.1", strict.port, alice_key, None)
+    alice = await ChatConnection.open(*strict.address, alice_key, None)
     await alice.request({"type": "register", "name": "alice"})
     await alice.close()
     crowd = [await stranger(strict) for _ in range(3)]
@@ -91,11 +91,11 @@ async def test_strangers_cannot_crowd_out_account_holders(
     # The hard cap (6) closes further connections before any handshake, and the log
     # keeps to its budget (3 lines per kind) however many are refused.
     await open_connections(strict, 4)
-    hanging = [await asyncio.open_connection("127.0.0.1", strict.port) for _ in range(2)]
+    hanging = [await asyncio.open_connection(*strict.address) for _ in range(2)]
     await open_connections(strict, 6)
     with caplog.at_level(logging.INFO, "noisewall.messenger"):
         for _ in range(20):
-            reader, writer = await asyncio.open_connection("127.0.0.1", strict.port)
+            reader, writer = await asyncio.open_connection(*strict.address)
             assert await asyncio.wait_for(reader.read(), 5) == b""
             writer.close()
     refused = [r for r in caplog.records if "closed: refused" in r.getMessage()]
@@ -108,8 +108,8 @@ async def test_strangers_cannot_crowd_out_account_holders(
 
 
 async def test_a_locked_database_fails_the_request_not_the_server(tmp_path: Path) -> None:
-    chat = ChatServer(tmp_path / "server", store_limits=StoreLimits(busy_timeout=0.2))
-    await chat.start("127.0.0.1", 0)
+    chat = ChatServer(tmp_path / "server", store_limits=StoreLimits(busy_timeout=0.2),
+                      listen=Endpoint("127.0.0.1", 0))
     async with chat:
         alice = await member(chat, "alice")
         await (await member(chat, "bob")).close()
@@ -134,12 +134,11 @@ async def test_a_locked_database_fails_the_request_not_the_server(tmp_path: Path
 
 async def test_per_account_quotas(tmp_path: Path) -> None:
     quotas = StoreLimits(max_inbox=3, max_outbox=2, max_prekeys=5, max_bundle_bytes=200)
-    chat = ChatServer(tmp_path / "server", store_limits=quotas)
-    await chat.start("127.0.0.1", 0)
+    chat = ChatServer(tmp_path / "server", store_limits=quotas, listen=Endpoint("127.0.0.1", 0))
     async with chat:
         alice, carol = await member(chat, "alice"), await member(chat, "carol")
         bob_key = DH.generate_keypair()
-        bob = await ChatConnection.open("127.0.0.1", chat.port, bob_key, None)
+        bob = await ChatConnection.open(*chat.address, bob_key, None)
         await bob.request({"type": "register", "name": "bob"})
         await bob.close()
 

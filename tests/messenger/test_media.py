@@ -272,7 +272,7 @@ def test_bad_descriptors_raise_the_module_error(change: dict[str, object]) -> No
 @pytest.fixture
 async def media(tmp_path: Path) -> AsyncIterator[tuple[MediaServer, str]]:
     server = MediaServer(tmp_path / "server", authorize, max_size=8 * MiB)
-    port = await server.start("127.0.0.1", 0)
+    port = (await server.start()).address.port
     try:
         yield server, f"https://127.0.0.1:{port}"
     finally:
@@ -541,7 +541,7 @@ async def test_certificate_is_reused_across_restarts(tmp_path: Path) -> None:
 
     for _ in range(2):
         server = MediaServer(data, authorize)
-        port = await server.start()
+        port = (await server.start()).address.port
         try:
             assert server.fingerprint == fingerprint
             # What a client really receives on the wire is what it pins.
@@ -656,7 +656,7 @@ async def test_curl_uploads_and_downloads(media: tuple[MediaServer, str], tmp_pa
 
 async def test_100_mib_upload_and_download_stream(tmp_path: Path) -> None:
     server = MediaServer(tmp_path / "server", authorize, max_size=128 * MiB)
-    port = await server.start()
+    port = (await server.start()).address.port
     url = f"https://127.0.0.1:{port}"
     chunk = b"\x5a" * (256 * 1024)
     total = 100 * MiB

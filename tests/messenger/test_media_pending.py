@@ -26,6 +26,7 @@ from noisewall.messenger.mediaclient_downloads import RetryPolicy
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer
 from noisewall.ports import free_port
+from noisewall.records.endpoint import Endpoint
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 START = 1_700_000_000.0
@@ -44,9 +45,10 @@ class Media:
 
     async def start(self) -> None:
         # A fresh server object on the same folder: same certificate, same blobs.
-        server = MediaServer(self.data, self.chat.authorize_media)
+        server = MediaServer(self.data, self.chat.authorize_media,
+                             listen=Endpoint("127.0.0.1", self.port))
         server.app.middlewares.append(self._flaky)
-        await server.start("127.0.0.1", self.port)
+        await server.start()
         self.server = server
         self.chat.media = {"url": f"https://127.0.0.1:{self.port}",
                            "fingerprint": server.fingerprint.hex()}
@@ -71,10 +73,10 @@ class Media:
 
 @pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[tuple[ChatServer, Media]]:
-    chat = ChatServer(tmp_path / "server")
+    chat = ChatServer(tmp_path / "server", listen=Endpoint("127.0.0.1", 0))
     media = Media(chat, tmp_path / "server" / "media")
     await media.start()
-    await chat.start("127.0.0.1", 0)
+    await chat.start()
     try:
         yield chat, media
     finally:
@@ -93,7 +95,7 @@ class Sent:
 
 async def alice_sends(tmp_path: Path, chat: ChatServer, kinds: tuple[str, ...]) -> Sent:
     """Register alice and bob, then alice sends a text and one media of each kind."""
-    address = f"127.0.0.1:{chat.port}"
+    address = f"127.0.0.1:{chat.address.port}"
     async with MessengerClient.open(tmp_path / "bob") as bob:
         await bob.register("bob", address)
     sent = Sent()

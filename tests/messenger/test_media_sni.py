@@ -134,7 +134,7 @@ async def test_no_name_means_no_sni_as_before(tmp_path: Path) -> None:
     policy = parse_policy("rules: [{action: allow}]", "allow.yaml")
     log = io.StringIO()
     media = MediaServer(tmp_path / "media", lambda token: "alice" if token == "tok" else None)
-    port = await media.start("127.0.0.1", 0)
+    port = (await media.start()).address.port
     try:
         assert "server_name" not in media.announcement(f"https://127.0.0.1:{port}")
         async with Middlebox(lambda: policy, decision_log=log) as censor:
@@ -182,10 +182,11 @@ async def test_bad_names_are_refused_with_a_clear_error(tmp_path: Path, bad: str
 async def test_a_bad_name_announced_by_the_server_fails_media_alone(tmp_path: Path) -> None:
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(os.urandom(1000))
-    async with ChatServer(tmp_path / "server") as chat:
-        chat.media = {"url": "https://127.0.0.1:1", "fingerprint": "00" * 32,
-                      "server_name": "10.0.0.1"}
-        port = await chat.start("127.0.0.1", 0)
+    chat = ChatServer(tmp_path / "server", listen=Endpoint("127.0.0.1", 0))
+    chat.media = {"url": "https://127.0.0.1:1", "fingerprint": "00" * 32,
+                  "server_name": "10.0.0.1"}
+    async with chat:
+        port = chat.address.port
         async with MessengerClient.open(tmp_path / "bob") as bob:
             await bob.register("bob", f"127.0.0.1:{port}")
         async with MessengerClient.open(tmp_path / "alice") as alice:

@@ -38,7 +38,7 @@ async def media_server(tmp_path: Path, timeouts: MediaTimeouts) -> AsyncIterator
         tuple[MediaServer, int, ssl.SSLContext]]:
     server = MediaServer(tmp_path / "media", authorize, max_size=64 * 1024 * 1024,
                          timeouts=timeouts)
-    port = await server.start("127.0.0.1", 0)
+    port = (await server.start()).address.port
     try:
         yield server, port, ssl.create_default_context(cafile=server.cert_path)
     finally:

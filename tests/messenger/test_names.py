@@ -11,6 +11,7 @@ from noisewall.messenger.client import ChatConnection, ChatError
 from noisewall.messenger.names import InvalidNameError, canonical_name
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import dh_function
+from noisewall.records.endpoint import Endpoint
 
 DH = dh_function("25519")
 
@@ -27,14 +28,13 @@ SAME = ["BOB", "Bob", "\uff42\uff4f\uff42", "\uff22\uff2f\uff22"]  # full-width 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
-    chat = ChatServer(tmp_path / "server")
-    await chat.start("127.0.0.1", 0)
+    chat = ChatServer(tmp_path / "server", listen=Endpoint("127.0.0.1", 0))
     async with chat:
         yield chat
 
 
 async def connect(server: ChatServer) -> ChatConnection:
-    return await ChatConnection.open("127.0.0.1", server.port, DH.generate_keypair(), None)
+    return await ChatConnection.open(*server.address, DH.generate_keypair(), None)
 
 
 @pytest.mark.parametrize("raw", REFUSED)

@@ -14,6 +14,7 @@ from noisewall.messenger.mediaclient import upload
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import dh_function
+from noisewall.records.endpoint import Endpoint
 
 
 @pytest.fixture
@@ -34,13 +35,12 @@ def loose(root: Path) -> list[str]:
 @pytest.mark.usefixtures("permissive_umask")
 async def test_a_fresh_data_dir_database_and_blobs_are_private(tmp_path: Path) -> None:
     data = tmp_path / "server"
-    async with ChatServer(data) as chat:
-        await chat.start("127.0.0.1", 0)
+    async with ChatServer(data, listen=Endpoint("127.0.0.1", 0)) as chat:
         media = MediaServer(data / "media", chat.authorize_media)
-        port = await media.start("127.0.0.1", 0)
+        port = (await media.start()).address.port
         chat.media = media.announcement(f"https://127.0.0.1:{port}")
         try:
-            alice = await ChatConnection.open("127.0.0.1", chat.port,
+            alice = await ChatConnection.open(*chat.address,
                                               dh_function("25519").generate_keypair(), None)
             welcome = await alice.request({"type": "register", "name": "alice"})
             await alice.request({"type": "send", "to": "alice", "msg_id": "m1", "envelope": {}})

@@ -20,6 +20,7 @@ from noisewall.messenger.wechat.client import WeChatClient
 from noisewall.messenger.wechat.lists import parse_filter_lists
 from noisewall.messenger.wechat.mode import SURVEILLANCE_FILE
 from noisewall.noise import dh_function
+from noisewall.records.endpoint import Endpoint
 from tests.messenger.wechat_helpers import drawing, encoded, near_copy, wechat_server
 
 DH = dh_function("25519")
@@ -66,7 +67,7 @@ async def connect(server: ChatServer) -> AsyncIterator[Connect]:
     opened: list[WeChatClient] = []
 
     async def open_account(name: str, region: str) -> WeChatClient:
-        client = await WeChatClient.open("127.0.0.1", server.port, DH.generate_keypair(), name,
+        client = await WeChatClient.open(*server.address, DH.generate_keypair(), name,
                                          region)
         opened.append(client)
         return client
@@ -193,7 +194,7 @@ async def test_an_unreadable_image_is_refused_and_the_connection_lives(
 
 
 async def test_registration_needs_a_region(server: ChatServer) -> None:
-    connection = await ChatConnection.open("127.0.0.1", server.port, DH.generate_keypair(), None)
+    connection = await ChatConnection.open(*server.address, DH.generate_keypair(), None)
     async with connection:
         with pytest.raises(ChatError) as missing:
             await connection.call(Register("erin"), Welcome)
@@ -208,10 +209,10 @@ async def test_the_same_lists_cannot_act_on_an_e2e_server(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     lists = parse_filter_lists(LISTS.replace("PHASH", "cee5969a0ae906d9"), "lists.yaml")
     with caplog.at_level(logging.WARNING, "noisewall.messenger"):
-        chat = ChatServer(tmp_path / "server", filters=lists)
+        chat = ChatServer(tmp_path / "server", filters=lists, listen=Endpoint("127.0.0.1", 0))
     assert "cannot read messages, so the lists cannot act" in caplog.text
-    port = await chat.start("127.0.0.1", 0)
     async with chat:
+        port = chat.address.port
         address = f"127.0.0.1:{port}"
         async with MessengerClient.open(tmp_path / "alice") as alice, \
                 MessengerClient.open(tmp_path / "bob") as bob:

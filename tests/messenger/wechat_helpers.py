@@ -14,6 +14,7 @@ from noisewall.clock import Clock
 from noisewall.messenger.server import ChatServer
 from noisewall.messenger.wechat.images import perceptual_hash
 from noisewall.messenger.wechat.lists import parse_filter_lists
+from noisewall.records.endpoint import Endpoint
 
 
 def drawing(seed: int, size: int = 128) -> Image.Image:
@@ -45,7 +46,6 @@ async def wechat_server(data: Path, lists: str, clock: Clock) -> AsyncIterator[C
     """A WeChat-mode server on loopback with ``lists`` (PHASH: the hash of drawing 1)."""
     banner = str(perceptual_hash(encoded(drawing(1))))
     chat = ChatServer(data, mode="wechat", filters=parse_filter_lists(
-        lists.replace("PHASH", banner), "lists.yaml"), clock=clock)
-    await chat.start("127.0.0.1", 0)
+        lists.replace("PHASH", banner), "lists.yaml"), clock=clock, listen=Endpoint("127.0.0.1", 0))
     async with chat:
         yield chat

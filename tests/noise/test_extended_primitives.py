@@ -24,7 +24,8 @@ from noisewall.noise import (
 from noisewall.noise.ciphers import cipher_function
 from noisewall.noise.cipherstate import CipherState
 from noisewall.noise.settings import NoiseSettings
-from noisewall.noise.stream import NoiseStream, connect, serve
+from noisewall.noise.stream import NoiseServer, NoiseStream, connect
+from noisewall.records.endpoint import Endpoint
 
 P256 = dh_function("P256")
 XCHACHA = cipher_function("XChaChaPoly")
@@ -185,12 +186,12 @@ async def test_noisesocket_session_on_the_extended_suite() -> None:
             await stream.send(message)
 
     async with asyncio.timeout(20):
-        server = await serve(echo, "127.0.0.1", 0,
+        server = NoiseServer(echo, Endpoint("127.0.0.1", 0),
                              NoiseSettings(protocol=protocol, static=server_key, padding=64))
         async with server:
             settings = NoiseSettings(protocol=protocol, static=client_key,
                                      remote_static=server_key.public, padding=64)
-            async with await connect("127.0.0.1", server.port, settings) as client:
+            async with await connect(*server.address, settings) as client:
                 assert client.remote_static == server_key.public
                 for message in (b"", b"over P-256", bytes(client.max_message_size)):
                     await client.send(message)

@@ -19,7 +19,8 @@ from noisewall.noise.errors import (
 )
 from noisewall.noise.events import Event, MessageReceived, PeerClosed
 from noisewall.noise.settings import NoiseSettings
-from noisewall.noise.stream import Framing, NoiseStream, connect, make_connection, serve
+from noisewall.noise.stream import Framing, NoiseServer, NoiseStream, connect, make_connection
+from noisewall.records.endpoint import Endpoint
 
 HOST = "127.0.0.1"
 X25519 = DH_FUNCTIONS["25519"]
@@ -99,10 +100,12 @@ async def test_echo_round_trip(framing: Framing, protocol: str) -> None:
     server_key = keypair()
     settings = NoiseSettings(protocol=protocol, static=server_key)
     async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(echo, HOST, 0, settings, framing=framing, handshake_timeout=5)
+        server = NoiseServer(echo, Endpoint(HOST, 0), settings, framing=framing,
+                             handshake_timeout=5)
         async with server:
             client = await connect(
-                HOST, server.port, client_settings(server_key, protocol), framing=framing, timeout=5
+                HOST, server.address.port, client_settings(server_key, protocol), framing=framing,
+                timeout=5,
             )
             async with client:
                 assert client.remote_static == server_key.public
@@ -137,9 +140,9 @@ async def test_a_message_is_one_plain_transport_body(framing: Framing) -> None:
         await stream.write_eof()
 
     async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(send_all, HOST, 0, settings, framing=framing)
+        server = NoiseServer(send_all, Endpoint(HOST, 0), settings, framing=framing)
         async with server:
-            reader, writer = await raw_client(server.port)
+            reader, writer = await raw_client(server.address.port)
             try:
                 peer.send_handshake()
                 writer.write(peer.data_to_send())
@@ -166,10 +169,10 @@ async def test_a_message_larger_than_one_body_is_refused_before_writing(
     server_key = keypair()
     settings = NoiseSettings(protocol=XX, static=server_key)
     async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(echo, HOST, 0, settings, framing=framing)
+        server = NoiseServer(echo, Endpoint(HOST, 0), settings, framing=framing)
         async with server:
             client = await connect(
-                HOST, server.port, client_settings(server_key, XX), framing=framing
+                HOST, server.address.port, client_settings(server_key, XX), framing=framing
             )
             async with client:
                 with pytest.raises(MessageTooLongError):
@@ -257,16 +260,17 @@ async def test_hostile_clients_do_not_disturb_good_ones(framing: Framing) -> Non
     server_key = keypair()
     settings = NoiseSettings(protocol=IK, static=server_key)
     async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(
-            echo, HOST, 0, settings, framing=framing, handshake_timeout=HANDSHAKE_TIMEOUT
+        server = NoiseServer(
+            echo, Endpoint(HOST, 0), settings, framing=framing, handshake_timeout=HANDSHAKE_TIMEOUT
         )
         async with server:
-            good = await connect(HOST, server.port, client_settings(server_key), framing=framing)
+            good = await connect(HOST, server.address.port, client_settings(server_key),
+                                 framing=framing)
             await good.send(b"before")
             assert await good.receive(timeout=5) == b"before"
             await good.send(b"in flight")  # mid-conversation: the echo waits unread
 
-            port = server.port
+            port = server.address.port
             garbage, valid_garbage, truncated, wrong_key, silent = await asyncio.gather(
                 garbage_client(port, framing),
                 valid_then_garbage_client(port, framing, server_key),
@@ -292,7 +296,8 @@ async def test_hostile_clients_do_not_disturb_good_ones(framing: Framing) -> Non
             assert await good.receive(timeout=5) == b"in flight"
             await good.send(b"after")
             assert await good.receive(timeout=5) == b"after"
-            another = await connect(HOST, server.port, client_settings(server_key), framing=framing)
+            another = await connect(HOST, server.address.port, client_settings(server_key),
+                                    framing=framing)
             async with another:
                 await another.send(b"newcomer")
                 assert await another.receive(timeout=5) == b"newcomer"
@@ -306,14 +311,14 @@ async def test_rejected_client_gets_the_reason() -> None:
     server_key = keypair()
     settings = NoiseSettings(protocol=XX, static=server_key)
     async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(echo, HOST, 0, settings, handshake_timeout=HANDSHAKE_TIMEOUT)
+        server = NoiseServer(echo, Endpoint(HOST, 0), settings, handshake_timeout=HANDSHAKE_TIMEOUT)
         async with server:
             with pytest.raises(RejectedError) as info:
-                await connect(HOST, server.port, client_settings(server_key, IK), timeout=5)
+                await connect(HOST, server.address.port, client_settings(server_key, IK), timeout=5)
             assert IK in info.value.reason
             # The server is fine afterwards.
             async with await connect(
-                HOST, server.port, client_settings(server_key, XX), timeout=5
+                HOST, server.address.port, client_settings(server_key, XX), timeout=5
             ) as client:
                 await client.send(b"x")
                 assert await client.receive(timeout=5) == b"x"
@@ -338,8 +343,9 @@ async def test_ik_falls_back_to_xx_with_a_stale_key(stale: bool) -> None:
         protocol=IK, static=client_static, remote_static=remote, accept=[XX_FALLBACK]
     )
     async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(handler, HOST, 0, server_settings, handshake_timeout=5)
-        async with server, await connect(HOST, server.port, settings, payload=b"0-RTT") as client:
+        server = NoiseServer(handler, Endpoint(HOST, 0), server_settings, handshake_timeout=5)
+        async with server, await connect(HOST, server.address.port, settings,
+                                         payload=b"0-RTT") as client:
             expected = XX_FALLBACK if stale else IK
             assert client.protocol_name == expected
             assert client.remote_static == server_key.public
@@ -393,18 +399,18 @@ async def test_the_server_says_why_each_connection_ended() -> None:
         reasons.append(reason)
 
     async with asyncio.timeout(TEST_TIMEOUT):
-        server = await serve(echo, HOST, 0, settings, on_close=on_close,
+        server = NoiseServer(echo, Endpoint(HOST, 0), settings, on_close=on_close,
                              handshake_timeout=HANDSHAKE_TIMEOUT)
         async with server:
-            reader, writer = await raw_client(server.port)
+            reader, writer = await raw_client(server.address.port)
             not_a_protocol = transport_frame("noisesocket", b"not a protocol") + b"\x00\x00"
             await send_quietly(writer, not_a_protocol)
             await read_until_closed(reader, TEST_TIMEOUT)
             await close_writer(writer)
-            await handshake_then(server.port, server_key, transport_frame(
+            await handshake_then(server.address.port, server_key, transport_frame(
                 "noisesocket", os.urandom(40)))
-            await handshake_then(server.port, server_key, bad_body_len)
-            await handshake_then(server.port, server_key, None)
+            await handshake_then(server.address.port, server_key, bad_body_len)
+            await handshake_then(server.address.port, server_key, None)
             for _ in range(100):
                 if len(reasons) == 4:
                     break

@@ -49,7 +49,7 @@ async def _keyword_measurements(folder: Path) -> list[dict[str, Any]]:
         images=(ImageCandidate(id="banner", file=folder / "banner.png", scope="group"),))
     measurements = []
     async with wechat_server(folder / "server", LISTS, clock) as server:
-        settings = settings.model_copy(update={"server": Endpoint("127.0.0.1", server.port)})
+        settings = settings.model_copy(update={"server": server.address})
         async with KeywordProber(settings, folder / "probe", clock) as prober:
             for n in range(ROUNDS):
                 measurements.extend(await prober.run_round(n))

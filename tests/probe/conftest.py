@@ -35,15 +35,13 @@ class Messenger:
 
 @contextlib.asynccontextmanager
 async def _running(data: Path, server_name: str | None) -> AsyncIterator[Messenger]:
-    async with ChatServer(data) as chat:
-        media = MediaServer(data / "media", chat.authorize_media, server_name=server_name)
-        media_port = await media.start("127.0.0.1", 0)
+    chat = ChatServer(data, listen=Endpoint("127.0.0.1", 0))
+    async with MediaServer(data / "media", chat.authorize_media,
+                           server_name=server_name) as media:
+        media_port = media.address.port
         chat.media = media.announcement(f"https://127.0.0.1:{media_port}")
-        try:
-            chat_port = await chat.start("127.0.0.1", 0)
-            yield Messenger(chat, media, chat_port, media_port)
-        finally:
-            await media.close()
+        async with chat:
+            yield Messenger(chat, media, chat.address.port, media_port)
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ async def test_keyword_rounds_find_each_list_change(server: ChatServer, clock: M
     (tmp_path / "banner.png").write_bytes(encoded(drawing(1)))
     congress = "the party congress delegates arrive"
     settings = KeywordSettings(
-        server=Endpoint("127.0.0.1", server.port), wait=0.5, probe_network_name="lab",
+        server=Endpoint("127.0.0.1", server.address.port), wait=0.5, probe_network_name="lab",
         candidates=(
             KeywordCandidate(id="lawyer", text="Wang Quanzhang is a human rights lawyer"),
             KeywordCandidate(id="lawyer-name", text="Wang Quanzhang"),

@@ -50,7 +50,7 @@ async def test_keyword_feature_writes_one_measurement_per_round_and_region(
         server: ChatServer, tmp_path: Path) -> None:
     out = tmp_path / "m.jsonl"
     code, _, stderr = await _noisewall(
-        "probe", "--server", f"127.0.0.1:{server.port}", "--features", "keyword",
+        "probe", "--server", f"127.0.0.1:{server.address.port}", "--features", "keyword",
         "--keywords", str(_candidates(tmp_path / "tests")), "--count", "2", "--every", "0s",
         "--wait", "2s", "--out", str(out), "--state", str(tmp_path / "state"),
         "--asn", "AS4134", "--cc", "CN")

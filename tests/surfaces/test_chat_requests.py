@@ -26,6 +26,7 @@ from noisewall.messenger.client import ChatConnection, client_settings
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import KeyPair, NoiseError, dh_function
 from noisewall.noise.stream import NoiseStream, connect
+from noisewall.records.endpoint import Endpoint
 from tests.surfaces.background import BackgroundLoop, ErrorRecords
 
 DH = dh_function("25519")
@@ -80,11 +81,11 @@ class Chat:
 
 @pytest.fixture(scope="module")
 def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chat]:
-    server = ChatServer(tmp_path_factory.mktemp("chat"))
+    server = ChatServer(tmp_path_factory.mktemp("chat"), listen=Endpoint("127.0.0.1", 0))
     alice = DH.generate_keypair()
     with BackgroundLoop().running() as background, ErrorRecords().watching(
             "noisewall") as errors:
-        background.run(server.start("127.0.0.1", 0))
+        background.run(server.start())
         background.run(register(server, alice, "alice"))
         background.run(register(server, DH.generate_keypair(), "bob"))
         try:
@@ -94,7 +95,7 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chat]:
 
 
 async def register(server: ChatServer, key: KeyPair, name: str) -> None:
-    async with await ChatConnection.open("127.0.0.1", server.port, key, None) as connection:
+    async with await ChatConnection.open(*server.address, key, None) as connection:
         await connection.request({"type": "register", "name": name})
 
 
@@ -111,7 +112,7 @@ async def hello_answered(stream: NoiseStream) -> bool:
 
 async def exchange(server: ChatServer, key: KeyPair, frames: list[bytes]) -> list[str]:
     """Send ``frames`` on a fresh connection as ``key``; the problems seen, if any."""
-    stream = await connect("127.0.0.1", server.port, client_settings(key, server.static.public))
+    stream = await connect(*server.address, client_settings(key, server.static.public))
     problems = []
     try:
         for frame in frames:
@@ -123,7 +124,7 @@ async def exchange(server: ChatServer, key: KeyPair, frames: list[bytes]) -> lis
     finally:
         with contextlib.suppress(NoiseError, ConnectionError, OSError):
             await stream.close()
-    fresh = await connect("127.0.0.1", server.port,
+    fresh = await connect(*server.address,
                           client_settings(DH.generate_keypair(), server.static.public))
     try:
         if not await hello_answered(fresh):
@@ -180,7 +181,7 @@ async def answers(server: ChatServer, key: KeyPair, requests: list[dict[str, Any
     Waits for a reply to each request but ``delivered`` (answered only on error); sends
     are answered concurrently, so replies come in any order.
     """
-    stream = await connect("127.0.0.1", server.port, client_settings(key, server.static.public))
+    stream = await connect(*server.address, client_settings(key, server.static.public))
     expected = {index for index, request in enumerate(requests)
                 if request["type"] != "delivered" and not not_text(request)}
     unnumbered_expected = sum(map(not_text, requests))

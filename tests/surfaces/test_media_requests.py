@@ -57,7 +57,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Media]:
         max_size=MAX_SIZE)
     with BackgroundLoop().running() as background, ErrorRecords().watching(
             "aiohttp", "noisewall") as errors:
-        port = background.run(server.start("127.0.0.1", 0))
+        port = background.run(server.start()).address.port
         context = ssl.create_default_context(cafile=server.cert_path)
         blob = b"still serving"
         head = (f"POST /blobs HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {GOOD_TOKEN}"

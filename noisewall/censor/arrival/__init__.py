@@ -52,18 +52,15 @@ def peer_of(stream: TcpStream) -> Endpoint:
 class FlowListener(ConnectionServer):
     """Listens on one endpoint and hands each accepted connection's arrival to the censor."""
 
-    def __init__(self, accept: Accept, handle: FlowHandler) -> None:
-        super().__init__()
+    def __init__(self, listen: Endpoint, accept: Accept, handle: FlowHandler) -> None:
+        super().__init__(listen)
         self._accept = accept
         self._handle = handle
         self._closing = False
 
-    async def start(self, listen: Endpoint) -> Endpoint:
-        """Start listening; the bound endpoint (port 0 picks one)."""
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: TcpStream(self._accepted), listen.host, listen.port)
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return Endpoint(host, port)
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.get_running_loop().create_server(
+            lambda: TcpStream(self._accepted), self.listen.host, self.listen.port)
 
     def _accepted(self, stream: TcpStream) -> None:
         if self._closing:
