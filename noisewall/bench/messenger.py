@@ -63,8 +63,8 @@ from typing import Any
 
 from noisewall.bench.kit import BenchResult, ChildProcess, ServingChild, module_argv, rss
 from noisewall.messenger import payloads
-from noisewall.messenger.app import MessengerClient, Received
-from noisewall.messenger.client import ChatConnection, client_settings
+from noisewall.messenger.client import MessengerClient, Received
+from noisewall.messenger.connection import ChatConnection, client_settings
 from noisewall.messenger.messages import (
     Ack,
     Delivered,

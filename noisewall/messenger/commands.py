@@ -15,8 +15,8 @@ import click
 from pydantic import ValidationError
 
 from noisewall.cli_options import json_option, parse_endpoint
-from noisewall.messenger.app import MessengerClient, Received
-from noisewall.messenger.client import ChatError
+from noisewall.messenger.client import MessengerClient, Received
+from noisewall.messenger.connection import ChatError
 from noisewall.messenger.e2e import E2EError, IdentityChangedError, TrustError, fingerprint
 from noisewall.messenger.e2e.safety import (
     format_safety_number,

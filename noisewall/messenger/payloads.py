@@ -1,7 +1,7 @@
 """The app's inner messages (what a ``send`` envelope carries), shared by the client and the probe.
 
 An inner message is a JSON object with ``kind``, ``id`` (the message id) and
-``ts`` (the sender's clock), see :mod:`~noisewall.messenger.app`. End to end,
+``ts`` (the sender's clock), see :mod:`~noisewall.messenger.client`. End to end,
 it travels encrypted in the envelope (:func:`seal`, :func:`open_sealed`); to a
 server in WeChat mode, in the clear (:func:`unsealed`, :func:`open_plain`).
 """

@@ -14,7 +14,7 @@ from typing import Any
 
 from noisewall.errors import InputError
 from noisewall.messenger import payloads, wire
-from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.messenger.connection import ChatConnection, ChatError
 from noisewall.messenger.e2e import E2EIdentity, E2ESessions, SqliteSessionStore
 from noisewall.messenger.messages import (
     Bundle,

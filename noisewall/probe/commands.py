@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from noisewall.cli_options import parse_endpoint
 from noisewall.errors import InputError
-from noisewall.messenger.client import ChatError
+from noisewall.messenger.connection import ChatError
 from noisewall.messenger.e2e import E2EError
 from noisewall.messenger.wechat.directory import REGIONS, Region
 from noisewall.noise import NoiseError

@@ -26,7 +26,7 @@ import ssl
 
 import aiohttp
 
-from noisewall.messenger.client import ChatError
+from noisewall.messenger.connection import ChatError
 from noisewall.messenger.mediaclient import MediaClientError, MediaPinError
 from noisewall.noise.errors import ConnectionClosedError, DecryptError, NegotiationError
 from noisewall.socks5 import Reply, Socks5Error

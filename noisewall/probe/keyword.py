@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from noisewall.clock import Clock, SystemClock
 from noisewall.messenger import payloads
-from noisewall.messenger.client import ChatError
+from noisewall.messenger.connection import ChatError
 from noisewall.messenger.wechat.client import WeChatClient
 from noisewall.messenger.wechat.directory import REGIONS, Region
 from noisewall.noise import NoiseError, dh_function

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.messenger.connection import ChatConnection, ChatError
 from noisewall.messenger.mediaclient import MediaClient, MediaPinError
 from noisewall.messenger.mediacrypto import MediaKind, blob_size
 from noisewall.messenger.messages import Hello, Welcome

@@ -7,7 +7,7 @@ from typing import Any
 
 from noisewall.clock import Clock
 from noisewall.messenger import payloads
-from noisewall.messenger.client import ChatConnection
+from noisewall.messenger.connection import ChatConnection
 from noisewall.messenger.messages import Ack, Delivered, Message, Register, Welcome, parse_push
 from noisewall.probe.accounts import ProbeAccount, open_payload, seal, wire_size
 from noisewall.probe.measurement import Trace, kbps

@@ -15,7 +15,7 @@ import logging
 
 from noisewall.clock import Clock
 from noisewall.messenger import payloads
-from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.messenger.connection import ChatConnection, ChatError
 from noisewall.messenger.messages import Ack, Delivered, Message, parse_push
 from noisewall.noise import NoiseError
 from noisewall.probe.accounts import ProbeAccount, open_payload, seal

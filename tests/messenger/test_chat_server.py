@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from noisewall.messenger import fragments
-from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.messenger.connection import ChatConnection, ChatError
 from noisewall.messenger.server import IK, XX, XX_FALLBACK, ChatServer
 from noisewall.messenger.store import ChatStore
 from noisewall.noise import KeyPair, NegotiationError, NoiseSettings, dh_function

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.messenger.connection import ChatConnection, ChatError
 from noisewall.noise import KeyPair, NoiseError, dh_function
 
 DH = dh_function("25519")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from noisewall.messenger import fragments
-from noisewall.messenger.client import ChatConnection
+from noisewall.messenger.connection import ChatConnection
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import FramingError, MessageTooLongError, dh_function
 from noisewall.noise.noisesocket import MAX_BODY

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from noisewall.messenger import fragments, wire
-from noisewall.messenger.client import ChatConnection, ChatError, client_settings
+from noisewall.messenger.connection import ChatConnection, ChatError, client_settings
 from noisewall.messenger.limits import ConnectionLimits, StoreLimits
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import KeyPair, NoiseError, dh_function

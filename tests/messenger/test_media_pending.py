@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from noisewall.clock import ManualClock
-from noisewall.messenger.app import MessengerClient, Received
+from noisewall.messenger.client import MessengerClient, Received
 from noisewall.messenger.mediaclient_downloads import RetryPolicy
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer

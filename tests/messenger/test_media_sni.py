@@ -25,7 +25,7 @@ from cryptography import x509
 
 from noisewall.censor.middlebox import Middlebox, Route
 from noisewall.censor.policy import parse_policy
-from noisewall.messenger.app import MessengerClient
+from noisewall.messenger.client import MessengerClient
 from noisewall.messenger.mediaclient import MediaClient, MediaUnavailableError
 from noisewall.messenger.mediaserver import MediaServer, ensure_certificate
 from noisewall.messenger.profile import ProfileError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.messenger.connection import ChatConnection, ChatError
 from noisewall.messenger.names import InvalidNameError, canonical_name
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import dh_function

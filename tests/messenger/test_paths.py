@@ -17,7 +17,7 @@ import pytest
 
 from noisewall.censor.middlebox import Middlebox, Route
 from noisewall.censor.policy import parse_policy
-from noisewall.messenger.app import MessengerClient
+from noisewall.messenger.client import MessengerClient
 from noisewall.ports import free_port
 from noisewall.records.endpoint import Endpoint
 

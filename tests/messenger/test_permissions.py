@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.messenger.client import ChatConnection
+from noisewall.messenger.connection import ChatConnection
 from noisewall.messenger.mediaclient import upload
 from noisewall.messenger.mediaserver import MediaServer
 from noisewall.messenger.server import ChatServer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.messenger.app import MessengerClient
+from noisewall.messenger.client import MessengerClient
 from noisewall.messenger.profile import Profile
 from tests.messenger.loopback_messenger import running_messenger
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.messenger.app import MessengerClient
+from noisewall.messenger.client import MessengerClient
 from noisewall.messenger.e2e import IdentityChangedError, SqliteSessionStore, fingerprint
 from noisewall.messenger.e2e.safety import safety_number
 from tests.messenger.loopback_messenger import running_messenger

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from noisewall.messenger.app import MessengerClient
+from noisewall.messenger.client import MessengerClient
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,8 @@ import pytest
 
 from noisewall.clock import ManualClock
 from noisewall.messenger import payloads
-from noisewall.messenger.app import MessengerClient
-from noisewall.messenger.client import ChatConnection, ChatError
+from noisewall.messenger.client import MessengerClient
+from noisewall.messenger.connection import ChatConnection, ChatError
 from noisewall.messenger.messages import Ack, CreateGroup, Register, Send, Welcome
 from noisewall.messenger.server import ChatServer
 from noisewall.messenger.wechat.client import WeChatClient

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noisewall.messenger.client import ChatError
+from noisewall.messenger.connection import ChatError
 from noisewall.messenger.mediaclient import (
     MediaAuthError,
     MediaPinError,

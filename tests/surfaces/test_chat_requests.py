@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from noisewall.messenger import fragments, wire
-from noisewall.messenger.client import ChatConnection, client_settings
+from noisewall.messenger.connection import ChatConnection, client_settings
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import KeyPair, NoiseError, dh_function
 from noisewall.noise.stream import NoiseStream, connect

@@ -24,7 +24,7 @@ from noisewall import socks5
 from noisewall.censor.middlebox import Middlebox, MiddleboxConfig, Route
 from noisewall.censor.policy import parse_policy
 from noisewall.clock import ManualClock
-from noisewall.messenger.app import MessengerClient
+from noisewall.messenger.client import MessengerClient
 from noisewall.records.endpoint import Endpoint
 from noisewall.tunnel.armsrace import loopback_sources, measure_blocking
 from noisewall.tunnel.client import TunnelClient

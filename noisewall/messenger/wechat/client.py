@@ -16,7 +16,7 @@ from typing import Any
 
 from noisewall.clock import Clock, SystemClock
 from noisewall.messenger import payloads
-from noisewall.messenger.client import ChatConnection
+from noisewall.messenger.connection import ChatConnection
 from noisewall.messenger.messages import (
     Account,
     Ack,
