@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
+from noisewall.records.endpoint import Endpoint
+
 VERSION = 5
 METHOD_NO_AUTH = 0x00
 METHOD_NONE_ACCEPTABLE = 0xFF
@@ -184,7 +186,7 @@ def parse_reply(data: bytes) -> tuple[Reply, int] | None:
 
 
 async def open_connection(
-    proxy: tuple[str, int], host: str, port: int
+    proxy: Endpoint, host: str, port: int
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A TCP stream to ``host:port`` through the SOCKS5 proxy (no authentication).
 

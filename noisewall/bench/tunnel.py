@@ -38,6 +38,7 @@ from noisewall.allocator import MALLOC_ENV, tune_allocator
 from noisewall.bench import ssh as bench_ssh
 from noisewall.bench.kit import BenchResult, ServingChild, module_argv, time_bulk_send
 from noisewall.bench.proc_cpu import tree_cpu_seconds
+from noisewall.records.endpoint import Endpoint
 from noisewall.records.names import TRANSPORT_NAMES
 from noisewall.tcp_stream import TcpStream
 from noisewall.tunnel.keyfile import load_or_create_key
@@ -67,7 +68,7 @@ async def _direct(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
 
 def _via(socks_port: int) -> Opener:
     async def opener(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await socks5.open_connection(("127.0.0.1", socks_port), "127.0.0.1", port)
+        return await socks5.open_connection(Endpoint("127.0.0.1", socks_port), "127.0.0.1", port)
     return opener
 
 

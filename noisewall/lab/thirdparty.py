@@ -171,7 +171,7 @@ class Shadowsocks:
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await open_connection(
-                    (self.socks.host, self.socks.port), target.host, target.port)
+                    self.socks, target.host, target.port)
                 writer.write(_PROBE)
                 echoed = await reader.readexactly(len(_PROBE))
             return None if echoed == _PROBE else "closed"

@@ -77,6 +77,7 @@ from noisewall.messenger.messages import (
     parse_push,
 )
 from noisewall.messenger.profile import HistoryEntry, OutboxItem, Profile, ProfileError
+from noisewall.records.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class MessengerClient:
     ``clock`` schedules media download retries, following ``media_retry``.
     """
 
-    def __init__(self, profile: Profile, socks5: tuple[str, int] | None = None, *,
+    def __init__(self, profile: Profile, socks5: Endpoint | None = None, *,
                  clock: Clock | None = None, media_retry: RetryPolicy | None = None) -> None:
         self.profile = profile
         self.socks5 = socks5
@@ -168,7 +169,7 @@ class MessengerClient:
         self._acks: dict[str, tuple[str, str, str]] = {}
 
     @classmethod
-    def open(cls, folder: Path, socks5: tuple[str, int] | None = None, *,
+    def open(cls, folder: Path, socks5: Endpoint | None = None, *,
              clock: Clock | None = None,
              media_retry: RetryPolicy | None = None) -> MessengerClient:
         """The client of the profile in ``folder`` (created if new); both channels may go

@@ -40,7 +40,7 @@ from noisewall.selfsigned import dns_name
 from noisewall.service import run_until_interrupted
 
 
-async def _run_server(data: Path, listen: tuple[str, int], media_listen: tuple[str, int] | None,
+async def _run_server(data: Path, listen: Endpoint, media_listen: Endpoint | None,
                       framing: Framing, ttl: float, max_media: int,
                       media_name: str | None, limits: ConnectionLimits, *, mode: Mode = "e2e",
                       filters: FilterLists | None = None) -> None:
@@ -143,7 +143,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class _ClientOptions:
     profile: Path
-    socks5: tuple[str, int] | None
+    socks5: Endpoint | None
 
 
 def _run(options: _ClientOptions, action: Callable[[MessengerClient], Awaitable[T]]) -> T:

@@ -12,6 +12,7 @@ from noisewall.messenger.messages import Closed, Reply, Request
 from noisewall.messenger.server import IK, XX, XX_FALLBACK
 from noisewall.noise import ConnectionClosedError, KeyPair, NoiseError, NoiseSettings
 from noisewall.noise.stream import Framing, NoiseStream, connect
+from noisewall.records.endpoint import Endpoint
 
 
 class ChatError(Exception):
@@ -65,7 +66,7 @@ class ChatConnection:
     @classmethod
     async def open(cls, host: str, port: int, static: KeyPair, server_key: bytes | None,
                    *, framing: Framing = "noisesocket", timeout: float = 10.0,
-                   socks5: tuple[str, int] | None = None) -> ChatConnection:
+                   socks5: Endpoint | None = None) -> ChatConnection:
         """Connect (through a SOCKS5 proxy if given) and authenticate with Noise Pipes."""
         stream = await connect(host, port, client_settings(static, server_key, framing),
                                framing=framing, timeout=timeout, socks5=socks5)

@@ -54,6 +54,7 @@ from noisewall.messenger.mediacrypto import (
     decrypt_file,
     new_media_key,
 )
+from noisewall.records.endpoint import Endpoint
 from noisewall.selfsigned import dns_name
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=15, sock_connect=15, sock_read=60)
@@ -127,7 +128,7 @@ class Socks5Connector(aiohttp.TCPConnector):
     aiohttp's ``ClientConnectorError``.
     """
 
-    def __init__(self, proxy: tuple[str, int], **kwargs: Any) -> None:
+    def __init__(self, proxy: Endpoint, **kwargs: Any) -> None:
         super().__init__(resolver=_ProxyResolves(), **kwargs)
         self._proxy = proxy
 
@@ -196,7 +197,7 @@ class MediaClient:
         own_connector: bool = False,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
         server_name: str | None = None,
-        socks5: tuple[str, int] | None = None,
+        socks5: Endpoint | None = None,
     ) -> None:
         if socks5 is not None and connector is not None:
             raise ValueError("give a SOCKS5 proxy or a connector, not both")

@@ -207,7 +207,7 @@ async def connect(
     framing: Framing = "noisesocket",
     payload: bytes = b"",
     timeout: float | None = 10.0,
-    socks5: tuple[str, int] | None = None,
+    socks5: Endpoint | None = None,
 ) -> NoiseStream:
     """Open a TCP connection (through a SOCKS5 proxy if given) and handshake as initiator."""
     async with asyncio.timeout(timeout):

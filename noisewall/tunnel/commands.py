@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from noisewall.allocator import tune_allocator
 from noisewall.cli_options import json_option, parse_endpoint
 from noisewall.noise.keys import parse_hex_key
+from noisewall.records.endpoint import Endpoint
 from noisewall.records.names import TRANSPORT_NAMES
 from noisewall.service import run_until_interrupted
 from noisewall.tunnel.armsrace import loopback_sources, measure_blocking
@@ -33,7 +34,7 @@ from noisewall.yamlspec import field_name, schema_message
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _endpoint(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, int]:
+def _endpoint(_ctx: click.Context, _param: click.Parameter, value: str) -> Endpoint:
     return parse_endpoint(value)
 
 
@@ -100,7 +101,7 @@ def key(key_file: Path) -> None:
                    "(repeatable; nothing is allowed by default).")
 @click.option("--cover-sni", default=DEFAULT_SNI, show_default=True,
               help="tls: the cover site name on the certificate.")
-def server(listen: tuple[str, int], key_file: Path, transport: str,
+def server(listen: Endpoint, key_file: Path, transport: str,
            allow_clients: tuple[str, ...], clients_file: Path | None, allow: tuple[str, ...],
            cover_sni: str) -> None:
     """Run the tunnel server: authenticated clients only, onward to allowed destinations.
@@ -130,7 +131,7 @@ def server(listen: tuple[str, int], key_file: Path, transport: str,
     run_until_interrupted(run())
 
 
-def _client_config(server_address: tuple[str, int], server_key: str, key_file: Path,
+def _client_config(server_address: Endpoint, server_key: str, key_file: Path,
                    transport: str, sni: str, **extra: Any) -> TunnelClientConfig:
     config: TunnelClientConfig = _config(
         TunnelClientConfig, static=load_or_create_key(key_file),
@@ -149,8 +150,8 @@ def _client_config(server_address: tuple[str, int], server_key: str, key_file: P
               type=click.FloatRange(0, 86400), metavar="SECONDS",
               help="How long to keep retrying a tunnel server that is not up yet (pauses "
                    "doubling from 0.5 s to 10 s, each attempt reported on stderr); 0: try once.")
-def client(server_address: tuple[str, int], server_key: str, key_file: Path, transport: str,
-           socks: tuple[str, int], sni: str, patience: float) -> None:
+def client(server_address: Endpoint, server_key: str, key_file: Path, transport: str,
+           socks: Endpoint, sni: str, patience: float) -> None:
     """Run the tunnel client: a local SOCKS5 entry whose streams go through the tunnel.
 
     It first connects to the server (retrying for up to --wait seconds), then
@@ -184,7 +185,7 @@ def client(server_address: tuple[str, int], server_key: str, key_file: Path, tra
               help="Connect each attempt from its own 127.x address (residual blocking "
                    "then cannot carry over between attempts).")
 @json_option
-def measure(server_address: tuple[str, int], server_key: str, key_file: Path, transport: str,
+def measure(server_address: Endpoint, server_key: str, key_file: Path, transport: str,
             sni: str, connections: int, timeout: float, spread_sources: bool,
             as_json: bool) -> None:
     """Open N fresh tunnel connections and count how many get blocked."""

@@ -11,6 +11,7 @@ from noisewall.clock import ManualClock
 from noisewall.lab.addressplan import LOOPBACK_PLAN
 from noisewall.lab.scenario import resolve_scenario
 from noisewall.lab.services import LabServices
+from noisewall.records.endpoint import Endpoint
 
 
 async def _tls_handshake(socks: tuple[str, int], host: str, port: int,
@@ -18,7 +19,7 @@ async def _tls_handshake(socks: tuple[str, int], host: str, port: int,
     """'ok' or the failure of a TLS handshake to host:port through the censor."""
     try:
         async with asyncio.timeout(5):
-            _, writer = await socks5.open_connection(socks, host, port)
+            _, writer = await socks5.open_connection(Endpoint(*socks), host, port)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE  # the lab's media certificate is self-signed

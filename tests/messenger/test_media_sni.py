@@ -82,11 +82,11 @@ async def test_the_censor_matches_the_media_name_and_lets_text_through(
         async with MessengerClient.open(tmp_path / "carol") as carol:
             await carol.register("carol", f"127.0.0.1:{chat_port}")
         # Alice and Bob reach both servers only through the censor, by address.
-        socks5: tuple[str, int] | None = None
+        socks5: Endpoint | None = None
         server, media_url = f"127.0.0.1:{chat_port}", None
         if path == "socks5":
             gateway = await censor.add_socks(Endpoint("127.0.0.1", 0))
-            socks5 = (gateway.host, gateway.port)
+            socks5 = gateway
         else:
             chat = await censor.add_route(Route(Endpoint("127.0.0.1", 0),
                                                 Endpoint("127.0.0.1", chat_port)))
@@ -140,7 +140,7 @@ async def test_no_name_means_no_sni_as_before(tmp_path: Path) -> None:
         async with Middlebox(lambda: policy, decision_log=log) as censor:
             gateway = await censor.add_socks(Endpoint("127.0.0.1", 0))
             async with MediaClient(f"https://127.0.0.1:{port}", "tok", media.fingerprint,
-                                   socks5=(gateway.host, gateway.port)) as client:
+                                   socks5=gateway) as client:
                 await client.upload(_chunks())
     finally:
         await media.close()

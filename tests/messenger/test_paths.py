@@ -73,7 +73,7 @@ async def test_chat_and_media_through_the_censors_socks5_gateway(
         async with MessengerClient.open(tmp_path / "bob") as bob:
             await bob.register("bob", server.address)
         async with MessengerClient.open(tmp_path / "alice",
-                                        socks5=(gateway.host, gateway.port)) as alice:
+                                        socks5=gateway) as alice:
             await alice.register("alice", server.address)
             text_id = await alice.send_text("bob", "via the gateway")
             photo_id = await alice.send_media("bob", "photo", photo)

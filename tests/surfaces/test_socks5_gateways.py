@@ -118,7 +118,7 @@ async def ended_by_gateway(address: tuple[str, int], data: bytes) -> bool:
 
 async def relays(address: tuple[str, int], echo_port: int) -> bytes:
     reader, writer = await asyncio.wait_for(
-        socks5.open_connection(address, "127.0.0.1", echo_port), END_TIMEOUT)
+        socks5.open_connection(Endpoint(*address), "127.0.0.1", echo_port), END_TIMEOUT)
     try:
         writer.write(GOOD)
         writer.write_eof()
@@ -237,7 +237,7 @@ async def test_a_destination_that_speaks_first_is_heard_through_open_connection(
     try:
         port = int(server.sockets[0].getsockname()[1])
         reader, writer = await asyncio.wait_for(
-            socks5.open_connection(("127.0.0.1", port), "127.0.0.1", 22), END_TIMEOUT)
+            socks5.open_connection(Endpoint("127.0.0.1", port), "127.0.0.1", 22), END_TIMEOUT)
         try:
             assert await asyncio.wait_for(reader.readexactly(len(banner)), END_TIMEOUT) == banner
         finally:

@@ -14,6 +14,7 @@ import pytest
 from noisewall import socks5
 from noisewall.censor.classify import fully_encrypted
 from noisewall.noise.noisesocket import NoiseSocketConnection
+from noisewall.records.endpoint import Endpoint
 from noisewall.records.names import TRANSPORT_NAMES
 from noisewall.tunnel.client import TunnelClient, TunnelUnavailable, open_session
 from noisewall.tunnel.config import (
@@ -42,8 +43,8 @@ def _echo_pair(keys: Keys, transport: str, echo_port: int,
     return tunnel_pair(keys, transport, [f"127.0.0.1:{echo_port}"], **server_extra)
 
 async def _echo_through(socks: tuple[str, int], port: int, payload: bytes) -> bytes:
-    reader, writer = await asyncio.wait_for(socks5.open_connection(socks, "127.0.0.1", port),
-                                            TIMEOUT)
+    reader, writer = await asyncio.wait_for(
+        socks5.open_connection(Endpoint(*socks), "127.0.0.1", port), TIMEOUT)
     writer.write(payload)
     writer.write_eof()
     data = await asyncio.wait_for(reader.read(-1), TIMEOUT)
@@ -278,7 +279,7 @@ async def test_closing_a_client_mid_handshake_closes_its_tunnel_connection(
                                             connect_timeout=30.0))
         async with client:
             host, port = client.socks_address
-            user = asyncio.create_task(socks5.open_connection((host, port), "127.0.0.1", 9))
+            user = asyncio.create_task(socks5.open_connection(Endpoint(host, port), "127.0.0.1", 9))
             tunnel = await asyncio.wait_for(accepted.get(), 5)
             await asyncio.sleep(0.1)  # the client's first bytes are out; it waits for an answer
         with pytest.raises(ConnectionError):  # the SOCKS client saw its proxy go away

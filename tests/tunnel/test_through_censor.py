@@ -78,12 +78,12 @@ async def test_china_2017_direct_fails_and_the_tls_tunnel_carries_text_and_media
             gateway = await censor.add_socks(Endpoint("127.0.0.1", 0))
             # Direct (through the censor's gateway): text stays queued...
             async with MessengerClient.open(tmp_path / "alice",
-                                            socks5=(gateway.host, gateway.port)) as alice:
+                                            socks5=gateway) as alice:
                 blocked_id = await alice.send_text("bob", "written under blocking")
                 assert alice.queued(blocked_id)
             # ...and the media server's TLS handshake is reset.
             _, writer = await asyncio.wait_for(socks5.open_connection(
-                (gateway.host, gateway.port), "127.0.0.1", server.media_port), 5)
+                gateway, "127.0.0.1", server.media_port), 5)
             context = ssl.create_default_context()
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
             with pytest.raises((ConnectionError, ssl.SSLError, OSError)):

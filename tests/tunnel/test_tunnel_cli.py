@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from noisewall import socks5
+from noisewall.records.endpoint import Endpoint
 from noisewall.tunnel.client import retry_delays
 from noisewall.tunnel.server import TunnelServer
 from tests.tunnel.conftest import Keys, server_config
@@ -84,7 +85,7 @@ async def test_server_and_client_processes_carry_a_stream(tmp_path: Path,
              "--socks", "127.0.0.1:0"], r"SOCKS5 on 127\.0\.0\.1:(\d+)")
         try:
             reader, writer = await asyncio.wait_for(socks5.open_connection(
-                ("127.0.0.1", socks_port), "127.0.0.1", echo_port), 10)
+                Endpoint("127.0.0.1", socks_port), "127.0.0.1", echo_port), 10)
             writer.write(b"through two processes")
             writer.write_eof()
             assert await asyncio.wait_for(reader.read(-1), 10) == b"through two processes"
@@ -144,7 +145,7 @@ async def test_client_waits_for_a_server_that_comes_up_later(tmp_path: Path, key
             match = re.search(r"SOCKS5 on 127\.0\.0\.1:(\d+)", lines[-1])
             assert match is not None
             reader, writer = await asyncio.wait_for(socks5.open_connection(
-                ("127.0.0.1", int(match.group(1))), "127.0.0.1", echo_port), 10)
+                Endpoint("127.0.0.1", int(match.group(1))), "127.0.0.1", echo_port), 10)
             writer.write(b"after the wait")
             writer.write_eof()
             assert await asyncio.wait_for(reader.read(-1), 10) == b"after the wait"

@@ -34,6 +34,7 @@ from noisewall.messenger.messages import (
 )
 from noisewall.noise import KeyPair
 from noisewall.noise.stream import Framing
+from noisewall.records.endpoint import Endpoint
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class WeChatClient:
     @classmethod
     async def open(cls, host: str, port: int, static: KeyPair, name: str, region: str, *,
                    server_key: bytes | None = None, framing: Framing = "noisesocket",
-                   socks5: tuple[str, int] | None = None, timeout: float = 10.0,
+                   socks5: Endpoint | None = None, timeout: float = 10.0,
                    clock: Clock | None = None) -> WeChatClient:
         """Connect and register ``name`` from ``region`` (idempotent for the same key)."""
         connection = await ChatConnection.open(host, port, static, server_key, framing=framing,
