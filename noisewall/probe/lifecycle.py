@@ -3,19 +3,20 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Self
 
 
-class Started:
+class Started(ABC):
     """A base for objects that start and close; subclasses define both coroutines."""
 
+    @abstractmethod
     async def start(self) -> None:
         """Open connections, register accounts."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def close(self) -> None:
         """Release everything :meth:`start` took (also after a partial start)."""
-        raise NotImplementedError
 
     async def __aenter__(self) -> Self:
         try:
