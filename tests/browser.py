@@ -1,10 +1,10 @@
 """A page as a real browser draws it: Debian's Chromium, headless, to a PNG read back as pixels.
 
-``screenshot()`` skips the test when Chromium is not installed; with
+``chromium_path()`` skips the test when Chromium is not installed; with
 ``NOISEWALL_REQUIRE_NETNS=1`` (``.ci/run`` sets it, and installs Chromium)
 its absence fails the test instead (:func:`tests.netns.require_program`).
-One browser start per call; its whole process group is killed afterwards,
-whatever happened.
+``screenshot()`` starts the browser once; its whole process group is killed
+afterwards, whatever happened.
 """
 
 from __future__ import annotations
@@ -33,12 +33,17 @@ TIMEOUT = 60.0
 Pixels = npt.NDArray[np.uint8]
 
 
-def screenshot(page: Path, out: Path, *, width: int, height: int) -> Pixels:
-    """Open ``page`` in headless Chromium (a ``width`` x ``height`` window) and return its
-    pixels as an (height, width, 3) RGB array; the PNG is kept at ``out``."""
+def chromium_path() -> str:
+    """Debian's Chromium; skips (or under CI fails) the test when it is not installed."""
     require_program("chromium", "chromium")
     chromium = shutil.which("chromium")
     assert chromium is not None
+    return chromium
+
+
+def screenshot(chromium: str, page: Path, out: Path, *, width: int, height: int) -> Pixels:
+    """Open ``page`` in headless ``chromium`` (a ``width`` x ``height`` window) and return
+    its pixels as an (height, width, 3) RGB array; the PNG is kept at ``out``."""
     log = out.with_suffix(".log")
     with log.open("wb") as stderr:
         process = subprocess.Popen(

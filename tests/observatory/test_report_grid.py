@@ -15,18 +15,19 @@ from noisewall.observatory.report_grid import (
     STATE_COLOURS,
     TRUTH_COLOUR,
     NetworkGrid,
+    State,
     build_grids,
     grid_layout,
     render_grid,
 )
 from noisewall.observatory.store_types import SeriesKey
 from noisewall.observatory.synthetic import SyntheticNetwork, synthetic_measurements
-from tests.browser import screenshot
+from tests.browser import chromium_path, screenshot
 
 START, HOUR = 1_505_865_600.0, 3600.0
 # The short names of the states, to write expected rows as strings: one letter per column.
-LETTERS = {"o": "ok", "b": "blocked", "t": "throttled", "i": "intermittent", "f": "filtered",
-           "-": "no data"}
+LETTERS: dict[str, State] = {"o": "ok", "b": "blocked", "t": "throttled", "i": "intermittent",
+                             "f": "filtered", "-": "no data"}
 
 
 def at(round_number: float) -> float:
@@ -55,9 +56,10 @@ def test_cells_take_the_state_of_the_event_holding_their_round() -> None:
               direct_photo: [at(r) for r in range(10) if r != 6],  # round 6 lost
               keyword: [at(r) for r in range(2, 8)],
               SeriesKey("M", "direct", "text"): [at(0)]}
-    events = [event("direct", "text", "throttled", 1, 4), event("direct", "text", "blocked", 4, 6),
-              event("direct", "photo", "intermittent", 7, None),
-              FilteredEvent("N", "mainland", "keyword:k1", at(3), at(5), 2)]
+    events: list[Event | FilteredEvent] = [
+        event("direct", "text", "throttled", 1, 4), event("direct", "text", "blocked", 4, 6),
+        event("direct", "photo", "intermittent", 7, None),
+        FilteredEvent("N", "mainland", "keyword:k1", at(3), at(5), 2)]
     # Mid-round onset: the first round it covers is the next one; the end is exclusive.
     truth = [GroundTruthBand("truth: blocked", at(3.5), at(6), feature="text"),
              GroundTruthBand("truth: filtered", at(3), None, vantage="mainland")]
@@ -86,7 +88,8 @@ def test_a_long_span_folds_rounds_into_cells_showing_the_most_severe() -> None:
 
 def test_an_unknown_event_kind_is_refused() -> None:
     with pytest.raises(ValueError):
-        build_grids({SeriesKey("N", "v", "f"): [at(0)]}, [event("v", "f", "rerouted", 0, 1)])  # type: ignore[arg-type]
+        rerouted = event("v", "f", "rerouted", 0, 1)  # type: ignore[arg-type]
+        build_grids({SeriesKey("N", "v", "f"): [at(0)]}, [rerouted])
 
 
 def test_the_svg_is_well_formed_with_hostile_names_escaped() -> None:
@@ -110,11 +113,17 @@ def test_the_svg_is_well_formed_with_hostile_names_escaped() -> None:
     assert any(hostile in t for t in titles)
 
 
+@pytest.fixture
+def chromium() -> str:
+    """Checked before the store is made: without a browser the test skips at once."""
+    return chromium_path()
+
+
 def _rgb(colour: str) -> tuple[int, int, int]:
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
 
-def test_chromium_draws_the_grid_at_the_top_of_the_report(store: MeasurementStore,
+def test_chromium_draws_the_grid_at_the_top_of_the_report(chromium: str, store: MeasurementStore,
                                                          tmp_path: Path) -> None:
     network = SyntheticNetwork("Net <b>&amp;", "AS64500", ("control", "direct"),
                                ("photo", "text"))
@@ -133,7 +142,7 @@ def test_chromium_draws_the_grid_at_the_top_of_the_report(store: MeasurementStor
     (grid,) = build_grids({k: store.rows(k).times for k in store.series()}, events, truth)
     assert states(grid) == expected and marks(grid) == truth_marks  # the model the page draws
 
-    pixels = screenshot(page, tmp_path / "report.png", width=1100, height=600)
+    pixels = screenshot(chromium, page, tmp_path / "report.png", width=1100, height=600)
 
     layout = grid_layout(grid)
     # The grid is the page's first thing in the "ok" colour: its top left cell.
