@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from noisewall.messenger import fragments, wire
-from noisewall.messenger.connection import ChatConnection, client_settings
+from noisewall.messenger.connection import ChatConnection
+from noisewall.messenger.pipes import client_settings
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import KeyPair, NoiseError, dh_function
 from noisewall.noise.stream import NoiseStream, connect
