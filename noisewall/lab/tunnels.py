@@ -53,25 +53,28 @@ class LabTunnel:
         host, port = self.client.socks_address
         return Endpoint(host, port)
 
-    async def reconnect(self, background: int = 0, background_timeout: float = 0.3) -> None:
+    async def reconnect(self, background: int = 0) -> None:
         """Drop the tunnel session and open a new one, after ``background`` other connections.
 
         The background connections stand for the user's other traffic through
-        the same server port: one after the other, until one fails (a
-        censor's residual blocking then covers the rest of this simulated
-        moment).
+        the same server port, all at once as a browser's are. Each waits the
+        tunnel's own connect timeout: a shorter one counted a connection that a
+        busy machine merely slowed as blocked, so the round went on as if the
+        censor had struck when it had not. A connection the censor hits starts
+        its residual blocking, which then covers the probes of this simulated
+        moment.
         """
-        await self.sides.run(Side.INSIDE, self._reconnect(background, background_timeout))
+        await self.sides.run(Side.INSIDE, self._reconnect(background))
 
-    async def _reconnect(self, background: int, background_timeout: float) -> None:
+    async def _reconnect(self, background: int) -> None:
         socks = self.socks
         await self.client.close()
         self.config = self.config.model_copy(update={"socks_port": socks.port})
         self.client = TunnelClient(self.config)
         await self.client.start()
-        for _ in range(background):
-            if (await measure_blocking(self.config, 1, background_timeout)).blocked:
-                return
+        if background and (await measure_blocking(self.config, background,
+                                                  self.config.connect_timeout)).blocked:
+            return  # the probes will meet the blocking themselves
         with contextlib.suppress(TunnelUnavailable):
             # Connect now, outside the probes' timers: a blocked tunnel fails again for them.
             await self.client.session()
