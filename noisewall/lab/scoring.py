@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from noisewall.lab.groundtruth import TruthEvent, iso
 from noisewall.lab.schedule import Schedule
+from noisewall.observatory.report_grid import EventSpan
 
-__all__ = ["DEFAULT_TOLERANCE_ROUNDS", "SCORE_COLUMNS", "DetectedEvent", "Pair", "Score", "score"]
+__all__ = ["DEFAULT_TOLERANCE_ROUNDS", "SCORE_COLUMNS", "Pair", "Score", "score"]
 
 #: Column names of :meth:`Score.rows`.
 SCORE_COLUMNS = ("vantage", "feature", "true kind", "true onset (UTC)", "true end (UTC)",
@@ -38,22 +39,7 @@ SCORE_COLUMNS = ("vantage", "feature", "true kind", "true onset (UTC)", "true en
 DEFAULT_TOLERANCE_ROUNDS = 2
 
 
-class DetectedEvent(Protocol):
-    """What the lab reads of an observatory event (``noisewall.observatory.Event``)."""
-
-    @property
-    def vantage(self) -> str: ...
-    @property
-    def feature(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def onset(self) -> float: ...
-    @property
-    def end(self) -> float | None: ...
-
-
-def _detected_json(event: DetectedEvent) -> dict[str, Any]:
+def _detected_json(event: EventSpan) -> dict[str, Any]:
     return {"vantage": event.vantage, "feature": event.feature, "kind": event.kind,
             "onset": event.onset, "onset_utc": iso(event.onset),
             "end": event.end, "end_utc": iso(event.end)}
@@ -64,7 +50,7 @@ class Pair:
     """A ground-truth event and the detected event paired with it (``None``: missed)."""
 
     truth: TruthEvent
-    detected: DetectedEvent | None
+    detected: EventSpan | None
     onset_error_rounds: float | None
     tolerance_rounds: float
     end_error_rounds: float | None = None
@@ -110,7 +96,7 @@ class Score:
     """The pairs, in ground-truth order, and the false alarms."""
 
     pairs: tuple[Pair, ...]
-    false_alarms: tuple[DetectedEvent, ...]
+    false_alarms: tuple[EventSpan, ...]
     tolerance_rounds: float
 
     @property
@@ -190,7 +176,7 @@ def one_state_at_a_time(truth: Sequence[TruthEvent]) -> list[TruthEvent]:
     return result
 
 
-def _end_judged(event: TruthEvent, detected: DetectedEvent, schedule: Schedule,
+def _end_judged(event: TruthEvent, detected: EventSpan, schedule: Schedule,
                 tolerance_rounds: float) -> tuple[float | None, bool]:
     """The end error in rounds (None: one of the two is open) and whether it passes."""
     if event.end is None:
@@ -208,7 +194,7 @@ def _end_judged(event: TruthEvent, detected: DetectedEvent, schedule: Schedule,
 
 def score(
     truth: Sequence[TruthEvent],
-    detected: Iterable[DetectedEvent],
+    detected: Iterable[EventSpan],
     schedule: Schedule,
     tolerance_rounds: float = DEFAULT_TOLERANCE_ROUNDS,
 ) -> Score:

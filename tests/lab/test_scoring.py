@@ -24,6 +24,7 @@ class Seen:
     kind: str
     onset: float
     end: float | None = None
+    network: str = "lab net"
 
 
 def truth(feature: str, kind: str, onset_round: float, end_round: float | None = None,
