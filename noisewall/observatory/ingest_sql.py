@@ -1,6 +1,11 @@
 """Measurement lines parsed and checked in the engine: the SQL, made from the record's schema.
 
-The checks are written out from :class:`noisewall.records.measurement.FeatureResult`
+Two paths. The fast path (:func:`fast_select`, at the end of this module) reads a
+``noisewall_messaging`` line with one typed parse and takes it only when it can be sure
+the full checks would accept it and read the same values; every other line goes to the
+full checks (:func:`parsed_select`), which decide and explain.
+
+The full checks are written out from :class:`noisewall.records.measurement.FeatureResult`
 (field by field: type, null allowed, default, lower bound) and from
 :data:`.ooni_im.IM_TESTS`, so the engine accepts exactly what
 :func:`.measurement.parse_line` accepts; a line the engine refuses is handed
@@ -277,8 +282,11 @@ WHERE n IN {accepted} AND tupleElement(v, 1) = test_name AND {present}"""
 # record's models) reads every value the store needs. ClickHouse's typed extraction
 # converts where Python's strict model refuses (a number read as a string gives its
 # text, a string read as a number gives the number it spells, an array read as a Tuple
-# fills it by position), so three things make the fast path exact instead:
+# fills it by position), so the fast path takes a line only under these conditions:
 #
+# * the line is a JSON object the engine's parser (simdjson) reads whole: invalid JSON or
+#   UTF-8, a lone surrogate escape or NaN parse to nothing, and a line without an id is
+#   refused;
 # * a value read as a string is taken only when it cannot be the text of another JSON
 #   type (a number, ``true``/``false``, an object or array);
 # * a few Hyperscan patterns over the raw line (:data:`FAST_GUARDS`) send to the full

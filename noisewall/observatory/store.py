@@ -161,11 +161,12 @@ class MeasurementStore:
 
     def _ingest_source(self, source: str, items: Iterator[tuple[int, Item | str]],
                        report: IngestReport, sources: set[str]) -> None:
-        batch: list[tuple[int, bytes]] = []
+        numbers: list[int] = []
+        lines: list[bytes] = []
         size = 0
         try:
             for number, item in items:
-                line = _line(item)
+                line = item.strip() if isinstance(item, bytes) else _line(item)
                 if isinstance(line, MeasurementError):
                     report.lines += 1
                     report.errors.append(LineError(source, number, str(line)))
@@ -173,20 +174,21 @@ class MeasurementStore:
                 if not line:
                     continue
                 report.lines += 1
-                batch.append((number, line))
+                numbers.append(number)
+                lines.append(line)
                 size += len(line)
-                if len(batch) >= BATCH_LINES or size >= BATCH_BYTES:
-                    self._commit(source, batch, report, sources)
-                    batch, size = [], 0
+                if len(lines) >= BATCH_LINES or size >= BATCH_BYTES:
+                    self._commit(source, numbers, lines, report, sources)
+                    numbers, lines, size = [], [], 0
         except SourceError:
-            if batch:  # what was read before the source failed is stored: a rerun skips it
-                self._commit(source, batch, report, sources)
+            if lines:  # what was read before the source failed is stored: a rerun skips it
+                self._commit(source, numbers, lines, report, sources)
             raise
-        if batch:
-            self._commit(source, batch, report, sources)
+        if lines:
+            self._commit(source, numbers, lines, report, sources)
 
-    def _commit(self, source: str, batch: list[tuple[int, bytes]], report: IngestReport,
-                sources: set[str]) -> None:
+    def _commit(self, source: str, numbers: list[int], lines: list[bytes],
+                report: IngestReport, sources: set[str]) -> None:
         """Store one batch: the fast path first, the full checks on the lines it refuses."""
         engine = self._engine
         number = next(self._batches)
@@ -194,7 +196,7 @@ class MeasurementStore:
                                     for part in ("raw", "fast", "slow", "dropped"))
         try:
             engine.execute(f"CREATE TABLE {raw} (n UInt64, data String) ENGINE = Memory")
-            engine.load_lines(raw, batch)
+            engine.load_lines(raw, numbers, lines)
             engine.execute(f"CREATE TABLE {fast} ENGINE = Memory AS {fast_select(raw)}")
             engine.execute(f"DROP TABLE {raw}")
             ((refused,),) = engine.rows(f"SELECT countIf(NOT fast) FROM {fast}")
@@ -202,12 +204,13 @@ class MeasurementStore:
             if refused:
                 engine.execute(f"CREATE TABLE {slow} ENGINE = Memory AS " + parsed_select(
                     f"(SELECT n, data FROM {fast} WHERE NOT fast)", source))
-                self._report_refused(slow, source, dict(batch), report)
+                self._report_refused(slow, source, dict(zip(numbers, lines, strict=True)), report)
                 ok.append(f"SELECT n, id, digest FROM {slow} WHERE kind = 'ok'")
             accepted = "(" + " UNION ALL ".join(ok) + ")"
             engine.execute(f"CREATE TABLE {dropped} (n UInt64, data String) ENGINE = Memory")
             not_stored = self._not_to_store(accepted, source, report, sources)
-            engine.load_lines(dropped, [(n, b"") for n in not_stored])
+            if not_stored:
+                engine.load_lines(dropped, not_stored, [b""] * len(not_stored))
             keep = f"n NOT IN (SELECT n FROM {dropped})"
             results = [fast_results_select(fast, f"(SELECT n FROM {fast} WHERE fast AND {keep})")]
             stored = [f"SELECT id, digest, t, network, vantage, test_name, round, "
@@ -353,8 +356,9 @@ class MeasurementStore:
         self._engine.execute("CREATE TABLE IF NOT EXISTS scratch_lines (n UInt64, data String) "
                              "ENGINE = MergeTree ORDER BY n")
         for start in range(0, len(lines), BATCH_LINES):
-            self._engine.load_lines("scratch_lines", list(enumerate(
-                lines[start:start + BATCH_LINES], start + 1)))
+            chunk = lines[start:start + BATCH_LINES]
+            self._engine.load_lines("scratch_lines", range(start + 1, start + len(chunk) + 1),
+                                    chunk)
         self._engine.execute("DROP TABLE scratch_lines")
 
     def scan_results(self) -> int:
@@ -378,13 +382,12 @@ def _time_window(since: float | None, until: float | None) -> str:
                     "" if until is None else f" AND t < {float(until)!r}"))
 
 
-def _line(item: Item | str) -> bytes | MeasurementError:
+def _line(item: Mapping[str, Any] | str | MeasurementError) -> bytes | MeasurementError:
+    """A line of text, or a decoded measurement, as the bytes to store (bytes need only strip)."""
     if isinstance(item, MeasurementError):
         return item
     if isinstance(item, str):
         return item.encode("utf-8", "surrogatepass").strip()
-    if isinstance(item, bytes):
-        return item.strip()
     try:
         return canonical_json(item)
     except MeasurementError as exc:
