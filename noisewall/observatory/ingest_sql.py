@@ -387,7 +387,9 @@ _FAST_FEATURE_OK = " AND ".join(
 
 def fast_select(batch: str) -> str:
     """SQL: every line of ``batch`` (rows ``n, data``) with ``fast``, whether the fast path
-    vouches for it, and for those the stored columns and ``features`` (name -> typed values).
+    vouches for it, and for those the stored columns and, feature by feature in parallel
+    arrays, what the results read: ``feature_names``, ``feature_statuses``,
+    ``feature_failures``, ``feature_throughputs``.
     """
     guards = "[" + ", ".join(sql_string(g) for g in FAST_GUARDS) + "]"
     start = "parseDateTimeOrNull(m.measurement_start_time, '%Y-%m-%d %H:%i:%s', 'UTC')"
@@ -403,7 +405,10 @@ SELECT n, data, assumeNotNull(m.id) AS id, sipHash128(data) AS digest,
     assumeNotNull(if(ifNull({vantage}, '') != '', {vantage}, {sql_string(DEFAULT_VANTAGE)}))
         AS vantage,
     if({round_digits}, toInt64OrNull({round_text}), NULL) AS round,
-    m.test_keys.features AS features,
+    mapKeys(features) AS feature_names,
+    tupleElement(mapValues(features), 'status') AS feature_statuses,
+    tupleElement(mapValues(features), 'failure') AS feature_failures,
+    tupleElement(mapValues(features), 'throughput_kbps') AS feature_throughputs,
     ifNull(startsWith(data, '{{') AND NOT multiMatchAny(data, {guards})
     AND m.test_name = {sql_string(TEST_NAME)}
     AND m.id IS NOT NULL AND {_string('m.id')} AND length(m.id) BETWEEN 1 AND 200
@@ -416,17 +421,18 @@ SELECT n, data, assumeNotNull(m.id) AS id, sipHash128(data) AS digest,
     AND length(features) > 0
     AND arrayAll(name -> name IN {sql_strings(FEATURES)}, mapKeys(features))
     AND arrayAll(f -> {_FAST_FEATURE_OK}, mapValues(features)), 0) AS fast
-FROM (SELECT n, data, JSONExtract(data, {sql_string(_LINE_TYPE)}) AS m FROM {batch})"""
+FROM (SELECT n, data, JSONExtract(data, {sql_string(_LINE_TYPE)}) AS m,
+             m.test_keys.features AS features FROM {batch})"""
 
 
 def fast_results_select(parsed: str, accepted: str) -> str:
     """SQL: the feature rows of the lines of ``parsed`` (a :func:`fast_select`) in ``accepted``."""
-    status = "tupleElement(kv.2, 'status')"
-    failure = "tupleElement(kv.2, 'failure')"
+    ok = "feature_status = 'ok'"
     return f"""
-SELECT network, vantage, kv.1 AS feature, t, id AS measurement, toUInt8({status} = 'ok') AS ok,
-    if({status} = 'ok', NULL, if(ifNull({failure}, '') != '', {failure},
-                                 {sql_string(UNKNOWN_FAILURE)})) AS failure,
-    if({status} = 'ok', tupleElement(kv.2, 'throughput_kbps'), NULL) AS kbps
-FROM {parsed} ARRAY JOIN CAST(features, 'Array(Tuple(String, {_FEATURE_TYPE}))') AS kv
+SELECT network, vantage, feature, t, id AS measurement, toUInt8({ok}) AS ok,
+    if({ok}, NULL, if(ifNull(feature_failure, '') != '', feature_failure,
+                      {sql_string(UNKNOWN_FAILURE)})) AS failure,
+    if({ok}, feature_kbps, NULL) AS kbps
+FROM {parsed} ARRAY JOIN feature_names AS feature, feature_statuses AS feature_status,
+    feature_failures AS feature_failure, feature_throughputs AS feature_kbps
 WHERE fast AND n IN {accepted}"""
