@@ -1,6 +1,11 @@
 """Measurement lines parsed and checked in the engine: the SQL, made from the record's schema.
 
-The checks are written out from :class:`noisewall.records.measurement.FeatureResult`
+Two paths. The fast path (:func:`fast_select`, at the end of this module) reads a
+``noisewall_messaging`` line with one typed parse and takes it only when it can be sure
+the full checks would accept it and read the same values; every other line goes to the
+full checks (:func:`parsed_select`), which decide and explain.
+
+The full checks are written out from :class:`noisewall.records.measurement.FeatureResult`
 (field by field: type, null allowed, default, lower bound) and from
 :data:`.ooni_im.IM_TESTS`, so the engine accepts exactly what
 :func:`.measurement.parse_line` accepts; a line the engine refuses is handed
@@ -176,9 +181,11 @@ def _im_ok() -> str:
     return "(" + " OR ".join(f"({c})" for c in per_test) + ")"
 
 
+#: OONI's time, ``YYYY-MM-DD HH:MM:SS``, as a ClickHouse string literal of a regex.
+_TIME = sql_string("^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")
 _BASE_OK = (
     "JSONType(top['measurement_start_time']) = 'String' "
-    "AND match(start_text, '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$') "
+    f"AND match(start_text, {_TIME}) "
     "AND start IS NOT NULL "
     "AND JSONType(top['probe_asn']) = 'String' AND JSONExtractString(top['probe_asn']) != '' "
     "AND JSONType(top['probe_cc']) = 'String' "
@@ -267,3 +274,165 @@ SELECT network, vantage, tupleElement(v, 2) AS feature, t, id AS measurement,
 FROM {parsed} ARRAY JOIN [{verdicts}] AS v
 WHERE n IN {accepted} AND tupleElement(v, 1) = test_name AND {present}"""
     return f"{noisewall}\nUNION ALL{im}"
+
+
+# The fast path ------------------------------------------------------------------------------
+#
+# One typed parse of the whole line (``JSONExtract`` into a Tuple generated from the
+# record's models) reads every value the store needs. ClickHouse's typed extraction
+# converts where Python's strict model refuses (a number read as a string gives its
+# text, a string read as a number gives the number it spells, an array read as a Tuple
+# fills it by position), so the fast path takes a line only under these conditions:
+#
+# * the line is a JSON object the engine's parser (simdjson) reads whole: invalid JSON or
+#   UTF-8, a lone surrogate escape or NaN parse to nothing, and a line without an id is
+#   refused;
+# * a value read as a string is taken only when it cannot be the text of another JSON
+#   type (a number, ``true``/``false``, an object or array);
+# * a few Hyperscan patterns over the raw line (:data:`FAST_GUARDS`) send to the full
+#   checks every line where a numeric key holds something other than a number or null,
+#   an integer key a fraction or more than 18 digits, or an object key something other
+#   than an object (and every line with an escape that could spell such a key);
+# * everything else is checked on the typed values, field by field, from the model.
+#
+# A line the fast path refuses is not an error: it goes to :func:`parsed_select`, the
+# exact checks, which decide and explain. So the fast path only has to be sound (never
+# accept what the full checks refuse, and read what they read), never complete.
+
+_WS = r"\s*"
+
+
+def _is_number(info: FieldInfo) -> bool:
+    base = _field_type(info)[0]
+    return base is int or base is float
+
+
+_NUMERIC_KEYS = [name for name, info in FeatureResult.model_fields.items() if _is_number(info)]
+_INTEGER_KEYS = [name for name, info in FeatureResult.model_fields.items()
+                 if _field_type(info)[0] is int]
+#: Keys whose value the fast path reads as an object (a Tuple or a Map).
+_OBJECT_KEYS = ["test_keys", "features", *FEATURES]
+
+
+def _keys(names: list[str]) -> str:
+    return '"(?:' + "|".join(re.escape(n) for n in names) + ')"' + _WS + ":" + _WS
+
+
+#: Patterns (Hyperscan syntax) over the raw line; a line that matches any takes the full checks.
+#: Each names the first characters a value must not start with (the line is valid JSON when
+#: the fast path takes it, so a value starts with one of ``"{[tfn-`` or a digit); Hyperscan
+#: in this engine mis-matches a negated class after ``\s*``, so the classes are positive.
+FAST_GUARDS = (
+    _keys(_NUMERIC_KEYS) + r'["{\[tf]',                  # a number field holding a non-number
+    _keys([*_NUMERIC_KEYS, "round"]) + "-?[0-9]{19}",     # an integer beyond what is read exactly
+    _keys([*_INTEGER_KEYS, "round"]) + "-?[0-9]+[.eE]",   # a fraction where an integer is read
+    _keys(_OBJECT_KEYS) + r'["\[tfn0-9-]',                # an object field holding a non-object
+    _keys(["annotations"]) + r'["\[tf0-9-]',             # annotations neither object nor null
+    r"\\u00[0-7]",                                      # an escape that may spell an ASCII key
+)
+
+
+def _sql_type(info: FieldInfo) -> str:
+    base = _field_type(info)[0]
+    if base is int:
+        return "Nullable(Int64)"
+    if base is float:
+        return "Nullable(Float64)"
+    if base is str or get_origin(base) is Literal:
+        return "Nullable(String)"
+    raise TypeError(f"no typed read for {base!r}")
+
+
+_FEATURE_TYPE = "Tuple(" + ", ".join(
+    f"{name} {_sql_type(info)}" for name, info in FeatureResult.model_fields.items()) + ")"
+_LINE_TYPE = (
+    "Tuple(id Nullable(String), measurement_start_time Nullable(String), "
+    "probe_asn Nullable(String), probe_cc Nullable(String), probe_network_name Nullable(String), "
+    "test_name Nullable(String), annotations Tuple(vantage Nullable(String), "
+    f"round Nullable(String)), test_keys Tuple(features Map(String, {_FEATURE_TYPE})))")
+
+
+def _string(value: str) -> str:
+    """SQL: ``value`` (read as a string) was a JSON string, not the text of another type."""
+    return f"NOT match({value}, '^(?:-?[0-9][-+.eE0-9]*$|true$|false$|[{{\\\\[])')"
+
+
+def _fast_field_check(value: str, info: FieldInfo) -> str:
+    """SQL: the typed ``value`` of a feature field is one the model accepts as it reads it.
+
+    A field that may be absent but not null (a default that is not None) must be
+    present here: absent and null read alike, so the full checks tell them apart.
+    """
+    base, optional, metadata = _field_type(info)
+    if get_origin(base) is Literal:
+        checks = [f"{value} IN ({', '.join(sql_string(v) for v in get_args(base))})"]
+    elif base is str:
+        checks = [_string(value)]
+    elif base is float:
+        checks = [f"isFinite({value})"]
+    elif base is int:
+        checks = []  # the guards let only integers through
+    else:
+        raise TypeError(f"no fast check for {base!r}")
+    checks += [f"{value} >= {bound.ge}" for bound in metadata if isinstance(bound, Ge)]
+    if optional:
+        return "(" + " OR ".join([f"{value} IS NULL", " AND ".join(checks or ["1"])]) + ")"
+    return "(" + " AND ".join([f"{value} IS NOT NULL", *checks]) + ")"
+
+
+_FAST_FEATURE_OK = " AND ".join(
+    _fast_field_check(f"tupleElement(f, {sql_string(name)})", info)
+    for name, info in FeatureResult.model_fields.items())
+
+
+def fast_select(batch: str) -> str:
+    """SQL: every line of ``batch`` (rows ``n, data``) with ``fast``, whether the fast path
+    vouches for it, and for those the stored columns and, feature by feature in parallel
+    arrays, what the results read: ``feature_names``, ``feature_statuses``,
+    ``feature_failures``, ``feature_throughputs``.
+    """
+    guards = "[" + ", ".join(sql_string(g) for g in FAST_GUARDS) + "]"
+    start = "parseDateTimeOrNull(m.measurement_start_time, '%Y-%m-%d %H:%i:%s', 'UTC')"
+    round_text = "m.annotations.round"
+    round_digits = f"match({round_text}, '^-?[0-9]+$')"
+    vantage = "m.annotations.vantage"
+    return f"""
+SELECT n, data, assumeNotNull(m.id) AS id, sipHash128(data) AS digest,
+    assumeNotNull(m.test_name) AS test_name,
+    assumeNotNull(toFloat64(toUnixTimestamp({start}))) AS t,
+    assumeNotNull(if(ifNull(m.probe_network_name, '') != '', m.probe_network_name, m.probe_asn))
+        AS network,
+    assumeNotNull(if(ifNull({vantage}, '') != '', {vantage}, {sql_string(DEFAULT_VANTAGE)}))
+        AS vantage,
+    if({round_digits}, toInt64OrNull({round_text}), NULL) AS round,
+    mapKeys(features) AS feature_names,
+    tupleElement(mapValues(features), 'status') AS feature_statuses,
+    tupleElement(mapValues(features), 'failure') AS feature_failures,
+    tupleElement(mapValues(features), 'throughput_kbps') AS feature_throughputs,
+    ifNull(startsWith(data, '{{') AND NOT multiMatchAny(data, {guards})
+    AND m.test_name = {sql_string(TEST_NAME)}
+    AND m.id IS NOT NULL AND {_string('m.id')} AND length(m.id) BETWEEN 1 AND 200
+    AND match(m.measurement_start_time, {_TIME}) AND {start} IS NOT NULL
+    AND m.probe_asn != '' AND {_string('m.probe_asn')}
+    AND m.probe_cc IS NOT NULL AND {_string('m.probe_cc')}
+    AND (m.probe_network_name IS NULL OR {_string('m.probe_network_name')})
+    AND ({vantage} IS NULL OR {_string(vantage)})
+    AND NOT ({round_digits} AND toInt64OrNull({round_text}) IS NULL)
+    AND length(features) > 0
+    AND arrayAll(name -> name IN {sql_strings(FEATURES)}, mapKeys(features))
+    AND arrayAll(f -> {_FAST_FEATURE_OK}, mapValues(features)), 0) AS fast
+FROM (SELECT n, data, JSONExtract(data, {sql_string(_LINE_TYPE)}) AS m,
+             m.test_keys.features AS features FROM {batch})"""
+
+
+def fast_results_select(parsed: str, accepted: str) -> str:
+    """SQL: the feature rows of the lines of ``parsed`` (a :func:`fast_select`) in ``accepted``."""
+    ok = "feature_status = 'ok'"
+    return f"""
+SELECT network, vantage, feature, t, id AS measurement, toUInt8({ok}) AS ok,
+    if({ok}, NULL, if(ifNull(feature_failure, '') != '', feature_failure,
+                      {sql_string(UNKNOWN_FAILURE)})) AS failure,
+    if({ok}, feature_kbps, NULL) AS kbps
+FROM {parsed} ARRAY JOIN feature_names AS feature, feature_statuses AS feature_status,
+    feature_failures AS feature_failure, feature_throughputs AS feature_kbps
+WHERE fast AND n IN {accepted}"""

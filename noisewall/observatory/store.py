@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from noisewall.observatory.engine import ChdbEngine, EngineError, sql_string
-from noisewall.observatory.ingest_sql import parsed_select, results_select
+from noisewall.observatory.ingest_sql import (
+    fast_results_select,
+    fast_select,
+    parsed_select,
+    results_select,
+)
 from noisewall.observatory.inputs import Item, SourceError, expand, read_items
 from noisewall.observatory.measurement import canonical_json, parse_line
 from noisewall.observatory.rows import MeasurementError
@@ -156,11 +161,12 @@ class MeasurementStore:
 
     def _ingest_source(self, source: str, items: Iterator[tuple[int, Item | str]],
                        report: IngestReport, sources: set[str]) -> None:
-        batch: list[tuple[int, bytes]] = []
+        numbers: list[int] = []
+        lines: list[bytes] = []
         size = 0
         try:
             for number, item in items:
-                line = _line(item)
+                line = item.strip() if isinstance(item, bytes) else _line(item)
                 if isinstance(line, MeasurementError):
                     report.lines += 1
                     report.errors.append(LineError(source, number, str(line)))
@@ -168,72 +174,97 @@ class MeasurementStore:
                 if not line:
                     continue
                 report.lines += 1
-                batch.append((number, line))
+                numbers.append(number)
+                lines.append(line)
                 size += len(line)
-                if len(batch) >= BATCH_LINES or size >= BATCH_BYTES:
-                    self._commit(source, batch, report, sources)
-                    batch, size = [], 0
+                if len(lines) >= BATCH_LINES or size >= BATCH_BYTES:
+                    self._commit(source, numbers, lines, report, sources)
+                    numbers, lines, size = [], [], 0
         except SourceError:
-            if batch:  # what was read before the source failed is stored: a rerun skips it
-                self._commit(source, batch, report, sources)
+            if lines:  # what was read before the source failed is stored: a rerun skips it
+                self._commit(source, numbers, lines, report, sources)
             raise
-        if batch:
-            self._commit(source, batch, report, sources)
+        if lines:
+            self._commit(source, numbers, lines, report, sources)
 
-    def _commit(self, source: str, batch: list[tuple[int, bytes]], report: IngestReport,
-                sources: set[str]) -> None:
+    def _commit(self, source: str, numbers: list[int], lines: list[bytes],
+                report: IngestReport, sources: set[str]) -> None:
+        """Store one batch: the fast path first, the full checks on the lines it refuses."""
         engine = self._engine
         number = next(self._batches)
-        raw, parsed, accepted = f"batch_{number}_raw", f"batch_{number}", f"batch_{number}_ok"
+        raw, fast, slow, dropped = (f"batch_{number}_{part}"
+                                    for part in ("raw", "fast", "slow", "dropped"))
         try:
             engine.execute(f"CREATE TABLE {raw} (n UInt64, data String) ENGINE = Memory")
-            engine.load_lines(raw, batch)
-            engine.execute(f"CREATE TABLE {parsed} ENGINE = Memory AS "
-                           f"{parsed_select(raw, source)}")
+            engine.load_lines(raw, numbers, lines)
+            engine.execute(f"CREATE TABLE {fast} ENGINE = Memory AS {fast_select(raw)}")
             engine.execute(f"DROP TABLE {raw}")
-            for test_name, count in engine.rows(
-                    f"SELECT test_name, count() FROM {parsed} WHERE kind = 'skip' "
-                    "GROUP BY test_name"):
-                report.skipped[test_name] += count
-            lines = dict(batch)
-            for (n,) in engine.rows(f"SELECT n FROM {parsed} WHERE kind = 'error' ORDER BY n"):
-                report.errors.append(LineError(source, n, _explain(lines[n])))
-            keep = self._deduplicated(parsed, source, report, sources)
-            if keep:
-                engine.execute(f"CREATE TABLE {accepted} (n UInt64, data String) ENGINE = Memory")
-                engine.load_lines(accepted, [(n, b"") for n in keep])
-                accepted_n = f"(SELECT n FROM {accepted})"
-                engine.execute("INSERT INTO results " + results_select(parsed, accepted_n))
-                engine.execute(
-                    f"INSERT INTO measurements SELECT id, digest, t, network, vantage, "
-                    f"test_name, round, source, n, data FROM {parsed} WHERE n IN {accepted_n}")
-                report.stored += len(keep)
+            ((refused,),) = engine.rows(f"SELECT countIf(NOT fast) FROM {fast}")
+            ok = [f"SELECT n, id, digest FROM {fast} WHERE fast"]
+            if refused:
+                engine.execute(f"CREATE TABLE {slow} ENGINE = Memory AS " + parsed_select(
+                    f"(SELECT n, data FROM {fast} WHERE NOT fast)", source))
+                self._report_refused(slow, source, dict(zip(numbers, lines, strict=True)), report)
+                ok.append(f"SELECT n, id, digest FROM {slow} WHERE kind = 'ok'")
+            accepted = "(" + " UNION ALL ".join(ok) + ")"
+            engine.execute(f"CREATE TABLE {dropped} (n UInt64, data String) ENGINE = Memory")
+            not_stored = self._not_to_store(accepted, source, report, sources)
+            if not_stored:
+                engine.load_lines(dropped, not_stored, [b""] * len(not_stored))
+            keep = f"n NOT IN (SELECT n FROM {dropped})"
+            results = [fast_results_select(fast, f"(SELECT n FROM {fast} WHERE fast AND {keep})")]
+            stored = [f"SELECT id, digest, t, network, vantage, test_name, round, "
+                      f"{sql_string(source)}, n, data FROM {fast} WHERE fast AND {keep}"]
+            if refused:
+                results.append(results_select(
+                    slow, f"(SELECT n FROM {slow} WHERE kind = 'ok' AND {keep})"))
+                stored.append(f"SELECT id, digest, t, network, vantage, test_name, round, "
+                              f"source, n, data FROM {slow} WHERE kind = 'ok' AND {keep}")
+            # No merge of each inserted block on its own: the batch holds no repeated key
+            # (de-duplicated above), and reads merge with FINAL anyway.
+            no_merge = "\nSETTINGS optimize_on_insert = 0"
+            engine.execute("INSERT INTO results " + "\nUNION ALL ".join(results) + no_merge)
+            engine.execute("INSERT INTO measurements " + "\nUNION ALL ".join(stored) + no_merge)
+            ((count,),) = engine.rows(f"SELECT count() FROM {accepted}")
+            report.stored += count - len(not_stored)
         finally:
-            for table in (raw, parsed, accepted):
+            for table in (raw, fast, slow, dropped):
                 engine.execute(f"DROP TABLE IF EXISTS {table}")
 
-    def _deduplicated(self, parsed: str, source: str, report: IngestReport,
+    def _report_refused(self, slow: str, source: str, lines: dict[int, bytes],
+                        report: IngestReport) -> None:
+        """Count the skipped tests and explain the errors among the lines the full checks read."""
+        for test_name, count in self._engine.rows(
+                f"SELECT test_name, count() FROM {slow} WHERE kind = 'skip' GROUP BY test_name"):
+            report.skipped[test_name] += count
+        for (n,) in self._engine.rows(f"SELECT n FROM {slow} WHERE kind = 'error' ORDER BY n"):
+            report.errors.append(LineError(source, n, _explain(lines[n])))
+
+    def _not_to_store(self, accepted: str, source: str, report: IngestReport,
                       sources: set[str]) -> list[int]:
-        """The lines of the batch to store: first sight of each id, not stored before."""
+        """The accepted lines (rows ``n, id, digest``) not to store: ids stored before or
+        seen earlier in this ingest. Only the lines whose id is one of those are read here.
+        """
         engine = self._engine
         known: dict[str, tuple[bytes, str, int]] = {
             mid: (digest, stored_source, line) for mid, digest, stored_source, line in engine.rows(
                 f"SELECT id, digest, source, line FROM measurements WHERE id IN "
-                f"(SELECT id FROM {parsed} WHERE kind = 'ok')")}
-        keep = []
+                f"(SELECT id FROM {accepted})")}
+        not_stored = []
         for n, mid, digest in engine.rows(
-                f"SELECT n, id, digest FROM {parsed} "
-                "WHERE kind = 'ok' ORDER BY n"):
+                f"SELECT n, id, digest FROM {accepted} WHERE id IN (SELECT id FROM measurements "
+                f"WHERE id IN (SELECT id FROM {accepted})) OR id IN (SELECT id FROM {accepted} "
+                "GROUP BY id HAVING count() > 1) ORDER BY n"):
             if mid in known:
                 error = duplicate_error(mid, digest, (source, n), known[mid], sources)
                 if error is None:
                     report.already_stored += 1
                 else:
                     report.errors.append(error)
+                not_stored.append(n)
                 continue
             known[mid] = (digest, source, n)
-            keep.append(n)
-        return keep
+        return not_stored
 
     # reading --------------------------------------------------------------------------------
 
@@ -325,8 +356,9 @@ class MeasurementStore:
         self._engine.execute("CREATE TABLE IF NOT EXISTS scratch_lines (n UInt64, data String) "
                              "ENGINE = MergeTree ORDER BY n")
         for start in range(0, len(lines), BATCH_LINES):
-            self._engine.load_lines("scratch_lines", list(enumerate(
-                lines[start:start + BATCH_LINES], start + 1)))
+            chunk = lines[start:start + BATCH_LINES]
+            self._engine.load_lines("scratch_lines", range(start + 1, start + len(chunk) + 1),
+                                    chunk)
         self._engine.execute("DROP TABLE scratch_lines")
 
     def scan_results(self) -> int:
@@ -350,13 +382,12 @@ def _time_window(since: float | None, until: float | None) -> str:
                     "" if until is None else f" AND t < {float(until)!r}"))
 
 
-def _line(item: Item | str) -> bytes | MeasurementError:
+def _line(item: Mapping[str, Any] | str | MeasurementError) -> bytes | MeasurementError:
+    """A line of text, or a decoded measurement, as the bytes to store (bytes need only strip)."""
     if isinstance(item, MeasurementError):
         return item
     if isinstance(item, str):
         return item.encode("utf-8", "surrogatepass").strip()
-    if isinstance(item, bytes):
-        return item.strip()
     try:
         return canonical_json(item)
     except MeasurementError as exc:
