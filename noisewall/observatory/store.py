@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from noisewall.observatory.engine import ChdbEngine, EngineError, sql_string
 from noisewall.observatory.ingest_sql import parsed_select, results_select
 from noisewall.observatory.inputs import Item, SourceError, expand, read_items
@@ -35,6 +37,7 @@ from noisewall.observatory.store_types import (
     FileError,
     IngestReport,
     LineError,
+    SeriesColumns,
     SeriesKey,
     SeriesRows,
     StoreError,
@@ -51,6 +54,8 @@ EXPORT_FORMATS: dict[str, str] = {"jsonl": "JSONEachRow", "csv": "CSVWithNames",
 SCHEMA_VERSION = "2"
 BATCH_LINES = 50_000
 BATCH_BYTES = 64 * 1024 * 1024
+#: Result rows read at once for analysis (about 30 MB of columns).
+ANALYSIS_BATCH_ROWS = 1_000_000
 _MARKER = "noisewall-store"
 
 _SCHEMA = (
@@ -250,10 +255,62 @@ class MeasurementStore:
                  f"AND feature = {sql_string(key.feature)}")
         return self._read(where, since, until).get(key, SeriesRows(key, [], [], [], []))
 
-    def all_rows(self, *, since: float | None = None,
-                 until: float | None = None) -> dict[SeriesKey, SeriesRows]:
-        """Every series' rows (as :meth:`rows`), read in one scan."""
-        return self._read("1", since, until)
+    def series_groups(self, *, since: float | None = None,
+                      until: float | None = None) -> Iterator[list[SeriesColumns]]:
+        """Every series with rows in ``[since, until)``, one (network, feature) group at a time.
+
+        Streamed: groups are read a batch at a time (about :data:`ANALYSIS_BATCH_ROWS`
+        rows, or one group if it is larger), as NumPy columns, so memory holds one
+        batch and not the store. Rows as :meth:`rows` gives them (merged, in time order).
+        """
+        window = _time_window(since, until)
+        # Sizes as stored, repeats not merged away yet: they only cut the batches.
+        sizes = self._engine.rows(
+            f"SELECT network, feature, vantage, count() FROM results WHERE 1{window} "
+            "GROUP BY network, feature, vantage ORDER BY network, feature, vantage")
+        batch: list[list[SeriesKey]] = []
+        size = 0
+        for _, members in itertools.groupby(sizes, key=lambda row: row[:2]):
+            found = list(members)
+            if batch and size + sum(row[3] for row in found) > ANALYSIS_BATCH_ROWS:
+                yield from self._read_groups(batch, window)
+                batch, size = [], 0
+            batch.append([SeriesKey(network, vantage, feature)
+                          for network, feature, vantage, _ in found])
+            size += sum(row[3] for row in found)
+        if batch:
+            yield from self._read_groups(batch, window)
+
+    def _read_groups(self, groups: list[list[SeriesKey]],
+                     window: str) -> Iterator[list[SeriesColumns]]:
+        """The groups' series, read in one query."""
+        keys = sorted((key for group in groups for key in group),
+                      key=lambda k: (k.network, k.vantage, k.feature))
+        literal = "[" + ", ".join(f"({sql_string(k.network)}, {sql_string(k.vantage)}, "
+                                  f"{sql_string(k.feature)})" for k in keys) + "]"
+        table = self._engine.table(
+            f"SELECT toUInt32(indexOf({literal}, (network, vantage, feature))) AS s, t, "
+            f"toBool(ok) AS ok, failure, kbps FROM results FINAL "
+            f"WHERE (network, vantage, feature) IN {literal}{window} "
+            "ORDER BY network, vantage, feature, t, measurement")
+        series = table.column("s").to_numpy()
+        if np.any(series[1:] < series[:-1]):  # the engine's collation is not Python's
+            table = table.take(np.argsort(series, kind="stable"))
+            series = table.column("s").to_numpy()
+        failures = table.column("failure").combine_chunks().dictionary_encode()
+        codes = failures.indices.fill_null(-1).to_numpy().astype(np.int32)
+        names = tuple(failures.dictionary.to_pylist())
+        times = table.column("t").to_numpy().astype(np.float64, copy=False)
+        oks = table.column("ok").to_numpy().astype(np.bool_, copy=False)
+        kbps = table.column("kbps").fill_null(np.nan).to_numpy().astype(np.float64, copy=False)
+        bounds = np.searchsorted(series, np.arange(1, len(keys) + 2))
+        columns = {key: SeriesColumns(key, times[lo:hi], oks[lo:hi], codes[lo:hi], names,
+                                      kbps[lo:hi])
+                   for key, lo, hi in zip(keys, bounds[:-1], bounds[1:], strict=True)}
+        for group in groups:
+            found = [columns[key] for key in group if len(columns[key])]
+            if found:
+                yield found
 
     def _read(self, where: str, since: float | None,
               until: float | None) -> dict[SeriesKey, SeriesRows]:

@@ -20,17 +20,13 @@ round, rounds are judged one at a time until the series is back to normal.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from noisewall.observatory.config import ThrottleConfig
-
-Floats = npt.NDArray[np.float64]
-Flags = npt.NDArray[np.bool_]
+from noisewall.observatory.store_types import Flags, Floats
 
 _FIRST_STRETCH = 64
 _LONGEST_STRETCH = 1 << 16
@@ -42,8 +38,8 @@ _SETTLE_ROUNDS = 8
 class SlowRounds:
     """Per round: the slow indicator (0/1) and whether a control measurement confirmed it."""
 
-    slow: list[float]
-    confirmed_by_control: list[bool]
+    slow: Floats
+    confirmed_by_control: Flags
 
 
 def nearest_control(times: Floats, control_times: Floats, control_rates: Floats,
@@ -126,9 +122,8 @@ class _Judge:
             self.normal.append(float(self.rates[i]))
 
 
-def slow_rounds(times: Sequence[float], rates: Sequence[float], *,
-                control_times: Sequence[float], control_rates: Sequence[float], window: float,
-                config: ThrottleConfig) -> SlowRounds:
+def slow_rounds(times: Floats, rates: Floats, *, control_times: Floats, control_rates: Floats,
+                window: float, config: ThrottleConfig) -> SlowRounds:
     """The slow indicator for each (time, throughput) of a series, time-ordered."""
     rate = np.asarray(rates, dtype=float)
     control = nearest_control(np.asarray(times, dtype=float),
@@ -147,4 +142,4 @@ def slow_rounds(times: Sequence[float], rates: Sequence[float], *,
             i += 1
     slow = judge.slow
     confirmed = slow & judge.below_control
-    return SlowRounds(slow.astype(float).tolist(), confirmed.tolist())
+    return SlowRounds(slow.astype(float), confirmed)
