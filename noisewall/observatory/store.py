@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ from noisewall.observatory.store_types import (
     StoreError,
     duplicate_error,
 )
+from noisewall.observatory.synthetic import SyntheticNetwork, synthetic_sql
 
 __all__ = ["EXPORT_FORMATS", "ExportFormat", "FileError", "IngestReport", "LineError",
            "MeasurementStore", "SeriesKey", "SeriesRows", "StoreError", "remove_store"]
@@ -259,58 +260,80 @@ class MeasurementStore:
                       until: float | None = None) -> Iterator[list[SeriesColumns]]:
         """Every series with rows in ``[since, until)``, one (network, feature) group at a time.
 
-        Streamed: groups are read a batch at a time (about :data:`ANALYSIS_BATCH_ROWS`
-        rows, or one group if it is larger), as NumPy columns, so memory holds one
-        batch and not the store. Rows as :meth:`rows` gives them (merged, in time order).
+        Streamed: the rows are read a batch at a time (whole networks, or some of
+        one network's features, about :data:`ANALYSIS_BATCH_ROWS` rows, more when a
+        single group is larger) as NumPy columns, so memory holds one batch, not the
+        store. Each series as :meth:`rows` gives it (merged, in time order).
         """
         window = _time_window(since, until)
-        # Sizes as stored, repeats not merged away yet: they only cut the batches.
-        sizes = self._engine.rows(
-            f"SELECT network, feature, vantage, count() FROM results WHERE 1{window} "
-            "GROUP BY network, feature, vantage ORDER BY network, feature, vantage")
-        batch: list[list[SeriesKey]] = []
-        size = 0
-        for _, members in itertools.groupby(sizes, key=lambda row: row[:2]):
-            found = list(members)
-            if batch and size + sum(row[3] for row in found) > ANALYSIS_BATCH_ROWS:
-                yield from self._read_groups(batch, window)
-                batch, size = [], 0
-            batch.append([SeriesKey(network, vantage, feature)
-                          for network, feature, vantage, _ in found])
-            size += sum(row[3] for row in found)
-        if batch:
-            yield from self._read_groups(batch, window)
+        for condition in self._analysis_batches(window):
+            yield from self._read_batch(condition, window)
 
-    def _read_groups(self, groups: list[list[SeriesKey]],
-                     window: str) -> Iterator[list[SeriesColumns]]:
-        """The groups' series, read in one query."""
-        keys = sorted((key for group in groups for key in group),
-                      key=lambda k: (k.network, k.vantage, k.feature))
-        literal = "[" + ", ".join(f"({sql_string(k.network)}, {sql_string(k.vantage)}, "
-                                  f"{sql_string(k.feature)})" for k in keys) + "]"
+    def _analysis_batches(self, window: str) -> Iterator[str]:
+        """SQL conditions that cut the results into batches of whole (network, feature) groups."""
+        # Sizes as stored, repeats not merged away yet: they only cut the batches.
+        sizes = self._engine.rows(f"SELECT network, feature, count() FROM results WHERE 1{window} "
+                                  "GROUP BY network, feature ORDER BY network, feature")
+        networks: list[str] = []
+        size = 0
+        for network, members in itertools.groupby(sizes, key=lambda row: str(row[0])):
+            groups = [(str(feature), int(n)) for _, feature, n in members]
+            total = sum(n for _, n in groups)
+            if networks and size + total > ANALYSIS_BATCH_ROWS:
+                yield f"network IN ({', '.join(map(sql_string, networks))})"
+                networks, size = [], 0
+            if total <= ANALYSIS_BATCH_ROWS:
+                networks.append(network)
+                size += total
+                continue
+            features: list[str] = []  # a network larger than a batch: some features at a time
+            size = 0
+            for feature, n in groups:
+                if features and size + n > ANALYSIS_BATCH_ROWS:
+                    yield (f"network = {sql_string(network)} "
+                           f"AND feature IN ({', '.join(map(sql_string, features))})")
+                    features, size = [], 0
+                features.append(feature)
+                size += n
+            yield (f"network = {sql_string(network)} "
+                   f"AND feature IN ({', '.join(map(sql_string, features))})")
+            size = 0
+        if networks:
+            yield f"network IN ({', '.join(map(sql_string, networks))})"
+
+    def _read_batch(self, condition: str, window: str) -> Iterator[list[SeriesColumns]]:
+        """The groups of one batch, read in one query."""
         table = self._engine.table(
-            f"SELECT toUInt32(indexOf({literal}, (network, vantage, feature))) AS s, t, "
-            f"toBool(ok) AS ok, failure, kbps FROM results FINAL "
-            f"WHERE (network, vantage, feature) IN {literal}{window} "
-            "ORDER BY network, vantage, feature, t, measurement")
-        series = table.column("s").to_numpy()
-        if np.any(series[1:] < series[:-1]):  # the engine's collation is not Python's
-            table = table.take(np.argsort(series, kind="stable"))
-            series = table.column("s").to_numpy()
-        failures = table.column("failure").combine_chunks().dictionary_encode()
-        codes = failures.indices.fill_null(-1).to_numpy().astype(np.int32)
-        names = tuple(failures.dictionary.to_pylist())
+            "SELECT network, vantage, feature, t, toBool(ok) AS ok, failure, kbps "
+            f"FROM results FINAL WHERE {condition}{window} "
+            "ORDER BY network, vantage, feature, t, measurement "
+            # the key and failure columns come as codes into small dictionaries
+            "SETTINGS output_format_arrow_low_cardinality_as_dictionary = 1")
+        if table.num_rows == 0:
+            return
+        table = table.unify_dictionaries().combine_chunks()
+        network, vantage, feature, failure = (
+            table.column(name).chunk(0) for name in ("network", "vantage", "feature", "failure"))
+        series = ((network.indices.to_numpy().astype(np.int64) * len(vantage.dictionary)
+                   + vantage.indices.to_numpy()) * len(feature.dictionary)
+                  + feature.indices.to_numpy())
+        bounds = [0, *(np.flatnonzero(np.diff(series)) + 1).tolist(), len(series)]
+        names = failure.dictionary.to_pylist()
+        codes = failure.indices.fill_null(-1).to_numpy().astype(np.int32)
+        if None in names:  # a NULL kept in the dictionary is no failure either
+            codes[np.isin(codes, [i for i, name in enumerate(names) if name is None])] = -1
         times = table.column("t").to_numpy().astype(np.float64, copy=False)
         oks = table.column("ok").to_numpy().astype(np.bool_, copy=False)
         kbps = table.column("kbps").fill_null(np.nan).to_numpy().astype(np.float64, copy=False)
-        bounds = np.searchsorted(series, np.arange(1, len(keys) + 2))
-        columns = {key: SeriesColumns(key, times[lo:hi], oks[lo:hi], codes[lo:hi], names,
-                                      kbps[lo:hi])
-                   for key, lo, hi in zip(keys, bounds[:-1], bounds[1:], strict=True)}
-        for group in groups:
-            found = [columns[key] for key in group if len(columns[key])]
-            if found:
-                yield found
+        groups: dict[tuple[str, str], list[SeriesColumns]] = {}
+        for lo, hi in itertools.pairwise(bounds):
+            key = SeriesKey(network.dictionary[network.indices[lo].as_py()].as_py(),
+                            vantage.dictionary[vantage.indices[lo].as_py()].as_py(),
+                            feature.dictionary[feature.indices[lo].as_py()].as_py())
+            groups.setdefault((key.network, key.feature), []).append(SeriesColumns(
+                key, times[lo:hi], oks[lo:hi], codes[lo:hi], names, kbps[lo:hi]))
+        for _, group in sorted(groups.items()):
+            yield group
 
     def _read(self, where: str, since: float | None,
               until: float | None) -> dict[SeriesKey, SeriesRows]:
@@ -390,6 +413,20 @@ class MeasurementStore:
         """Read every result row once and return how many (the benchmark's raw baseline)."""
         return sum(len(column) for column in self._engine.table(
             "SELECT network, vantage, feature, t, ok, failure, kbps FROM results").columns[:1])
+
+    def insert_synthetic(self, networks: Sequence[SyntheticNetwork], *, rounds: int,
+                         start: float, interval: float) -> int:
+        """Write ``networks``' synthetic measurements in the engine, seeded 0, 1, ...
+
+        What ingesting :func:`.synthetic.synthetic_measurements` would store, made by
+        :func:`.synthetic.synthetic_sql` without JSON lines (the benchmark's large
+        store). Returns the number of measurements written.
+        """
+        for seed, network in enumerate(networks):
+            for statement in synthetic_sql(network, rounds=rounds, start=start,
+                                           interval=interval, seed=seed):
+                self._engine.execute(statement)
+        return rounds * sum(len(network.vantages) for network in networks)
 
     def raw_measurement(self, measurement_id: str) -> bytes | None:
         """The stored JSON of one measurement."""
