@@ -14,7 +14,12 @@ from noisewall.observatory.episodes import Event
 from noisewall.observatory.episodes import analyze as network_analysis
 from noisewall.observatory.filtered import FilteredEvent
 from noisewall.observatory.keyword_store import stored_filtered_events
-from noisewall.observatory.report_html import in_window, series_counts, write_html_report
+from noisewall.observatory.report_html import (
+    SeriesCounts,
+    in_window,
+    series_counts,
+    write_html_report,
+)
 from noisewall.observatory.report_terminal import print_summary, summary_console
 from noisewall.observatory.sqlite_store import SqliteStore
 from noisewall.observatory.store import (
@@ -132,7 +137,9 @@ def analyze(db_path: str, config_path: str | None, since: float | None, until: f
         if as_json:
             click.echo(json.dumps([e.as_json() for e in events], indent=2))
             return
-        print_summary(summary_console(), events, [c for c, _ in series_counts(store, since, until)])
+        print_summary(summary_console(), events, [
+            SeriesCounts(key, rounds, ok)
+            for key, rounds, ok in store.series_totals(since=since, until=until)])
 
 
 @observe.command()

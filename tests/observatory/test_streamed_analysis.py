@@ -13,9 +13,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from noisewall.observatory import store as store_module
+from noisewall.observatory.engine import ChdbEngine
 from noisewall.observatory.episodes import analyze
 from noisewall.observatory.store import MeasurementStore
-from noisewall.observatory.synthetic import Injected, SyntheticNetwork, synthetic_measurements
+from noisewall.observatory.synthetic import (
+    NORMAL_KBPS,
+    Injected,
+    SyntheticNetwork,
+    synthetic_measurements,
+)
 
 GOLDEN = Path(__file__).parent / "data" / "analysis_golden.json"
 START = 1_500_000_000.0
@@ -67,6 +78,77 @@ def test_streamed_equals_all_rows(tmp_path: Path) -> None:
     expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
     assert sum(len(events) for events in expected) > 20
     assert got == expected
+
+
+def test_batches_hold_one_batch_and_change_nothing(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the batch size, the same events; no read larger than a batch or one group."""
+    expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    read: list[int] = []
+    table = ChdbEngine.table
+
+    def counted(engine: ChdbEngine, sql: str) -> pa.Table:
+        found = table(engine, sql)
+        if "FROM results FINAL" in sql and "ORDER BY network, vantage, feature, t" in sql:
+            read.append(found.num_rows)
+        return found
+
+    monkeypatch.setattr(ChdbEngine, "table", counted)
+    with MeasurementStore(tmp_path / "store") as store:
+        build(store)
+        groups = {(k.network, k.feature): 0 for k in store.series()}
+        for key, n, _ in store.series_totals():
+            groups[key.network, key.feature] += n
+        largest = max(groups.values())
+        # Net A: 7 groups of 1,800 rows, Net B: 7 of 2,700. Batches: both networks at
+        # once; Net A's features two at a time and Net B's one at a time; every group alone.
+        for limit, batches in ((40_000, 1), (5_000, 4 + 7), (1, len(groups))):
+            monkeypatch.setattr(store_module, "ANALYSIS_BATCH_ROWS", limit)
+            read.clear()
+            assert [e.as_json() for e in analyze(store)] == expected[0]
+            assert len(read) == batches and sum(read) == sum(groups.values())
+            assert max(read) <= max(limit, largest)
+            assert analyses(store) == expected
+
+
+def test_store_built_in_the_engine_is_what_ingest_stores(tmp_path: Path) -> None:
+    """Same series, rows, times and row rules as ingesting the measurements; events found."""
+    rounds = 600
+    network = SyntheticNetwork("Net C", "AS64502", ("direct", "control"), events=(
+        Injected("blocked", "photo", 100, 300, failure="connection_reset"),
+        Injected("intermittent", "text", 350, 420, failure="eof_error"),
+        Injected("throttled", "video", 450, 500, rate_kbps=128.0),
+        Injected("blocked", "register", 520, None, failure="generic_timeout_error")))
+    shapes = []
+    for name in ("ingested", "engine"):
+        with MeasurementStore(tmp_path / name) as store:
+            if name == "ingested":
+                assert not store.ingest_measurements(synthetic_measurements(
+                    network, rounds=rounds, start=START, interval=INTERVAL, seed=0)).errors
+            else:
+                assert store.insert_synthetic([network], rounds=rounds, start=START,
+                                              interval=INTERVAL) == 2 * rounds
+            assert store.count() == 2 * rounds
+            shape = {}
+            for group in store.series_groups():
+                for rows in group:
+                    measured = ~np.isnan(rows.kbps)
+                    assert (measured == (rows.ok & (rows.key.feature in NORMAL_KBPS))).all()
+                    assert ((rows.failures >= 0) == ~rows.ok).all()
+                    shape[rows.key] = (rows.times.tolist(), sorted(set(rows.failure_names)))
+            shapes.append(shape)
+            events = analyze(store)
+        for injected in network.events:
+            assert any((e.feature, e.kind, e.vantage) == (injected.feature, injected.kind,
+                                                          "direct")
+                       and abs(e.onset - START - injected.start * INTERVAL) <= 2 * INTERVAL
+                       for e in events), (name, injected)
+        assert all(e.vantage == "direct" for e in events)
+    ingested, engine = shapes
+    assert ingested.keys() == engine.keys()
+    for key, (times, failures) in ingested.items():
+        assert engine[key][0] == times
+        assert set(engine[key][1]) <= set(failures) | {"generic_timeout_error"}
 
 
 if __name__ == "__main__":
