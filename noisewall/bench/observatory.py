@@ -27,13 +27,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from noisewall.bench.kit import BenchResult, module_argv
+from noisewall.bench.kit import BenchResult
 from noisewall.observatory.sqlite_store import SqliteStore
 from noisewall.observatory.store import MeasurementStore
 from noisewall.observatory.synthetic import Injected, SyntheticNetwork, synthetic_measurements
@@ -111,20 +112,34 @@ def _ingest_benchmarks(measurements: int) -> list[BenchResult]:
     ]
 
 
+#: The analysis process: the CLI's ``observe analyze --json``, then its own peak RSS on stderr.
+#: (The kernel's peak for a child counts the parent's memory it was forked from; the
+#: process's own high-water mark, ``VmHWM``, starts afresh at exec.)
+_ANALYZE = ("import re, sys\n"
+            "from noisewall.cli import cli\n"
+            "cli.main(['observe', 'analyze', '--db', sys.argv[1], '--json'], "
+            "standalone_mode=False)\n"
+            "status = open('/proc/self/status', encoding='ascii').read()\n"
+            "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) * 1024, "
+            "file=sys.stderr)\n")
+
+
 def _analyze_process(db: Path) -> tuple[list[dict[str, Any]], float, float, int]:
     """``noisewall observe analyze --json`` on ``db``: events, wall and CPU seconds, peak RSS."""
-    with tempfile.TemporaryFile() as out:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        child = subprocess.Popen(  # noqa: S603 - our own module
-            module_argv("noisewall", "observe", "analyze", "--db", db, "--json"), stdout=out)
+        child = subprocess.Popen(  # noqa: S603 - our own code
+            [sys.executable, "-c", _ANALYZE, str(db)], stdout=out, stderr=err)
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        errors = err.read().decode(errors="replace").strip()
         if child.returncode != 0:
-            raise RuntimeError(f"noisewall observe analyze exited {child.returncode}")
+            raise RuntimeError(f"noisewall observe analyze exited {child.returncode}: {errors}")
         out.seek(0)
         events: list[dict[str, Any]] = json.load(out)
-    return events, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+    return events, seconds, usage.ru_utime + usage.ru_stime, int(errors.splitlines()[-1])
 
 
 def _analysis_benchmarks(measurements: int) -> list[BenchResult]:

@@ -67,9 +67,9 @@ class Event:
         return data
 
 
-def probe_interval(times: Floats) -> float:
+def probe_interval(times: Floats | Sequence[float]) -> float:
     """The series' typical spacing between rounds (median positive step), 1 s if unknown."""
-    steps = np.diff(times)
+    steps = np.diff(np.asarray(times, dtype=np.float64))
     steps = steps[steps > 0]
     return float(np.median(steps)) if len(steps) else 1.0
 
