@@ -13,8 +13,7 @@ import click
 
 from noisewall import __version__
 from noisewall.cli_options import json_option
-from noisewall.errors import InputError
-from noisewall.net.errors import NetError
+from noisewall.errors import InputError, NetError
 from noisewall.noise.errors import NoiseError
 from noisewall.service import INTERRUPTED
 
@@ -28,8 +27,8 @@ if TYPE_CHECKING:
 SUBCOMMANDS = {
     "noise": "noisewall.noise.commands:noise",
     "censor": "noisewall.censor.commands:censor",
-    "server": "noisewall.messenger.commands:server",
-    "client": "noisewall.messenger.commands:client",
+    "server": "noisewall.messenger.server_commands:server",
+    "client": "noisewall.messenger.client_commands:client",
     "tunnel": "noisewall.tunnel.commands:tunnel",
     "probe": "noisewall.probe.commands:probe",
     "observe": "noisewall.observatory.commands:observe",

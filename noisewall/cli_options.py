@@ -23,3 +23,18 @@ def parse_endpoint(text: str) -> Endpoint:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise click.BadParameter(f"{text!r} is not HOST:PORT")
     return Endpoint(host.strip("[]"), int(port))
+
+
+def parsed_by(parse: Callable[[str], str]
+              ) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A click callback that parses an optional value, a ValueError becoming a bad parameter."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback

@@ -64,7 +64,7 @@ from typing import Any
 from noisewall.bench.kit import BenchResult, ChildProcess, ServingChild, module_argv, rss
 from noisewall.messenger import payloads
 from noisewall.messenger.client import MessengerClient, Received
-from noisewall.messenger.connection import ChatConnection, client_settings
+from noisewall.messenger.connection import ChatConnection
 from noisewall.messenger.messages import (
     Ack,
     Delivered,
@@ -75,6 +75,7 @@ from noisewall.messenger.messages import (
     Welcome,
     parse_push,
 )
+from noisewall.messenger.pipes import client_settings
 from noisewall.messenger.profile import Profile
 from noisewall.noise import dh_function
 from noisewall.noise.stream import NoiseStream, connect

@@ -283,7 +283,7 @@ async def run_lab(scenario: Scenario, options: LabOptions,
                             "report": out / REPORT},
                            time.monotonic() - began, timings,
                            "lab network" if options.net else "loopback")
-        write_html_report(out / REPORT, store, network_events, ground_truth=_bands(truth),
+        write_html_report(out / REPORT, store, events, ground_truth=_bands(truth),
                           extra_tables=_tables(result))
     (out / ANALYSIS).write_text(json.dumps(result.as_json(), indent=2) + "\n", encoding="utf-8")
     return result

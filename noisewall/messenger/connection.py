@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from noisewall.messenger import fragments, messages, wire
 from noisewall.messenger.messages import Closed, Reply, Request
-from noisewall.messenger.server import IK, XX, XX_FALLBACK
-from noisewall.noise import ConnectionClosedError, KeyPair, NoiseError, NoiseSettings
+from noisewall.messenger.pipes import client_settings
+from noisewall.noise import ConnectionClosedError, KeyPair, NoiseError
 from noisewall.noise.stream import Framing, NoiseStream, connect
 from noisewall.records.endpoint import Endpoint
 
@@ -32,19 +32,6 @@ Outgoing = Request | dict[str, Any]
 
 def _as_wire(message: Outgoing) -> dict[str, Any]:
     return message if isinstance(message, dict) else message.to_wire()
-
-
-def client_settings(static: KeyPair, server_key: bytes | None,
-                    framing: Framing = "noisesocket") -> NoiseSettings:
-    """Noise Pipes as an initiator: IK with a cached server key (XXfallback if stale), else XX.
-
-    The WA framing carries no negotiation, so there is no way to switch to
-    XXfallback: over WA the client always runs XX.
-    """
-    if server_key is None or framing == "wa":
-        return NoiseSettings(protocol=XX, static=static)
-    return NoiseSettings(protocol=IK, static=static, remote_static=server_key,
-                         accept=[XX_FALLBACK])
 
 
 class ChatConnection:

@@ -44,6 +44,7 @@ from noisewall.messenger.messages import (
     SendGroup,
     Welcome,
 )
+from noisewall.messenger.pipes import server_settings
 from noisewall.messenger.store import (
     DEFAULT_TTL,
     ChatStore,
@@ -56,7 +57,7 @@ from noisewall.messenger.store import (
 from noisewall.messenger.wechat.filters import FilterLists
 from noisewall.messenger.wechat.mode import Mode, wechat_mode
 from noisewall.messenger.wire import WireError
-from noisewall.noise import KeyPair, NoiseError, NoiseSettings, dh_function
+from noisewall.noise import KeyPair, NoiseError, dh_function
 from noisewall.noise.keys import load_or_create_private_key
 from noisewall.noise.stream import Framing, NoiseServer, NoiseStream
 from noisewall.private_files import private_dir
@@ -66,9 +67,6 @@ from noisewall.service import Service
 
 log = logging.getLogger("noisewall.messenger")
 
-XX = "Noise_XX_25519_AESGCM_SHA256"
-IK = "Noise_IK_25519_AESGCM_SHA256"
-XX_FALLBACK = "Noise_XXfallback_25519_AESGCM_SHA256"
 KEY_FILE = "noise_static.key"
 EXPIRY_PERIOD = 3600.0
 #: Sends one connection may have in flight (awaiting their commit) at once.
@@ -81,11 +79,6 @@ def load_or_create_static_key(data_dir: Path) -> KeyPair:
     """The server's Noise static key pair from DIR (a new DIR is 0700; the key file 0600)."""
     private_dir(data_dir)
     return load_or_create_private_key(data_dir / KEY_FILE, dh_function("25519"))
-
-
-def server_settings(static: KeyPair) -> NoiseSettings:
-    """Noise Pipes as a responder: XX or IK, switching IK to XXfallback on a stale key."""
-    return NoiseSettings(protocol=XX, static=static, accept=[IK], fallbacks={IK: XX_FALLBACK})
 
 
 @dataclass(eq=False)

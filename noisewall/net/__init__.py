@@ -13,8 +13,8 @@ The API other packages use::
 See docs/net.md.
 """
 
+from noisewall.errors import NetError
 from noisewall.net.enter import entered
-from noisewall.net.errors import NetError
 from noisewall.net.hosts import add_host, read_hosts
 from noisewall.net.lifecycle import down, down_all, list_networks, load, up
 from noisewall.net.run import run_argv

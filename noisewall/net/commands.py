@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from noisewall.cli_options import json_option
+from noisewall.errors import NetError
 from noisewall.net import lifecycle
-from noisewall.net.errors import NetError
 from noisewall.net.hosts import add_host, check_address
 from noisewall.net.lifecycle import HostAddress
 from noisewall.net.run import ProgramNotFound, exec_in

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from noisewall.net.errors import NetError
+from noisewall.errors import NetError
 
 NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from noisewall.errors import NetError
 from noisewall.net import tools
-from noisewall.net.errors import NetError
 from noisewall.net.topology import Network
 from noisewall.selfsigned import dns_name
 

@@ -16,9 +16,9 @@ import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from noisewall.errors import NetError
 from noisewall.net import processes, resolver_process, tools
 from noisewall.net.enter import NETNS_DIR, entered
-from noisewall.net.errors import NetError
 from noisewall.net.hosts import add_host, check_address
 from noisewall.net.topology import (
     INTERFACE_PREFIX,

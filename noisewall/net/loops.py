@@ -22,8 +22,8 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
+from noisewall.errors import NetError
 from noisewall.net.enter import entered
-from noisewall.net.errors import NetError
 
 T = TypeVar("T")
 _STOP_TIMEOUT = 10.0

@@ -6,8 +6,8 @@ import selectors
 import subprocess
 import sys
 
+from noisewall.errors import NetError
 from noisewall.net import processes, tools
-from noisewall.net.errors import NetError
 from noisewall.net.hosts import hosts_path
 from noisewall.net.topology import Network, Side
 

@@ -11,9 +11,9 @@ import os
 import shutil
 from collections.abc import Sequence
 
+from noisewall.errors import NetError
 from noisewall.net import tools
 from noisewall.net.enter import NETNS_DIR
-from noisewall.net.errors import NetError
 from noisewall.net.topology import Network, Side
 
 COMMAND_NOT_FOUND = 127

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from noisewall.net.errors import NetError
+from noisewall.errors import NetError
 
 _PACKAGES = {"ip": "iproute2", "nft": "nftables"}
 

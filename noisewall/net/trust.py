@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from noisewall.net.errors import NetError
+from noisewall.errors import NetError
 from noisewall.net.topology import Network, Side
 from noisewall.selfsigned import (
     CertificateAuthority,

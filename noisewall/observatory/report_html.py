@@ -1,6 +1,8 @@
-"""One self-contained HTML report: a timeline per series, the events, the counts.
+"""One self-contained HTML report: a grid per network, the events, the counts, the timelines.
 
-Each timeline is inline SVG (no scripts, no external assets): the success
+At the top, a grid per network (:mod:`.report_grid`): one row per (vantage,
+feature), one cell per round, coloured by state, ground truth marked. Each
+timeline is inline SVG (no scripts, no external assets): the success
 rate per time bucket, the median throughput on a log scale, the detected
 events as coloured bands and, when the lab passes them, ground-truth bands
 in a strip above. Callers may append their own tables (the lab's scores).
@@ -9,6 +11,7 @@ in a strip above. Callers may append their own tables (the lab's scores).
 from __future__ import annotations
 
 import html
+import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -17,13 +20,22 @@ from pathlib import Path
 from typing import TypeAlias, TypeVar
 
 from noisewall.observatory.episodes import Event
-from noisewall.observatory.filtered import FilteredEvent
+from noisewall.observatory.filtered import FilteredEvent, keyword_rounds
+from noisewall.observatory.report_grid import (
+    SEVERITY,
+    STATE_COLOURS,
+    TRUTH_COLOUR,
+    State,
+    build_grids,
+    describe_columns,
+    render_grid,
+)
 from noisewall.observatory.store import MeasurementStore, SeriesKey, SeriesRows
+from noisewall.records.keyword import TEST_NAME as KEYWORD_TEST
 from noisewall.records.measurement import ooni_time
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 960, 210, 60, 70, 26, 30
 BUCKETS = 240
-KIND_COLOURS = {"blocked": "#d62728", "throttled": "#ff7f0e", "intermittent": "#9467bd"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +135,7 @@ def _svg(rows: SeriesRows, events: Sequence[Event], truth: Sequence[GroundTruthB
         x0, x1 = axis.x(event.onset), axis.x(stop if event.end is None else event.end)
         detail = event.failure or (f"{event.rate_kbps} kbit/s" if event.rate_kbps else "")
         parts.append(f'<rect x="{x0:.1f}" y="{plot_top}" width="{max(x1 - x0, 1):.1f}" '
-                     f'height="{plot_height}" fill="{KIND_COLOURS[event.kind]}" opacity="0.22">'
+                     f'height="{plot_height}" fill="{STATE_COLOURS[event.kind]}" opacity="0.22">'
                      f'<title>{_esc(event.kind)} {_esc(detail)} from '
                      f'{ooni_time(event.onset)}</title></rect>')
     buckets = _buckets(rows, start, stop)
@@ -210,26 +222,65 @@ def series_counts(store: MeasurementStore, since: float | None = None,
 _STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}
 table{border-collapse:collapse;margin:8px 0 24px}td,th{border:1px solid #ddd;padding:3px 8px;
 font-size:13px;text-align:left}th{background:#f0f0f0}h3{margin:18px 0 4px;font-size:15px}
-.legend span{display:inline-block;margin-right:14px;font-size:13px}"""
+.legend>span{display:inline-block;margin-right:14px;font-size:13px}
+.caption{margin:0 0 4px;font-size:12px;color:#555}svg.grid{display:block}"""
+
+#: Timeline bands: the detector's event kinds (filtered events have no timeline).
+_TIMELINE_KINDS: tuple[State, ...] = ("blocked", "throttled", "intermittent")
+
+
+def _swatch(colour: str, text: str) -> str:
+    return f'<span><span style="color:{colour}">&#9632;</span> {text}</span>'
+
+
+def _grid_section(series: Sequence[tuple[SeriesCounts, SeriesRows]],
+                  keyword: dict[tuple[str, str, str], list[tuple[float, bool | None]]],
+                  events: Sequence[AnyEvent], ground_truth: Sequence[GroundTruthBand]) -> str:
+    """The grids at a glance, one per network, with their legend and how to read them."""
+    times = {c.key: rows.times for c, rows in series}
+    times.update((SeriesKey(*key), [t for t, _ in rounds]) for key, rounds in keyword.items())
+    grids = build_grids(times, events, ground_truth)
+    parts = ["<h2>At a glance</h2>"]
+    for grid in grids:
+        parts.append(f"<h3>{_esc(grid.network)}</h3><p class=\"caption\">"
+                     f"{len(grid.rows)} series, {_esc(describe_columns(grid))}</p>"
+                     f"{render_grid(grid)}")
+    states = "".join(_swatch(STATE_COLOURS[state], state) for state in SEVERITY)
+    truth = (f'<span><span style="color:{TRUTH_COLOUR}">&#9604;</span> ground truth (under '
+             f'the cells it covers)</span>' if ground_truth else "")
+    scoring = (" A coloured cell over a marker is a detection, a green one over a marker a "
+               "miss, a coloured one with no marker a false alarm." if ground_truth else "")
+    parts.append(f'<p class="legend">{states}{truth}</p><p class="caption">A row per vantage '
+                 f'and feature, a column per round, left to right in time; a cell is the '
+                 f'analysis&#8217; state of that series in that round (an event&#8217;s kind, '
+                 f'else ok; no data: no measurement).{scoring} Hover a cell for its dates and '
+                 f'rounds.</p>')
+    return "".join(parts)
 
 
 def write_html_report(path: str | Path, store: MeasurementStore, events: Sequence[AnyEvent], *,
                       since: float | None = None, until: float | None = None,
                       ground_truth: Sequence[GroundTruthBand] = (),
                       extra_tables: Sequence[ReportTable] = ()) -> Path:
-    """Write the report to ``path`` (atomically: a temporary file renamed into place)."""
+    """Write the report to ``path`` (atomically: a temporary file renamed into place).
+
+    The grids show ``events`` over every stored series, the keyword probe's
+    candidates included (their rounds are read from its measurements).
+    """
     series = series_counts(store, since, until)
+    keyword = keyword_rounds(json.loads(raw) for raw in store.raw_measurements_of(
+        KEYWORD_TEST, since=since, until=until))
     shown = in_window(events, since, until)
     times = [t for _, rows in series for t in (rows.times[0], rows.times[-1])]
     start = since if since is not None else min(times, default=0.0)
     stop = until if until is not None else max(times, default=1.0)
-    legend = "".join(f'<span style="color:{colour}">&#9632; {kind}</span>'
-                     for kind, colour in KIND_COLOURS.items())
+    legend = "".join(_swatch(STATE_COLOURS[kind], kind) for kind in _TIMELINE_KINDS)
     sections = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>noisewall "
                 f"observatory report</title><style>{_STYLE}</style></head><body>"
                 f"<h1>noisewall observatory</h1><p>{ooni_time(start)} to "
                 f"{ooni_time(stop)} UTC: {sum(c.rounds for c, _ in series):,} results "
                 f"in {len(series)} series, {len(shown)} events.</p>",
+                _grid_section(series, keyword, shown, ground_truth),
                 _table("Events", EVENT_COLUMNS, event_rows(shown)),
                 _table("Counts", ("network", "vantage", "feature", "rounds", "ok", "failed",
                                   "success"),

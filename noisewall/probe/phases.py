@@ -13,7 +13,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 
 from noisewall import socks5 as socks5_client
-from noisewall.messenger.connection import ChatConnection, client_settings
+from noisewall.messenger.connection import ChatConnection
+from noisewall.messenger.pipes import client_settings
 from noisewall.noise import KeyPair
 from noisewall.noise.stream import Framing, NoiseStream, make_connection
 from noisewall.probe.failures import failure_string

@@ -49,10 +49,17 @@ timeline:
 """
 
 
+def lab_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "noisewall", "lab", *args]
+
+
+def lab_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
 def lab(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.run([sys.executable, "-m", "noisewall", "lab", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(lab_argv(*args), cwd=cwd, env=lab_env(), capture_output=True,
+                          text=True, timeout=timeout, check=False)
 
 
 def test_broken_scenario_is_one_line_with_file_line_and_field(tmp_path: Path) -> None:
@@ -85,11 +92,23 @@ def _stable(event: dict[str, Any]) -> tuple[Any, ...]:
 def test_mini_scenario_scores_and_the_same_seed_gives_the_same_events(tmp_path: Path) -> None:
     scenario = tmp_path / "mini.yaml"
     scenario.write_text(MINI, encoding="utf-8")
+    # Both runs at once: the same seed must give the same events whatever else competes
+    # for the machine (and the test waits out one run's throttled rounds, not two).
+    processes = [subprocess.Popen(lab_argv(str(scenario), "--out", name, "--seed", "5",
+                                           "--json"), cwd=tmp_path, env=lab_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for name in ("a", "b")]
     runs = []
-    for name in ("a", "b"):
-        result = lab(str(scenario), "--out", name, "--seed", "5", "--json", cwd=tmp_path)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        runs.append(json.loads(result.stdout))
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=240)
+            assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+            runs.append(json.loads(stdout))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     first, second = runs
     assert first["ground_truth"] == second["ground_truth"]
     assert [_stable(e) for e in first["events"]] == [_stable(e) for e in second["events"]]
@@ -115,10 +134,9 @@ def test_mini_scenario_scores_and_the_same_seed_gives_the_same_events(tmp_path: 
 def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     scenario = tmp_path / "mini.yaml"
     scenario.write_text(MINI.replace("end: 2017-09-19", "end: 2017-12-19"), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    process = subprocess.Popen([sys.executable, "-m", "noisewall", "lab", str(scenario),
-                                "--out", "out"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(lab_argv(str(scenario), "--out", "out"), cwd=tmp_path,
+                               env=lab_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     try:
         measurements = tmp_path / "out" / "measurements.jsonl"
         deadline = time.monotonic() + 60

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from noisewall.messenger.connection import client_settings
+from noisewall.messenger.pipes import client_settings
 from noisewall.noise import dh_function
 from noisewall.noise.stream import NoiseStream, connect
 

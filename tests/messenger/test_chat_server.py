@@ -11,7 +11,8 @@ import pytest
 
 from noisewall.messenger import fragments
 from noisewall.messenger.connection import ChatConnection, ChatError
-from noisewall.messenger.server import IK, XX, XX_FALLBACK, ChatServer
+from noisewall.messenger.pipes import IK, XX, XX_FALLBACK
+from noisewall.messenger.server import ChatServer
 from noisewall.messenger.store import ChatStore
 from noisewall.noise import KeyPair, NegotiationError, NoiseSettings, dh_function
 from noisewall.noise.stream import connect

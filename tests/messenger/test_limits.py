@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from noisewall.messenger import fragments, wire
-from noisewall.messenger.connection import ChatConnection, ChatError, client_settings
+from noisewall.messenger.connection import ChatConnection, ChatError
 from noisewall.messenger.limits import ConnectionLimits, StoreLimits
+from noisewall.messenger.pipes import client_settings
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import KeyPair, NoiseError, dh_function
 from noisewall.noise.stream import NoiseStream, connect

@@ -9,7 +9,8 @@ import pytest
 
 from noisewall.bench.kit import rss
 from noisewall.messenger import fragments
-from noisewall.messenger.connection import ChatConnection, client_settings
+from noisewall.messenger.connection import ChatConnection
+from noisewall.messenger.pipes import client_settings
 from noisewall.noise import dh_function
 from noisewall.noise.noisesocket import MAX_BODY
 from noisewall.noise.stream import NoiseStream, connect

@@ -74,7 +74,8 @@ def test_html_report_is_self_contained(store: MeasurementStore, tmp_path: Path) 
     html = path.read_text()
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     assert "<script" not in html and not re.search(r"(src|href)=", html)
-    assert html.count('role="img"') == 4  # one timeline per (vantage, feature)
+    # One grid for the one network, one timeline per (vantage, feature).
+    assert html.count('<svg class="grid"') == 1 and html.count('role="img"') == 5
     assert "Net &lt;A&gt;" in html and "<A>" not in html
     assert "SNI reset &lt;media&gt;" in html and "onset error &lt;rounds&gt;" in html
     assert "2017-09-20 00:50:00" in html  # the blocked event's onset in the events table

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from noisewall.messenger import fragments, wire
-from noisewall.messenger.connection import ChatConnection, client_settings
+from noisewall.messenger.connection import ChatConnection
+from noisewall.messenger.pipes import client_settings
 from noisewall.messenger.server import ChatServer
 from noisewall.noise import KeyPair, NoiseError, dh_function
 from noisewall.noise.stream import NoiseStream, connect
@@ -31,6 +32,8 @@ from tests.surfaces.background import BackgroundLoop, ErrorRecords
 
 DH = dh_function("25519")
 REPLY_TIMEOUT = 10.0
+#: The id of the ``hello`` that closes each example's requests.
+CLOSING_HELLO = "closing-hello"
 PROPERTY_SETTINGS = settings(
     max_examples=150, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -175,21 +178,25 @@ def not_text(request: dict[str, Any]) -> bool:
 
 
 async def answers(server: ChatServer, key: KeyPair, requests: list[dict[str, Any]]
-                  ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
+                  ) -> tuple[dict[object, dict[str, Any]], list[dict[str, Any]]]:
     """The replies to ``requests`` by position, and the replies without an id, as ``key``.
 
     Waits for a reply to each request but ``delivered`` (answered only on error); sends
-    are answered concurrently, so replies come in any order.
+    are answered concurrently, so replies come in any order. The server answers every other
+    request in order, so a closing ``hello`` is answered after any ``delivered`` error: a
+    list of ``delivered`` alone ends there instead of waiting out the timeout.
     """
     stream = await connect(*server.address, client_settings(key, server.static.public))
-    expected = {index for index, request in enumerate(requests)
-                if request["type"] != "delivered" and not not_text(request)}
+    expected: set[object] = {index for index, request in enumerate(requests)
+                             if request["type"] != "delivered" and not not_text(request)}
+    expected.add(CLOSING_HELLO)
     unnumbered_expected = sum(map(not_text, requests))
-    replies: dict[int, dict[str, Any]] = {}
+    replies: dict[object, dict[str, Any]] = {}
     unnumbered: list[dict[str, Any]] = []
     try:
         for index, request in enumerate(requests):
             await fragments.send(stream, wire.encode({**request, "id": index}))
+        await fragments.send(stream, wire.encode({"type": "hello", "id": CLOSING_HELLO}))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(REPLY_TIMEOUT):
                 async for data in fragments.receive(stream):
