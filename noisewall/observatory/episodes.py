@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -303,11 +303,13 @@ def _order(event: Event) -> tuple[float, str, str, str, str]:
 
 
 def analyze(store: SeriesSource, config: DetectorConfig | None = None, *,
-            since: float | None = None, until: float | None = None) -> list[Event]:
+            since: float | None = None, until: float | None = None,
+            on_series: Callable[[SeriesColumns], None] | None = None) -> list[Event]:
     """Every event in the store (optionally within ``[since, until)``), sorted by onset.
 
     The store hands over one (network, feature) group at a time: each series
     with its control path, and nothing else stays in memory but the events.
+    ``on_series`` sees each series as it is read (e.g. to count its rows).
     """
     config = config or DetectorConfig()
     control_vantage = config.throttle.control_vantage
@@ -315,6 +317,8 @@ def analyze(store: SeriesSource, config: DetectorConfig | None = None, *,
     for group in store.series_groups(since=since, until=until):
         control = next((s for s in group if s.key.vantage == control_vantage), None)
         for rows in group:
+            if on_series is not None:
+                on_series(rows)
             reference = rows.key.vantage == control_vantage
             events.extend(detect_series(rows, config, None if reference else control,
                                         reference=reference))

@@ -249,15 +249,6 @@ class MeasurementStore:
             "SELECT DISTINCT network, vantage, feature FROM results "
             "ORDER BY network, vantage, feature")]
 
-    def series_totals(self, *, since: float | None = None,
-                      until: float | None = None) -> list[tuple[SeriesKey, int, int]]:
-        """Each series with rows in ``[since, until)``: its rows and its ok rows, sorted."""
-        return [(SeriesKey(network, vantage, feature), int(n), int(ok))
-                for network, vantage, feature, n, ok in self._engine.rows(
-                    "SELECT network, vantage, feature, count(), sum(ok) FROM results FINAL "
-                    f"WHERE 1{_time_window(since, until)} GROUP BY network, vantage, feature "
-                    "ORDER BY network, vantage, feature")]
-
     def rows(self, key: SeriesKey, *, since: float | None = None,
              until: float | None = None) -> SeriesRows:
         """One series in time order, optionally limited to ``since <= t < until``."""

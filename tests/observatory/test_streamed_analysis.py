@@ -20,7 +20,9 @@ import pytest
 from noisewall.observatory import store as store_module
 from noisewall.observatory.engine import ChdbEngine
 from noisewall.observatory.episodes import analyze
+from noisewall.observatory.report_html import SeriesCounts, series_counts
 from noisewall.observatory.store import MeasurementStore
+from noisewall.observatory.store_types import SeriesColumns
 from noisewall.observatory.synthetic import (
     NORMAL_KBPS,
     Injected,
@@ -80,6 +82,21 @@ def test_streamed_equals_all_rows(tmp_path: Path) -> None:
     assert got == expected
 
 
+def test_counts_seen_by_the_analysis_are_the_reports(tmp_path: Path) -> None:
+    """``observe analyze`` counts each series as it streams by: the report's counts."""
+    with MeasurementStore(tmp_path / "store") as store:
+        build(store)
+        for since, until in WINDOWS:
+            seen: list[SeriesCounts] = []
+
+            def count(rows: SeriesColumns, seen: list[SeriesCounts] = seen) -> None:
+                seen.append(SeriesCounts(rows.key, len(rows), int(rows.ok.sum())))
+
+            analyze(store, since=since, until=until, on_series=count)
+            seen.sort(key=lambda c: (c.key.network, c.key.vantage, c.key.feature))
+            assert seen == [c for c, _ in series_counts(store, since, until)]
+
+
 def test_batches_hold_one_batch_and_change_nothing(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever the batch size, the same events; no read larger than a batch or one group."""
@@ -96,9 +113,8 @@ def test_batches_hold_one_batch_and_change_nothing(tmp_path: Path,
     monkeypatch.setattr(ChdbEngine, "table", counted)
     with MeasurementStore(tmp_path / "store") as store:
         build(store)
-        groups = {(k.network, k.feature): 0 for k in store.series()}
-        for key, n, _ in store.series_totals():
-            groups[key.network, key.feature] += n
+        groups = {(group[0].key.network, group[0].key.feature): sum(map(len, group))
+                  for group in store.series_groups()}
         largest = max(groups.values())
         # Net A: 7 groups of 1,800 rows, Net B: 7 of 2,700. Batches: both networks at
         # once; Net A's features two at a time and Net B's one at a time; every group alone.
