@@ -318,10 +318,14 @@ class MeasurementStore:
                    + vantage.indices.to_numpy()) * len(feature.dictionary)
                   + feature.indices.to_numpy())
         bounds = [0, *(np.flatnonzero(np.diff(series)) + 1).tolist(), len(series)]
-        names = failure.dictionary.to_pylist()
-        codes = failure.indices.fill_null(-1).to_numpy().astype(np.int32)
-        if None in names:  # a NULL kept in the dictionary is no failure either
-            codes[np.isin(codes, [i for i, name in enumerate(names) if name is None])] = -1
+        # A NULL in the dictionary (not only a null code) is no failure either: -1. The
+        # last slot maps code -1 to itself.
+        listed = failure.dictionary.to_pylist()
+        kept = [i for i, name in enumerate(listed) if name is not None]
+        recode = np.full(len(listed) + 1, -1, dtype=np.int32)
+        recode[kept] = np.arange(len(kept), dtype=np.int32)
+        codes = recode[failure.indices.fill_null(-1).to_numpy()]
+        names = tuple(str(listed[i]) for i in kept)
         times = table.column("t").to_numpy().astype(np.float64, copy=False)
         oks = table.column("ok").to_numpy().astype(np.bool_, copy=False)
         kbps = table.column("kbps").fill_null(np.nan).to_numpy().astype(np.float64, copy=False)

@@ -1,15 +1,17 @@
-"""Vectorised change-point dating and segmentation pick exactly what the scalar scans picked."""
+"""Vectorised change-point dating, segmentation and failure naming equal the scalar code."""
 
 from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
 
 from noisewall.observatory.bernoulli import date_change, log_likelihood, split_regimes
+from noisewall.observatory.episodes import _most_common
 from noisewall.observatory.store_types import Flags, Floats
 
 
@@ -86,3 +88,13 @@ def test_vectorised_equals_scalar(seed: int) -> None:
     assert split_regimes(array, start, end, penalty=penalty, min_length=min_length,
                          kind=kinds) == _split_reference(sums, start, end, penalty, min_length,
                                                          lambda f: 1 - f <= limit)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_most_common_failure_is_counters(seed: int) -> None:
+    """The event's failure: the most frequent, on a tie the first seen (as Counter names it)."""
+    rng = random.Random(seed)
+    codes = [rng.choice([-1, -1, 0, 1, 2, 3]) for _ in range(rng.choice([0, 1, 6, 40]))]
+    counted = Counter(c for c in codes if c >= 0)
+    expected = counted.most_common(1)[0][0] if counted else -1
+    assert _most_common(np.asarray(codes, dtype=np.int32)) == expected
