@@ -100,14 +100,24 @@ _bench_command("censor", "noisewall.bench.censor:run_censor_benchmarks",
 _bench_command("tunnel", "noisewall.bench.tunnel:run_tunnel_benchmarks",
                "Bulk throughput of each tunnel transport vs OpenSSH's ssh -D, both ways, with "
                "CPU seconds per GB of each process.")
-_bench_command("observe", "noisewall.bench.observatory:run_observe_benchmarks",
-               "Ingest rate and analysis time of 200,000 synthetic measurements vs the "
-               "engine's raw insert and scan, and vs the SQLite store.")
 _bench_command("wechat", "noisewall.bench.messenger:run_filtering_benchmark",
                "WeChat mode's filtering cost: relay messages/s with 10,000 keyword combinations "
                "loaded, against the E2E relay in the same run.")
 _bench_command("lab", "noisewall.bench.lab:run_lab_benchmarks",
                "Full runs of every shipped scenario: replay speed, wall time, detection score.")
+
+
+@bench.command(name="observe")
+@click.option("--measurements", type=click.IntRange(1_000), metavar="N",
+              help="Measurements in the analysed store (default: as many as the ingest, "
+                   "200,000; with --quick 20,000).")
+@click.option("--quick", is_flag=True, help="A short smoke run (figures are not meaningful).")
+@json_option
+def bench_observe(measurements: int | None, quick: bool, as_json: bool) -> None:
+    """Ingest rate of 200,000 synthetic measurements vs the engine's raw insert and the SQLite
+    store; `observe analyze` of N vs the engine's raw scan."""
+    run = _load("noisewall.bench.observatory:run_observe_benchmarks")
+    _print_results(run(quick, measurements), as_json)
 
 
 @bench.command(name="messenger")

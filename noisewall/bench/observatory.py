@@ -1,32 +1,41 @@
 """``noisewall bench observe``: ingest rate and analysis time on synthetic measurements.
 
-The workload is 200,000 measurements (``--quick``: 20,000): 5 networks,
-each with a direct and a control path, 7 features per measurement, one round
-a minute, and on each direct path a blocked, an intermittent and a throttled
-episode. Baselines, in the same run:
+The workload: 5 networks, each with a direct and a control path, 7 features
+per measurement, one round a minute, and on each direct path a blocked, an
+intermittent and a throttled episode and a block that lasts to the end.
+Baselines, in the same run:
 
-* ingest into the ClickHouse store (chDB: parse, check, store) against the
-  engine's raw insert of the same lines into a table (both handed over in memory),
-  in wall time and in CPU time, and against the SQLite store of earlier versions
-  (parse in Python);
-* analyze (all series, all detectors) against a raw scan of the same result
-  rows in the engine, and against the same analysis on the SQLite store.
+* ingest of 200,000 measurements (``--quick``: 20,000) as JSON lines into the
+  ClickHouse store (chDB: parse, check, store) against the engine's raw insert
+  of the same lines into a table (both handed over in memory), in wall time and
+  in CPU time, and against the SQLite store of earlier versions (parse in
+  Python);
+* ``noisewall observe analyze --json`` (all series, all detectors, a process
+  of its own: its wall time, CPU time and peak memory) on a store of
+  ``--measurements`` measurements (default as many as the ingest) against a
+  raw scan of the same result rows by the engine. That store is written by the
+  engine itself (:func:`noisewall.observatory.synthetic.synthetic_sql`): the
+  rows ingest would store for such measurements, without the JSON lines, which
+  would take too long to ingest at 10,000,000; then merged, as a store is once
+  the engine has merged its inserts.
 
-A last line counts the injected episodes that were found with the right
-kind and an onset within 2 rounds.
+A last line counts the injected episodes that the analysis found with the
+right kind and an onset within 2 rounds.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from noisewall.bench.kit import BenchResult
-from noisewall.observatory.episodes import Event, analyze
 from noisewall.observatory.sqlite_store import SqliteStore
 from noisewall.observatory.store import MeasurementStore
 from noisewall.observatory.synthetic import Injected, SyntheticNetwork, synthetic_measurements
@@ -60,11 +69,11 @@ def _lines(networks: list[SyntheticNetwork], rounds: int) -> Iterator[bytes]:
             yield json.dumps(measurement).encode()
 
 
-def _found(injected: Injected, network: str, events: list[Event]) -> bool:
+def _found(injected: Injected, network: str, events: Sequence[Mapping[str, Any]]) -> bool:
     onset = START + injected.start * INTERVAL
-    return any(e.network == network and e.vantage == injected.vantage
-               and e.feature == injected.feature and e.kind == injected.kind
-               and abs(e.onset - onset) <= 2 * INTERVAL for e in events)
+    return any(e["network"] == network and e["vantage"] == injected.vantage
+               and e["feature"] == injected.feature and e["kind"] == injected.kind
+               and abs(e["onset"] - onset) <= 2 * INTERVAL for e in events)
 
 
 def _timed(run: Callable[[], T]) -> tuple[T, float]:
@@ -82,24 +91,27 @@ def _cpu_timed(run: Callable[[], T]) -> tuple[T, float, float]:
     return result, seconds, time.process_time() - started
 
 
-def run_observe_benchmarks(quick: bool = False) -> list[BenchResult]:
-    """Ingest and analysis figures against same-run baselines."""
-    measurements = 20_000 if quick else 200_000
+def run_observe_benchmarks(quick: bool = False,
+                           measurements: int | None = None) -> list[BenchResult]:
+    """Ingest and analysis figures against same-run baselines.
+
+    ``measurements``: the size of the analysed store (default: as many as the ingest).
+    """
+    size = 20_000 if quick else 200_000
+    return _ingest_benchmarks(size) + _analysis_benchmarks(measurements or size)
+
+
+def _ingest_benchmarks(measurements: int) -> list[BenchResult]:
+    """Ingest against the engine's raw insert and against the SQLite store."""
     rounds = measurements // (NETWORKS * len(VANTAGES))
-    networks = _networks(rounds)
-    lines = list(_lines(networks, rounds))
+    lines = list(_lines(_networks(rounds), rounds))
     with tempfile.TemporaryDirectory(prefix="noisewall-bench-observe-") as tmp:
         with MeasurementStore(Path(tmp) / "bench.chdb") as store:
             _, raw_seconds, raw_cpu = _cpu_timed(lambda: store.insert_raw(lines))
             report, ingest_seconds, ingest_cpu = _cpu_timed(
                 lambda: store.ingest_lines(lines, source="bench"))
-            rows, scan_seconds = _timed(store.scan_results)
-            events, analyze_seconds = _timed(lambda: analyze(store))
         with SqliteStore(Path(tmp) / "bench.sqlite") as sqlite:
             old, sqlite_ingest_seconds = _timed(lambda: sqlite.ingest_lines(lines, "bench"))
-            _, sqlite_analyze_seconds = _timed(lambda: analyze(sqlite))
-    injected = [(i, net.name) for net in networks for i in net.events]
-    found = sum(_found(i, name, events) for i, name in injected)
     stored = report.stored
     return [
         BenchResult(f"ingest {stored:,} measurements (ClickHouse, chDB; {ingest_cpu:.1f} CPU-s)",
@@ -109,13 +121,61 @@ def run_observe_benchmarks(quick: bool = False) -> list[BenchResult]:
         BenchResult(f"ingest {stored:,} measurements (ClickHouse, chDB)", "measurements/s",
                     stored / ingest_seconds, "SQLite store, parsed in Python",
                     old.stored / sqlite_ingest_seconds),
-        BenchResult(f"analyze {stored:,} measurements ({rows:,} rows) in "
-                    f"{analyze_seconds:.1f} s", "rows/s", rows / analyze_seconds,
-                    "raw scan of the rows in the engine", rows / scan_seconds),
-        BenchResult(f"analyze {stored:,} measurements ({rows:,} rows) in "
-                    f"{analyze_seconds:.1f} s", "rows/s", rows / analyze_seconds,
-                    f"SQLite store ({sqlite_analyze_seconds:.1f} s)",
-                    rows / sqlite_analyze_seconds),
+    ]
+
+
+#: The analysis process: the CLI's ``observe analyze --json``, then its own peak RSS on stderr.
+#: (The kernel's peak for a child counts the parent's memory it was forked from; the
+#: process's own high-water mark, ``VmHWM``, starts afresh at exec.)
+_ANALYZE = ("import re, sys\n"
+            "from noisewall.cli import cli\n"
+            "cli.main(['observe', 'analyze', '--db', sys.argv[1], '--json'], "
+            "standalone_mode=False)\n"
+            "status = open('/proc/self/status', encoding='ascii').read()\n"
+            "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) * 1024, "
+            "file=sys.stderr)\n")
+
+
+def _analyze_process(db: Path) -> tuple[list[dict[str, Any]], float, float, int]:
+    """``noisewall observe analyze --json`` on ``db``: events, wall and CPU seconds, peak RSS."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(  # noqa: S603 - our own code
+            [sys.executable, "-c", _ANALYZE, str(db)], stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        errors = err.read().decode(errors="replace").strip()
+        if child.returncode != 0:
+            raise RuntimeError(f"noisewall observe analyze exited {child.returncode}: {errors}")
+        out.seek(0)
+        events: list[dict[str, Any]] = json.load(out)
+    return events, seconds, usage.ru_utime + usage.ru_stime, int(errors.splitlines()[-1])
+
+
+def _analysis_benchmarks(measurements: int) -> list[BenchResult]:
+    """``observe analyze`` of a store built in the engine, against a raw scan of its rows."""
+    rounds = measurements // (NETWORKS * len(VANTAGES))
+    networks = _networks(rounds)
+    with tempfile.TemporaryDirectory(prefix="noisewall-bench-analyze-") as tmp:
+        db = Path(tmp) / "analyze.chdb"
+        with MeasurementStore(db) as store:
+            stored = store.insert_synthetic(networks, rounds=rounds, start=START,
+                                            interval=INTERVAL)
+            store.merge()
+            rows, scan_seconds = _timed(store.scan_results)
+        events, seconds, cpu, peak = _analyze_process(db)
+    injected = [(i, net.name) for net in networks for i in net.events]
+    found = sum(_found(i, name, events) for i, name in injected)
+    # What the analysed columns of every row take at rest (t, ok, failure code, kbps).
+    columns_bytes = rows * (8 + 1 + 4 + 8)
+    name = f"analyze {stored:,} measurements ({rows:,} rows)"
+    return [
+        BenchResult(f"{name}: {seconds:.1f} s wall, {cpu:.1f} s CPU", "rows/s", rows / seconds,
+                    "raw scan of the rows by the engine", rows / scan_seconds),
+        BenchResult(f"{name}: peak memory", "MB", peak / 1e6,
+                    "every row's analysed columns held at once", columns_bytes / 1e6),
         BenchResult(f"injected episodes found ({len(events)} events in all)", "episodes",
                     float(found), "injected", float(len(injected))),
     ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import numpy as np
 
 from noisewall.cli_options import json_option
 from noisewall.observatory.config import DetectorConfig, load_config
@@ -14,7 +16,12 @@ from noisewall.observatory.episodes import Event
 from noisewall.observatory.episodes import analyze as network_analysis
 from noisewall.observatory.filtered import FilteredEvent
 from noisewall.observatory.keyword_store import stored_filtered_events
-from noisewall.observatory.report_html import in_window, series_counts, write_html_report
+from noisewall.observatory.report_html import (
+    SeriesCounts,
+    in_window,
+    series_counts,
+    write_html_report,
+)
 from noisewall.observatory.report_terminal import print_summary, summary_console
 from noisewall.observatory.sqlite_store import SqliteStore
 from noisewall.observatory.store import (
@@ -23,6 +30,7 @@ from noisewall.observatory.store import (
     IngestReport,
     MeasurementStore,
 )
+from noisewall.observatory.store_types import SeriesColumns
 
 DEFAULT_DB = "observatory.chdb"
 
@@ -127,12 +135,18 @@ def analyze(db_path: str, config_path: str | None, since: float | None, until: f
     vantage), onset per candidate.
     """
     config = load_config(config_path)
+    counts: list[SeriesCounts] = []
+
+    def count(rows: SeriesColumns) -> None:  # the summary's counts, as the analysis reads
+        counts.append(SeriesCounts(rows.key, len(rows), int(np.count_nonzero(rows.ok))))
+
     with _open_existing(db_path) as store:
-        events = run_analysis(store, config, since=since, until=until)
-        if as_json:
-            click.echo(json.dumps([e.as_json() for e in events], indent=2))
-            return
-        print_summary(summary_console(), events, [c for c, _ in series_counts(store, since, until)])
+        events = run_analysis(store, config, since=since, until=until, on_series=count)
+    if as_json:
+        click.echo(json.dumps([e.as_json() for e in events], indent=2))
+        return
+    counts.sort(key=lambda c: (c.key.network, c.key.vantage, c.key.feature))
+    print_summary(summary_console(), events, counts)
 
 
 @observe.command()
@@ -177,10 +191,15 @@ def export(db_path: str, fmt: ExportFormat, out_path: str, since: float | None,
 
 
 def run_analysis(store: MeasurementStore, config: DetectorConfig, *, since: float | None = None,
-                 until: float | None = None) -> list[Event | FilteredEvent]:
-    """The network events and the keyword probe's ``filtered`` events, by onset."""
+                 until: float | None = None,
+                 on_series: Callable[[SeriesColumns], None] | None = None
+                 ) -> list[Event | FilteredEvent]:
+    """The network events and the keyword probe's ``filtered`` events, by onset.
+
+    ``on_series`` sees each series as the analysis reads it.
+    """
     events: list[Event | FilteredEvent] = [
-        *network_analysis(store, config, since=since, until=until),
+        *network_analysis(store, config, since=since, until=until, on_series=on_series),
         *stored_filtered_events(store, since=since, until=until)]
     return sorted(events, key=lambda e: (e.onset, e.network, e.vantage, e.feature))
 

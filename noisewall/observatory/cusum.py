@@ -9,13 +9,16 @@ a series sitting at ``mu1`` raises ``S+`` by ``v/2`` per round, so ``edd`` is
 the expected detection delay in rounds. After a gap of more than ``gap`` seconds both sums decay by
 ``0.5 ** (gap / half_life)`` (OONI: 24 h gap, 48 h half-life).
 
-Pure functions over lists; no clock, no I/O.
+Pure functions over NumPy arrays; no clock, no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
+
+from noisewall.observatory.store_types import Floats
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +49,7 @@ class Episode:
     end: Alarm | None
 
 
-def cusum_episodes(xs: Sequence[float], times: Sequence[float],
-                   params: CusumParams) -> list[Episode]:
+def cusum_episodes(xs: Floats, times: Floats, params: CusumParams) -> list[Episode]:
     """Run the two-sided CUSUM over ``xs`` (time-ordered) and return the changed episodes."""
     half_v = (params.mu1 - params.mu0) / 2
     episodes: list[Episode] = []
@@ -55,24 +57,26 @@ def cusum_episodes(xs: Sequence[float], times: Sequence[float],
     total = 0.0
     start = -1
     onset: Alarm | None = None
-    previous = times[0] if times else 0.0
-    # In the ok state a fine round (x = 0) only lowers the sum, so from a sum of 0 the next
-    # round that can change anything is the next bad one: skip to it (bad rounds are rare).
-    bad = [i for i, x in enumerate(xs) if x > params.mu0 + half_v]
-    next_bad = 0
+    previous = float(times[0]) if len(times) else 0.0
+    # From a sum of 0 only a round that raises it can change anything: in the ok state the
+    # next bad round, in the changed state the next good one. Skip to it (a gap's decay
+    # does nothing to a zero sum), so the loop only walks the rounds of an excursion.
+    raises = (np.flatnonzero((xs - params.mu0) - half_v > 0),
+              np.flatnonzero((params.mu1 - xs) - half_v > 0))
     i = 0
     while i < len(xs):
-        if not changed and total == 0.0:
-            while next_bad < len(bad) and bad[next_bad] < i:
-                next_bad += 1
-            if next_bad == len(bad):
+        if total == 0.0:
+            candidates = raises[changed]
+            found = int(np.searchsorted(candidates, i))
+            if found == len(candidates):
                 break
-            if bad[next_bad] > i:
-                i = bad[next_bad]
-                previous = times[i - 1]
-        x = xs[i]
-        gap = times[i] - previous
-        previous = times[i]
+            if candidates[found] > i:
+                i = int(candidates[found])
+                previous = float(times[i - 1])
+        x = float(xs[i])
+        now = float(times[i])
+        gap = now - previous
+        previous = now
         if gap > params.gap and total > 0:
             total *= 0.5 ** (gap / params.half_life)
         step = (params.mu1 - x if changed else x - params.mu0) - half_v

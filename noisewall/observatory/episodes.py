@@ -10,7 +10,9 @@ For each (network, vantage, feature) series:
    throttled episodes; a policer's flat plateau is told from congestion's
    variance by the coefficient of variation.
 
-:func:`detect_series` is pure; :func:`analyze` feeds it from a store.
+:func:`detect_series` is pure (NumPy columns in, events out); :func:`analyze`
+feeds it from a store one (network, feature) group at a time, so memory holds
+one group, not the store.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -34,7 +35,7 @@ from noisewall.observatory.bernoulli import (
 )
 from noisewall.observatory.config import DetectorConfig
 from noisewall.observatory.cusum import CusumParams, Episode, cusum_episodes
-from noisewall.observatory.store_types import SeriesKey, SeriesRows, SeriesSource
+from noisewall.observatory.store_types import Codes, Flags, Floats, SeriesColumns, SeriesSource
 from noisewall.observatory.throttle import slow_rounds
 from noisewall.records.measurement import ooni_time
 
@@ -66,9 +67,9 @@ class Event:
         return data
 
 
-def probe_interval(times: Sequence[float]) -> float:
+def probe_interval(times: Floats | Sequence[float]) -> float:
     """The series' typical spacing between rounds (median positive step), 1 s if unknown."""
-    steps = np.diff(np.asarray(times, dtype=float))
+    steps = np.diff(np.asarray(times, dtype=np.float64))
     steps = steps[steps > 0]
     return float(np.median(steps)) if len(steps) else 1.0
 
@@ -93,21 +94,21 @@ class _Span:
     background: float
 
 
-def _background(sums: Sequence[float], episodes: Sequence[Episode], n: int, lookback: int,
+def _background(sums: Floats, episodes: Sequence[Episode], n: int, lookback: int,
                 floor: float) -> float:
     """The failure rate of the rounds no episode (nor its lookback) touches, at least ``floor``."""
     k, rounds, previous = 0.0, 0, 0
     for episode in episodes:
         lo = max(previous, episode.onset.start - lookback)
-        k += sums[lo] - sums[previous]
+        k += float(sums[lo] - sums[previous])
         rounds += lo - previous
         previous = max(lo, episode.end.alarm + 1 if episode.end is not None else n)
-    k += sums[n] - sums[previous]
+    k += float(sums[n] - sums[previous])
     rounds += n - previous
     return min(max(k / rounds if rounds else 0.0, floor), 0.5)
 
 
-def _dated_spans(xs: Sequence[float], sums: Sequence[float], episodes: Sequence[Episode],
+def _dated_spans(xs: Floats, sums: Floats, episodes: Sequence[Episode],
                  config: DetectorConfig) -> list[_Span]:
     """Each CUSUM episode with its onset and end moved to their most likely rounds."""
     lookback = config.cusum.refine_lookback_rounds
@@ -132,7 +133,7 @@ def _dated_spans(xs: Sequence[float], sums: Sequence[float], episodes: Sequence[
     return _merged(spans, sums, config.classify.split_penalty)
 
 
-def _merged(spans: list[_Span], sums: Sequence[float], penalty: float) -> list[_Span]:
+def _merged(spans: list[_Span], sums: Floats, penalty: float) -> list[_Span]:
     """Join episodes whose gap is no clearer evidence of recovery than ``penalty`` allows.
 
     A flaky feature has lucky streaks; the CUSUM may end an episode on one.
@@ -143,9 +144,10 @@ def _merged(spans: list[_Span], sums: Sequence[float], penalty: float) -> list[_
     for span in spans:
         if result and result[-1].ended:
             last = result[-1]
-            k_event = sums[last.stop] - sums[last.start] + sums[span.stop] - sums[span.start]
+            k_event = float(sums[last.stop] - sums[last.start] + sums[span.stop]
+                            - sums[span.start])
             n_event = last.stop - last.start + span.stop - span.start
-            k_gap, n_gap = sums[span.start] - sums[last.stop], span.start - last.stop
+            k_gap, n_gap = float(sums[span.start] - sums[last.stop]), span.start - last.stop
             evidence = (log_likelihood(k_gap, n_gap, last.background)
                         - log_likelihood(k_gap, n_gap, k_event / n_event))
             if evidence < penalty:
@@ -155,53 +157,67 @@ def _merged(spans: list[_Span], sums: Sequence[float], penalty: float) -> list[_
     return result
 
 
-def _failure_events(rows: SeriesRows, config: DetectorConfig) -> list[Event]:
-    xs = [0.0 if ok else 1.0 for ok in rows.ok]
+def _most_common(codes: Codes) -> int:
+    """The failure code seen most often (-1: none); on a tie the one seen first."""
+    named = codes[codes >= 0]
+    if len(named) == 0:
+        return -1
+    counts = np.bincount(named)
+    tied = np.flatnonzero(counts == counts.max())
+    if len(tied) == 1:
+        return int(tied[0])
+    return int(min(tied, key=lambda code: int(np.argmax(named == code))))
+
+
+def _failure_events(rows: SeriesColumns, config: DetectorConfig) -> list[Event]:
+    xs = (~rows.ok).astype(np.float64)
     times = rows.times
     sums = prefix_sums(xs)
     episodes = cusum_episodes(xs, times, _params(config, probe_interval(times)))
     limit = config.classify.blocked_max_success
 
-    def kind(failure_fraction: float) -> str:
-        return "blocked" if 1 - failure_fraction <= limit else "intermittent"
+    def blocked(failure_fractions: Floats) -> Flags:
+        flags: Flags = 1 - failure_fractions <= limit
+        return flags
 
     events: list[Event] = []
     for span in _dated_spans(xs, sums, episodes, config):
         bounds = split_regimes(sums, span.start, span.stop,
                                penalty=config.classify.split_penalty,
-                               min_length=config.classify.min_segment_rounds, kind=kind)
+                               min_length=config.classify.min_segment_rounds, kind=blocked)
         for start, stop in itertools.pairwise(bounds):
             n = stop - start
-            k = sums[stop] - sums[start]
-            named = kind(k / n)
-            counts = Counter(f for f in rows.failures[start:stop] if f is not None)
+            k = float(sums[stop] - sums[start])
+            is_blocked = 1 - k / n <= limit
+            code = _most_common(rows.failures[start:stop])
             recovered = stop < len(times) and (span.ended or stop < span.stop)
             events.append(Event(
                 network=rows.key.network, vantage=rows.key.vantage, feature=rows.key.feature,
-                kind="blocked" if named == "blocked" else "intermittent",
-                onset=times[start], end=times[stop] if recovered else None,
-                failure=counts.most_common(1)[0][0] if counts else None,
+                kind="blocked" if is_blocked else "intermittent",
+                onset=float(times[start]), end=float(times[stop]) if recovered else None,
+                failure=rows.failure_names[code] if code >= 0 else None,
                 rate_kbps=None,
-                success_fraction=None if named == "blocked" else round(1 - k / n, 4),
+                success_fraction=None if is_blocked else round(1 - k / n, 4),
                 confidence=round(_confidence(config, k, n, span.background), 4),
                 rounds=n,
             ))
     return events
 
 
-def _throttle_events(rows: SeriesRows, control: SeriesRows | None,
+def _throttle_events(rows: SeriesColumns, control: SeriesColumns | None,
                      config: DetectorConfig) -> list[Event]:
-    pairs = [(t, r) for t, r in zip(rows.times, rows.kbps, strict=True) if r is not None]
-    if not pairs:
+    measured = ~np.isnan(rows.kbps)
+    if not measured.any():
         return []
-    times = [t for t, _ in pairs]
-    rates = [r for _, r in pairs]
+    times, rates = rows.times[measured], rows.kbps[measured]
     interval = probe_interval(rows.times)
-    control_pairs = ([] if control is None else
-                     [(t, r) for t, r in zip(control.times, control.kbps, strict=True)
-                      if r is not None])
-    judged = slow_rounds(times, rates, control_times=[t for t, _ in control_pairs],
-                         control_rates=[r for _, r in control_pairs],
+    if control is None:
+        control_times = control_rates = np.empty(0)
+    else:
+        control_measured = ~np.isnan(control.kbps)
+        control_times = control.times[control_measured]
+        control_rates = control.kbps[control_measured]
+    judged = slow_rounds(times, rates, control_times=control_times, control_rates=control_rates,
                          window=config.throttle.control_window_rounds * interval,
                          config=config.throttle)
     xs = judged.slow
@@ -209,30 +225,31 @@ def _throttle_events(rows: SeriesRows, control: SeriesRows | None,
     episodes = cusum_episodes(xs, times, _params(config, interval))
     events: list[Event] = []
     for span in _dated_spans(xs, sums, episodes, config):
-        slow = [i for i in range(span.start, span.stop) if xs[i]]
-        if not slow:
+        slow = np.flatnonzero(xs[span.start:span.stop]) + span.start
+        if len(slow) == 0:
             continue
-        slow_rates = [rates[i] for i in slow]
+        slow_rates = rates[slow].tolist()
         mean = statistics.fmean(slow_rates)
         cv = statistics.pstdev(slow_rates) / mean if mean > 0 else 0.0
-        coverage = sum(judged.confirmed_by_control[i] for i in slow) / len(slow)
+        coverage = int(np.count_nonzero(judged.confirmed_by_control[slow])) / len(slow)
         flat = cv <= config.throttle.plateau_max_cv
         if not flat and coverage < _CONTROL_COVERAGE:
             continue  # varying and unconfirmed by the control path: congestion
         n = span.stop - span.start
-        score = _confidence(config, sums[span.stop] - sums[span.start], n, span.background)
+        score = _confidence(config, float(sums[span.stop] - sums[span.start]), n,
+                            span.background)
         score *= (1.0 if coverage >= _CONTROL_COVERAGE else 0.8) * (1.0 if flat else 0.5)
         events.append(Event(
             network=rows.key.network, vantage=rows.key.vantage, feature=rows.key.feature,
-            kind="throttled", onset=times[span.start],
-            end=times[span.stop] if span.ended else None, failure=None,
+            kind="throttled", onset=float(times[span.start]),
+            end=float(times[span.stop]) if span.ended else None, failure=None,
             rate_kbps=round(statistics.median(slow_rates), 3), success_fraction=None,
             confidence=round(score, 4), rounds=n,
         ))
     return events
 
 
-def _one_state_at_a_time(events: list[Event], times: Sequence[float]) -> list[Event]:
+def _one_state_at_a_time(events: list[Event], times: Floats) -> list[Event]:
     """Each event ended where the next one on the series begins.
 
     A policer's slow rounds are only seen while transfers work, so a block
@@ -252,15 +269,18 @@ def _one_state_at_a_time(events: list[Event], times: Sequence[float]) -> list[Ev
     return result
 
 
-def _clipped(event: Event, onset: float, end: float | None, times: Sequence[float]) -> Event:
+def _clipped(event: Event, onset: float, end: float | None, times: Floats) -> Event:
     if (onset, end) == (event.onset, event.end):
         return event
-    rounds = sum(1 for t in times if t >= onset and (end is None or t < end))
+    # The rounds in [onset, end): the times are sorted.
+    stop = len(times) if end is None else int(np.searchsorted(times, end, side="left"))
+    rounds = max(stop - int(np.searchsorted(times, onset, side="left")), 0)
     return replace(event, onset=onset, end=end, rounds=rounds)
 
 
-def detect_series(rows: SeriesRows, config: DetectorConfig,
-                  control: SeriesRows | None = None, *, reference: bool = False) -> list[Event]:
+def detect_series(rows: SeriesColumns, config: DetectorConfig,
+                  control: SeriesColumns | None = None, *,
+                  reference: bool = False) -> list[Event]:
     """All events on one series (``control``: the same feature over the control path).
 
     ``reference``: this series *is* the control path. Its failures are still
@@ -272,7 +292,7 @@ def detect_series(rows: SeriesRows, config: DetectorConfig,
     One state at a time: an event ends where the next one begins (a throttled
     event where a block begins, and so on).
     """
-    if not rows.times:
+    if len(rows) == 0:
         return []
     throttled = [] if reference else _throttle_events(rows, control, config)
     return _one_state_at_a_time(_failure_events(rows, config) + throttled, rows.times)
@@ -283,15 +303,23 @@ def _order(event: Event) -> tuple[float, str, str, str, str]:
 
 
 def analyze(store: SeriesSource, config: DetectorConfig | None = None, *,
-            since: float | None = None, until: float | None = None) -> list[Event]:
-    """Every event in the store (optionally within ``[since, until)``), sorted by onset."""
+            since: float | None = None, until: float | None = None,
+            on_series: Callable[[SeriesColumns], None] | None = None) -> list[Event]:
+    """Every event in the store (optionally within ``[since, until)``), sorted by onset.
+
+    The store hands over one (network, feature) group at a time: each series
+    with its control path, and nothing else stays in memory but the events.
+    ``on_series`` sees each series as it is read (e.g. to count its rows).
+    """
     config = config or DetectorConfig()
     control_vantage = config.throttle.control_vantage
-    everything = store.all_rows(since=since, until=until)
     events: list[Event] = []
-    for key, rows in everything.items():
-        reference = key.vantage == control_vantage
-        control = (None if reference else
-                   everything.get(SeriesKey(key.network, control_vantage, key.feature)))
-        events.extend(detect_series(rows, config, control, reference=reference))
+    for group in store.series_groups(since=since, until=until):
+        control = next((s for s in group if s.key.vantage == control_vantage), None)
+        for rows in group:
+            if on_series is not None:
+                on_series(rows)
+            reference = rows.key.vantage == control_vantage
+            events.extend(detect_series(rows, config, None if reference else control,
+                                        reference=reference))
     return sorted(events, key=_order)

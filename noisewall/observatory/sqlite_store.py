@@ -17,6 +17,7 @@ Ingest streams its input and commits in batches; a bad line becomes a
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,6 +32,7 @@ from noisewall.observatory.store_types import (
     FileError,
     IngestReport,
     LineError,
+    SeriesColumns,
     SeriesKey,
     SeriesRows,
     StoreError,
@@ -294,10 +296,15 @@ class SqliteStore:
                 kbps.append(rate)
         return SeriesRows(key, times, oks, failures, kbps)
 
-    def all_rows(self, *, since: float | None = None,
-                 until: float | None = None) -> dict[SeriesKey, SeriesRows]:
-        """Every series' rows (as :meth:`rows`)."""
-        return {key: self.rows(key, since=since, until=until) for key in self.series()}
+    def series_groups(self, *, since: float | None = None,
+                      until: float | None = None) -> Iterator[list[SeriesColumns]]:
+        """Every series with rows in ``[since, until)``, one (network, feature) group at a time."""
+        keys = sorted(self.series(), key=lambda k: (k.network, k.feature, k.vantage))
+        for _, members in itertools.groupby(keys, key=lambda k: (k.network, k.feature)):
+            group = [SeriesColumns.of(rows) for rows in (
+                self.rows(key, since=since, until=until) for key in members) if rows.times]
+            if group:
+                yield group
 
     def count(self) -> int:
         """Stored measurements."""

@@ -22,9 +22,11 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from noisewall.observatory.engine import ChdbEngine, EngineError, sql_string
 from noisewall.observatory.ingest_sql import (
@@ -40,11 +42,13 @@ from noisewall.observatory.store_types import (
     FileError,
     IngestReport,
     LineError,
+    SeriesColumns,
     SeriesKey,
     SeriesRows,
     StoreError,
     duplicate_error,
 )
+from noisewall.observatory.synthetic import SyntheticNetwork, synthetic_sql
 
 __all__ = ["EXPORT_FORMATS", "ExportFormat", "FileError", "IngestReport", "LineError",
            "MeasurementStore", "SeriesKey", "SeriesRows", "StoreError", "remove_store"]
@@ -56,6 +60,8 @@ EXPORT_FORMATS: dict[str, str] = {"jsonl": "JSONEachRow", "csv": "CSVWithNames",
 SCHEMA_VERSION = "2"
 BATCH_LINES = 50_000
 BATCH_BYTES = 64 * 1024 * 1024
+#: Result rows read at once for analysis (about 30 MB of columns).
+ANALYSIS_BATCH_ROWS = 1_000_000
 _MARKER = "noisewall-store"
 
 _SCHEMA = (
@@ -281,10 +287,88 @@ class MeasurementStore:
                  f"AND feature = {sql_string(key.feature)}")
         return self._read(where, since, until).get(key, SeriesRows(key, [], [], [], []))
 
-    def all_rows(self, *, since: float | None = None,
-                 until: float | None = None) -> dict[SeriesKey, SeriesRows]:
-        """Every series' rows (as :meth:`rows`), read in one scan."""
-        return self._read("1", since, until)
+    def series_groups(self, *, since: float | None = None,
+                      until: float | None = None) -> Iterator[list[SeriesColumns]]:
+        """Every series with rows in ``[since, until)``, one (network, feature) group at a time.
+
+        Streamed: the rows are read a batch at a time (whole networks, or some of
+        one network's features, about :data:`ANALYSIS_BATCH_ROWS` rows, more when a
+        single group is larger) as NumPy columns, so memory holds one batch, not the
+        store. Each series as :meth:`rows` gives it (merged, in time order).
+        """
+        window = _time_window(since, until)
+        for condition in self._analysis_batches(window):
+            yield from self._read_batch(condition, window)
+
+    def _analysis_batches(self, window: str) -> Iterator[str]:
+        """SQL conditions that cut the results into batches of whole (network, feature) groups."""
+        # Sizes as stored, repeats not merged away yet: they only cut the batches.
+        sizes = self._engine.rows(f"SELECT network, feature, count() FROM results WHERE 1{window} "
+                                  "GROUP BY network, feature ORDER BY network, feature")
+        networks: list[str] = []
+        size = 0
+        for network, members in itertools.groupby(sizes, key=lambda row: str(row[0])):
+            groups = [(str(feature), int(n)) for _, feature, n in members]
+            total = sum(n for _, n in groups)
+            if networks and size + total > ANALYSIS_BATCH_ROWS:
+                yield f"network IN ({', '.join(map(sql_string, networks))})"
+                networks, size = [], 0
+            if total <= ANALYSIS_BATCH_ROWS:
+                networks.append(network)
+                size += total
+                continue
+            features: list[str] = []  # a network larger than a batch: some features at a time
+            size = 0
+            for feature, n in groups:
+                if features and size + n > ANALYSIS_BATCH_ROWS:
+                    yield (f"network = {sql_string(network)} "
+                           f"AND feature IN ({', '.join(map(sql_string, features))})")
+                    features, size = [], 0
+                features.append(feature)
+                size += n
+            yield (f"network = {sql_string(network)} "
+                   f"AND feature IN ({', '.join(map(sql_string, features))})")
+            size = 0
+        if networks:
+            yield f"network IN ({', '.join(map(sql_string, networks))})"
+
+    def _read_batch(self, condition: str, window: str) -> Iterator[list[SeriesColumns]]:
+        """The groups of one batch, read in one query."""
+        table = self._engine.table(
+            "SELECT network, vantage, feature, t, toBool(ok) AS ok, failure, kbps "
+            f"FROM results FINAL WHERE {condition}{window} "
+            "ORDER BY network, vantage, feature, t, measurement "
+            # the key and failure columns come as codes into small dictionaries
+            "SETTINGS output_format_arrow_low_cardinality_as_dictionary = 1")
+        if table.num_rows == 0:
+            return
+        table = table.unify_dictionaries().combine_chunks()
+        network, vantage, feature, failure = (
+            table.column(name).chunk(0) for name in ("network", "vantage", "feature", "failure"))
+        series = ((network.indices.to_numpy().astype(np.int64) * len(vantage.dictionary)
+                   + vantage.indices.to_numpy()) * len(feature.dictionary)
+                  + feature.indices.to_numpy())
+        bounds = [0, *(np.flatnonzero(np.diff(series)) + 1).tolist(), len(series)]
+        # A NULL in the dictionary (not only a null code) is no failure either: -1. The
+        # last slot maps code -1 to itself.
+        listed = failure.dictionary.to_pylist()
+        kept = [i for i, name in enumerate(listed) if name is not None]
+        recode = np.full(len(listed) + 1, -1, dtype=np.int32)
+        recode[kept] = np.arange(len(kept), dtype=np.int32)
+        codes = recode[failure.indices.fill_null(-1).to_numpy()]
+        names = tuple(str(listed[i]) for i in kept)
+        times = table.column("t").to_numpy().astype(np.float64, copy=False)
+        oks = table.column("ok").to_numpy().astype(np.bool_, copy=False)
+        kbps = table.column("kbps").fill_null(np.nan).to_numpy().astype(np.float64, copy=False)
+        groups: dict[tuple[str, str], list[SeriesColumns]] = {}
+        for lo, hi in itertools.pairwise(bounds):
+            key = SeriesKey(network.dictionary[network.indices[lo].as_py()].as_py(),
+                            vantage.dictionary[vantage.indices[lo].as_py()].as_py(),
+                            feature.dictionary[feature.indices[lo].as_py()].as_py())
+            groups.setdefault((key.network, key.feature), []).append(SeriesColumns(
+                key, times[lo:hi], oks[lo:hi], codes[lo:hi], names, kbps[lo:hi]))
+        for _, group in sorted(groups.items()):
+            yield group
 
     def _read(self, where: str, since: float | None,
               until: float | None) -> dict[SeriesKey, SeriesRows]:
@@ -362,9 +446,34 @@ class MeasurementStore:
         self._engine.execute("DROP TABLE scratch_lines")
 
     def scan_results(self) -> int:
-        """Read every result row once and return how many (the benchmark's raw baseline)."""
-        return sum(len(column) for column in self._engine.table(
-            "SELECT network, vantage, feature, t, ok, failure, kbps FROM results").columns[:1])
+        """Read the analysed columns of every result row once, as :meth:`series_groups` hands
+        them over (Arrow, one network at a time), but as stored: no merge, no order.
+
+        Returns how many rows (the benchmark's raw-scan baseline).
+        """
+        return sum(self._engine.table(
+            f"SELECT t, ok, failure, kbps FROM results WHERE network = {sql_string(network)} "
+            "SETTINGS output_format_arrow_low_cardinality_as_dictionary = 1").num_rows
+            for (network,) in self._engine.rows("SELECT DISTINCT network FROM results"))
+
+    def merge(self) -> None:
+        """Merge the tables' inserts now, as the engine does in time (the benchmark's stores)."""
+        for table in ("results", "measurements"):
+            self._engine.execute(f"OPTIMIZE TABLE {table} FINAL")
+
+    def insert_synthetic(self, networks: Sequence[SyntheticNetwork], *, rounds: int,
+                         start: float, interval: float) -> int:
+        """Write ``networks``' synthetic measurements in the engine, seeded 0, 1, ...
+
+        What ingesting :func:`.synthetic.synthetic_measurements` would store, made by
+        :func:`.synthetic.synthetic_sql` without JSON lines (the benchmark's large
+        store). Returns the number of measurements written.
+        """
+        for seed, network in enumerate(networks):
+            for statement in synthetic_sql(network, rounds=rounds, start=start,
+                                           interval=interval, seed=seed):
+                self._engine.execute(statement)
+        return rounds * sum(len(network.vantages) for network in networks)
 
     def raw_measurement(self, measurement_id: str) -> bytes | None:
         """The stored JSON of one measurement."""

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from noisewall.errors import InputError
+
+Floats = npt.NDArray[np.float64]
+Flags = npt.NDArray[np.bool_]
+Codes = npt.NDArray[np.int32]
 
 
 class StoreError(InputError):
@@ -112,6 +120,35 @@ class SeriesRows:
     kbps: list[float | None]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class SeriesColumns:
+    """One series' rows in time order as NumPy columns: what the detectors read.
+
+    ``failures`` holds an index into ``failure_names`` per row, -1 where the
+    row has no failure string; ``kbps`` is NaN where the row has no throughput.
+    """
+
+    key: SeriesKey
+    times: Floats
+    ok: Flags
+    failures: Codes
+    failure_names: Sequence[str]
+    kbps: Floats
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @classmethod
+    def of(cls, rows: SeriesRows) -> SeriesColumns:
+        """The columns of ``rows``."""
+        names: dict[str, int] = {}
+        codes = [-1 if f is None else names.setdefault(f, len(names)) for f in rows.failures]
+        return cls(rows.key, np.asarray(rows.times, dtype=np.float64),
+                   np.asarray(rows.ok, dtype=np.bool_), np.asarray(codes, dtype=np.int32),
+                   tuple(names), np.asarray([np.nan if r is None else r for r in rows.kbps],
+                                            dtype=np.float64))
+
+
 def duplicate_error(measurement_id: str, digest: bytes, where: tuple[str, int],
                     first: tuple[bytes, str, int], sources: set[str]) -> LineError | None:
     """None when re-ingesting the same measurement (idempotent), else the line's error.
@@ -133,15 +170,13 @@ def duplicate_error(measurement_id: str, digest: bytes, where: tuple[str, int],
 
 
 class SeriesSource(Protocol):
-    """What the detector reads from a store: its series, and one series' rows in time order."""
+    """What the detector reads from a store: its series, a group at a time."""
 
-    def series(self) -> list[SeriesKey]:
-        """Every series, sorted."""
+    def series_groups(self, *, since: float | None = None,
+                      until: float | None = None) -> Iterator[list[SeriesColumns]]:
+        """Every series with rows in ``since <= t < until``, one group at a time.
 
-    def rows(self, key: SeriesKey, *, since: float | None = None,
-             until: float | None = None) -> SeriesRows:
-        """One series in time order, optionally limited to ``since <= t < until``."""
-
-    def all_rows(self, *, since: float | None = None,
-                 until: float | None = None) -> dict[SeriesKey, SeriesRows]:
-        """Every series' rows (as :meth:`rows`), read in one pass."""
+        A group is the series of one (network, feature), every vantage: a
+        series and its control path arrive together, and only one group (or a
+        batch of small ones) needs to be in memory.
+        """

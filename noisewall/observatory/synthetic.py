@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from noisewall.observatory.engine import sql_string
 from noisewall.records.measurement import TEST_NAME, ooni_time
 from noisewall.records.names import FEATURES
 
@@ -107,3 +108,78 @@ def synthetic_measurements(network: SyntheticNetwork, *, rounds: int, start: flo
                     "noise_handshakes": [], "tcp_connect": [],
                 },
             }
+
+
+def _uniform(seed: int, tag: int) -> str:
+    """SQL: a reproducible uniform draw in (0, 1] per result row (53 bits of a hash)."""
+    return (f"((intDiv(sipHash64({seed}, m, fi, {tag}), 2048) + 1) / 9007199254740992.0)")
+
+
+def synthetic_sql(network: SyntheticNetwork, *, rounds: int, start: float, interval: float,
+                  seed: int, stray_failure_rate: float = 0.003) -> tuple[str, str]:
+    """SQL that writes what ingesting :func:`synthetic_measurements` would, made in the engine.
+
+    Two ``INSERT ... SELECT`` statements over ``numbers()``: the ``results`` rows
+    (one per measurement and feature, drawn by the same rules as
+    :func:`synthetic_measurements`: log-normal throughput, rare stray failures,
+    the scripted events; hashes instead of Python's generator, so not the same
+    draws) and the ``measurements`` rows. Their ``raw`` is a short stand-in
+    (id, time, network, vantage, round), not the 2 kB measurement: analysis
+    never reads it. For a benchmark store of millions of measurements, which
+    ingesting JSON lines would take too long to build.
+    """
+    vantages = "[" + ", ".join(sql_string(v) for v in network.vantages) + "]"
+    features = "[" + ", ".join(sql_string(f) for f in network.features) + "]"
+    rated = [f for f in network.features if f in NORMAL_KBPS]
+    normal = (f"transform(feature, [{', '.join(sql_string(f) for f in rated)}], "
+              f"[{', '.join(repr(NORMAL_KBPS[f]) for f in rated)}], 0.0)")
+    conditions = ", ".join(
+        f"vantage = {sql_string(e.vantage)} AND feature = {sql_string(e.feature)} "
+        f"AND round >= {e.start}" + ("" if e.end is None else f" AND round < {e.end}")
+        + f", {i}" for i, e in enumerate(network.events, 1))
+    event = f"multiIf({conditions}, 0)" if network.events else "0"
+
+    def attribute(values: list[str], default: str) -> str:
+        """SQL: the value of the row's event (``default`` when there are no events)."""
+        return f"[{', '.join(values)}][event]" if values else default
+
+    kind = attribute([sql_string(e.kind) for e in network.events], "''")
+    failure = attribute([sql_string(e.failure) for e in network.events], "''")
+    rate = attribute([repr(e.rate_kbps) for e in network.events], "0.0")
+    success = attribute([repr(e.success) for e in network.events], "0.0")
+    u = [_uniform(seed, tag) for tag in range(5)]
+    gaussian = f"sqrt(-2 * log({u[3]})) * cos(2 * pi() * {u[4]})"
+    has_rate = f"feature IN [{', '.join(sql_string(f) for f in rated)}]"
+    throttled = f"(event > 0 AND {kind} = 'throttled' AND {has_rate})"
+    measurements = (
+        f"SELECT number AS m, intDiv(number, {len(network.vantages)}) AS round, "  # noqa: S608
+        f"{vantages}[number % {len(network.vantages)} + 1] AS vantage, "
+        f"floor({float(start)!r} + round * {float(interval)!r}) AS t, "
+        f"toString(reinterpretAsUUID(sipHash128({seed}, number))) AS id, "
+        f"{sql_string(network.name)} AS network "
+        f"FROM numbers({rounds * len(network.vantages)})")
+    results = f"""
+INSERT INTO results
+SELECT network, vantage, feature, t, id, toUInt8(failure IS NULL), failure,
+       if(failure IS NULL AND {has_rate}, round(
+           if({throttled}, {rate} * (0.92 + 0.12 * {u[2]}), {normal} * exp(0.3 * {gaussian})),
+           3), NULL)
+FROM (SELECT *, multiIf({throttled}, NULL,
+                        event > 0 AND ({kind} = 'blocked' OR {u[0]} >= {success}), {failure},
+                        {u[1]} < {stray_failure_rate!r}, 'generic_timeout_error',
+                        NULL) AS failure
+      FROM (SELECT m, round, vantage, t, id, network, feature, fi, {event} AS event
+            FROM ({measurements}) ARRAY JOIN {features} AS feature,
+                                             arrayEnumerate({features}) AS fi))"""  # noqa: S608
+    stand_in = ("concat('{\"id\":', toJSONString(id), ',\"test_name\":', toJSONString(test_name), "
+                "',\"measurement_start_time\":', toJSONString(formatDateTime("
+                "toDateTime(toUInt32(t), 'UTC'), '%Y-%m-%d %H:%i:%S')), "
+                "',\"probe_network_name\":', toJSONString(network), "
+                "',\"annotations\":{\"vantage\":', toJSONString(vantage), "
+                "',\"round\":', toJSONString(toString(round)), '}}')")
+    stored = f"""
+INSERT INTO measurements
+SELECT id, sipHash128(raw), t, network, vantage, test_name, round, 'synthetic', m + 1, raw
+FROM (SELECT *, {sql_string(TEST_NAME)} AS test_name, {stand_in} AS raw
+      FROM ({measurements}))"""  # noqa: S608
+    return results, stored

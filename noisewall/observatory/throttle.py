@@ -20,17 +20,14 @@ round, rounds are judged one at a time until the series is back to normal.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from noisewall.observatory.config import ThrottleConfig
-
-Floats = npt.NDArray[np.float64]
-Flags = npt.NDArray[np.bool_]
+from noisewall.observatory.store_types import Flags, Floats
 
 _FIRST_STRETCH = 64
 _LONGEST_STRETCH = 1 << 16
@@ -42,8 +39,8 @@ _SETTLE_ROUNDS = 8
 class SlowRounds:
     """Per round: the slow indicator (0/1) and whether a control measurement confirmed it."""
 
-    slow: list[float]
-    confirmed_by_control: list[bool]
+    slow: Floats
+    confirmed_by_control: Flags
 
 
 def nearest_control(times: Floats, control_times: Floats, control_rates: Floats,
@@ -81,14 +78,15 @@ class _Judge:
         self.below_control: Flags = scaled <= control  # NaN (no control) compares False
         self.no_control: Flags = np.isnan(control)
         self.slow = np.zeros(len(rates), dtype=bool)
-        self.normal: list[float] = []
+        #: The latest normal rates (the baseline's window), and how many normal rounds so far.
+        self.normal: deque[float] = deque(maxlen=config.baseline_rounds)
+        self.seen = 0
 
     def one(self, i: int) -> bool:
         """Judge round ``i`` alone; True when it is slow."""
-        window = self.normal[-self.config.baseline_rounds:]
         below = bool(self.below_control[i])
-        if len(window) >= self.config.min_baseline_rounds:
-            is_slow = (bool(self.scaled[i] <= statistics.median(window))
+        if len(self.normal) >= self.config.min_baseline_rounds:
+            is_slow = (bool(self.scaled[i] <= statistics.median(self.normal))
                        and (bool(self.no_control[i]) or below))
         else:
             is_slow = below
@@ -98,22 +96,33 @@ class _Judge:
     def stretch(self, start: int, stop: int) -> int:
         """Judge ``[start, stop)`` at once up to its first slow round; returns where it stopped."""
         size = self.config.baseline_rounds
-        tail = np.asarray(self.normal[-size:], dtype=float)
-        stream = pd.Series(np.concatenate([tail, self.rates[start:stop]]))
+        tail = np.asarray(self.normal, dtype=float)
+        stream = np.concatenate([tail, self.rates[start:stop]])
         ends = np.arange(len(tail), len(tail) + stop - start)  # baseline = stream[..ends)
-        rolling = stream.rolling(size).median().to_numpy()
-        # Fewer than ``size`` normal rounds so far: the median of all of them.
-        expanding = np.full(len(stream), np.nan)
-        expanding[:size] = stream.iloc[:size].expanding().median().to_numpy()
-        last = np.maximum(ends - 1, 0)
-        baseline = np.where(ends >= size, rolling[last], expanding[last])
-        counts = np.minimum(size, len(self.normal) + np.arange(stop - start))
+        counts = np.minimum(size, self.seen + np.arange(stop - start))
         span = slice(start, stop)
+        trusted = counts >= self.config.min_baseline_rounds
+        # A median is at most its window's maximum: only a round at or below that can be
+        # slow by its own baseline, and only those rounds need the median (few, usually).
+        last = np.maximum(ends - 1, 0)
+        highest = pd.Series(stream).rolling(size, min_periods=1).max().to_numpy()[last]
+        candidates = np.flatnonzero(trusted & (self.scaled[span] <= highest))
+        if len(candidates) <= max(_FIRST_STRETCH, (stop - start) // 16):
+            baseline = np.full(stop - start, np.nan)
+            for j in candidates.tolist():
+                end = int(ends[j])
+                baseline[j] = statistics.median(stream[max(0, end - size):end].tolist())
+        else:
+            rolling = pd.Series(stream).rolling(size).median().to_numpy()
+            # Fewer than ``size`` normal rounds so far: the median of all of them.
+            expanding = np.full(len(stream), np.nan)
+            expanding[:size] = pd.Series(stream[:size]).expanding().median().to_numpy()
+            baseline = np.where(ends >= size, rolling[last], expanding[last])
         own = (self.scaled[span] <= baseline) & (self.no_control[span] | self.below_control[span])
-        verdict = np.where(counts >= self.config.min_baseline_rounds, own,
-                           self.below_control[span])
+        verdict = np.where(trusted, own, self.below_control[span])
         first = int(np.argmax(verdict)) if verdict.any() else stop - start
-        self.normal.extend(self.rates[start:start + first].tolist())
+        self.normal.extend(self.rates[max(start, start + first - size):start + first].tolist())
+        self.seen += first
         if first < stop - start:
             self._record(start + first, True)
             return start + first + 1
@@ -124,11 +133,11 @@ class _Judge:
             self.slow[i] = True
         else:
             self.normal.append(float(self.rates[i]))
+            self.seen += 1
 
 
-def slow_rounds(times: Sequence[float], rates: Sequence[float], *,
-                control_times: Sequence[float], control_rates: Sequence[float], window: float,
-                config: ThrottleConfig) -> SlowRounds:
+def slow_rounds(times: Floats, rates: Floats, *, control_times: Floats, control_rates: Floats,
+                window: float, config: ThrottleConfig) -> SlowRounds:
     """The slow indicator for each (time, throughput) of a series, time-ordered."""
     rate = np.asarray(rates, dtype=float)
     control = nearest_control(np.asarray(times, dtype=float),
@@ -147,4 +156,4 @@ def slow_rounds(times: Sequence[float], rates: Sequence[float], *,
             i += 1
     slow = judge.slow
     confirmed = slow & judge.below_control
-    return SlowRounds(slow.astype(float).tolist(), confirmed.tolist())
+    return SlowRounds(slow.astype(float), confirmed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 
 from noisewall.observatory.cusum import Alarm, CusumParams, Episode, cusum_episodes
@@ -54,8 +55,11 @@ def test_skipping_quiet_rounds_changes_nothing(seed: int) -> None:
         if rng.random() < 0.01:
             rate = rng.choice([0.003, 0.5, 1.0])
         times.append(now)
-        xs.append(1.0 if rng.random() < rate else 0.0)
+        # now and then a value on the sums' thresholds (mu0 + v/2 or mu1 - v/2 with mu0 = 0)
+        odd = rng.random() < 0.03
+        xs.append(rng.choice([0.35, 0.5]) if odd else 1.0 if rng.random() < rate else 0.0)
     mu0 = rng.choice([0.0, 0.1])
     params = CusumParams(mu0=mu0, mu1=0.7, threshold=rng.choice([0.5, 1.75]),
                          end_threshold=3.5, gap=24 * 60.0, half_life=48 * 60.0)
-    assert cusum_episodes(xs, times, params) == _reference(xs, times, params)
+    assert cusum_episodes(np.asarray(xs), np.asarray(times), params) == _reference(
+        xs, times, params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from noisewall.observatory.config import ConfigError, DetectorConfig, load_config
@@ -145,16 +146,16 @@ def test_cusum_alarm_after_the_expected_delay() -> None:
     params = CusumParams(0.0, 0.7, threshold=1.75, end_threshold=3.6, gap=1e9,
                          half_life=1.0)
     xs = [0.0] * 10 + [1.0] * 20 + [0.0] * 20
-    (episode,) = cusum_episodes(xs, list(range(len(xs))), params)
+    (episode,) = cusum_episodes(np.asarray(xs), np.arange(len(xs), dtype=float), params)
     assert episode.onset == Alarm(start=10, alarm=12)  # 3 * 0.65 > 1.75
     assert episode.end == Alarm(start=30, alarm=40)  # 11 * 0.35 > 3.6
 
 
 def test_cusum_sums_decay_over_a_gap() -> None:
     params = CusumParams(0.0, 0.7, threshold=1.75, end_threshold=3.5, gap=24.0, half_life=48.0)
-    xs = [1.0, 1.0, 1.0]
-    assert len(cusum_episodes(xs, [0, 1, 2], params)) == 1
-    assert cusum_episodes(xs, [0, 1, 500], params) == []
+    xs = np.ones(3)
+    assert len(cusum_episodes(xs, np.array([0.0, 1.0, 2.0]), params)) == 1
+    assert cusum_episodes(xs, np.array([0.0, 1.0, 500.0]), params) == []
 
 
 def test_config_file(tmp_path: Path) -> None:

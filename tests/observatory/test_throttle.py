@@ -7,6 +7,7 @@ import random
 import statistics
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 
 from noisewall.observatory.config import ThrottleConfig
@@ -18,7 +19,8 @@ def _reference(times: Sequence[float], rates: Sequence[float], control_times: Se
                config: ThrottleConfig) -> SlowRounds:
     """The definition, one round at a time (the detector's code before it was vectorised)."""
     normal: list[float] = []
-    slow, confirmed = [], []
+    slow: list[float] = []
+    confirmed: list[bool] = []
     for when, rate in zip(times, rates, strict=True):
         control = None
         i = bisect.bisect_left(control_times, when)
@@ -37,7 +39,7 @@ def _reference(times: Sequence[float], rates: Sequence[float], control_times: Se
         confirmed.append(is_slow and below)
         if not is_slow:
             normal.append(rate)
-    return SlowRounds(slow, confirmed)
+    return SlowRounds(np.asarray(slow, dtype=float), np.asarray(confirmed, dtype=bool))
 
 
 def _series(rng: random.Random, rounds: int) -> tuple[list[float], list[float]]:
@@ -68,10 +70,12 @@ def test_stretches_agree_with_the_round_by_round_definition(seed: int) -> None:
     config = ThrottleConfig(baseline_rounds=baseline,
                             min_baseline_rounds=rng.randint(1, baseline),
                             drop_factor=rng.choice([2.0, 5.0]))
-    got = slow_rounds(times, rates, control_times=control_times, control_rates=control_rates,
+    got = slow_rounds(np.asarray(times, dtype=float), np.asarray(rates, dtype=float),
+                      control_times=np.asarray(control_times, dtype=float),
+                      control_rates=np.asarray(control_rates, dtype=float),
                       window=30.0, config=config)
     want = _reference(times, rates, control_times, control_rates, 30.0, config)
-    assert got.slow == want.slow
-    assert got.confirmed_by_control == want.confirmed_by_control
+    assert got.slow.tolist() == want.slow.tolist()
+    assert got.confirmed_by_control.tolist() == want.confirmed_by_control.tolist()
     if len(times) > 600:
-        assert 0 < sum(got.slow) < len(times)  # the series hold episodes and normal rounds
+        assert 0 < got.slow.sum() < len(times)  # the series hold episodes and normal rounds
