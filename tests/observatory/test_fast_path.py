@@ -30,7 +30,12 @@ from noisewall.observatory.measurement import canonical_json, parse_line
 from noisewall.observatory.rows import MeasurementError
 from noisewall.observatory.store import MeasurementStore
 from noisewall.observatory.synthetic import Injected, SyntheticNetwork, synthetic_measurements
-from tests.observatory.test_ingest_sql import NOISEWALL_MUTATIONS, SHORTCUT_MUTATIONS, Mutation
+from tests.observatory.test_ingest_sql import (
+    NOISEWALL_MUTATIONS,
+    SHORTCUT_MUTATIONS,
+    Mutation,
+    mutated_lines,
+)
 
 _COLUMNS = "n, id, digest, t, network, vantage, test_name, round"
 _ROW = "measurement, feature, ok, failure, kbps"
@@ -152,14 +157,7 @@ ENGINE_DIFFERS: list[Mutation] = [
 
 
 def _mutated(mutations: list[Mutation]) -> list[bytes]:
-    base = _measurements(rounds=1)[0]
-    lines = []
-    for mutate in mutations:
-        measurement = copy.deepcopy(base)
-        measurement["id"] = str(uuid.uuid4())
-        mutate(measurement)
-        lines.append(json.dumps(measurement).encode())
-    return lines
+    return mutated_lines(_measurements(rounds=1)[0], mutations)
 
 
 def _python_accepts(line: bytes) -> bool:

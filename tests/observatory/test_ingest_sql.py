@@ -103,19 +103,24 @@ def _verdict(line: bytes) -> str:
     return "ok"
 
 
+def mutated_lines(template: dict[str, Any], mutations: list[Mutation]) -> list[bytes]:
+    """One JSON line per mutation of a copy of ``template`` (a fresh id if it has one)."""
+    lines = []
+    for mutate in mutations:
+        measurement = copy.deepcopy(template)
+        if measurement.get("id"):
+            measurement["id"] = str(uuid.uuid4())
+        mutate(measurement)
+        lines.append(json.dumps(measurement).encode())
+    return lines
+
+
 def test_engine_and_parser_agree_line_by_line(store: MeasurementStore) -> None:
     network = SyntheticNetwork("Net", "AS64500", features=("text", "photo"))
     base = next(synthetic_measurements(network, rounds=1, start=1_505_865_600, interval=60,
                                        seed=1, stray_failure_rate=0))
-    lines = []
-    for template, mutations in ((base, NOISEWALL_MUTATIONS),
-                                (ooni_whatsapp_example(), OONI_MUTATIONS)):
-        for mutate in mutations:
-            measurement = copy.deepcopy(template)
-            if measurement.get("id"):
-                measurement["id"] = str(uuid.uuid4())
-            mutate(measurement)
-            lines.append(json.dumps(measurement).encode())
+    lines = mutated_lines(base, NOISEWALL_MUTATIONS)
+    lines += mutated_lines(ooni_whatsapp_example(), OONI_MUTATIONS)
     lines += [b"[1, 2]", b"{oops", b'{"test_name": "whatsapp", "x": "\xe9"}', b"7"]
     expected = {n: _verdict(line) for n, line in enumerate(lines, 1)}
     assert sorted(set(expected.values())) == ["error", "ok", "skip"]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ from noisewall.probe.keyword import (
 )
 from noisewall.records.endpoint import Endpoint
 from tests.messenger.wechat_helpers import drawing, encoded, wechat_server
-from tests.observatory.test_ingest_sql import Mutation, _verdict
+from tests.observatory.test_ingest_sql import Mutation, _verdict, mutated_lines
 from tests.probe.test_probe_cli import _noisewall
 
 DAY = 86_400.0
@@ -144,12 +142,7 @@ def test_engine_and_parser_agree_on_keyword_lines(store: MeasurementStore) -> No
         "test_keys": {"region": "mainland", "failure": None,
                       "control": {"one_to_one": True},
                       "combinations": {"lawyer": {"scope": "one_to_one", "arrived": False}}}}
-    lines = []
-    for mutate in KEYWORD_MUTATIONS:
-        measurement = copy.deepcopy(base)
-        measurement["id"] = str(uuid.uuid4())
-        mutate(measurement)
-        lines.append(json.dumps(measurement).encode())
+    lines = mutated_lines(base, KEYWORD_MUTATIONS)
     expected = {n: _verdict(line) for n, line in enumerate(lines, 1)}
     assert sorted(set(expected.values())) == ["error", "ok"]
     report = store.ingest_lines(lines)
