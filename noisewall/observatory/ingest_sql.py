@@ -425,8 +425,10 @@ FROM (SELECT n, data, JSONExtract(data, {sql_string(_LINE_TYPE)}) AS m,
              m.test_keys.features AS features FROM {batch})"""
 
 
-def fast_results_select(parsed: str, accepted: str) -> str:
-    """SQL: the feature rows of the lines of ``parsed`` (a :func:`fast_select`) in ``accepted``."""
+def fast_results_select(parsed: str, accepted: str | None = None) -> str:
+    """SQL: the feature rows of the lines of ``parsed`` (a :func:`fast_select`) the fast path
+    took, of those in ``accepted`` if given.
+    """
     ok = "feature_status = 'ok'"
     return f"""
 SELECT network, vantage, feature, t, id AS measurement, toUInt8({ok}) AS ok,
@@ -435,4 +437,4 @@ SELECT network, vantage, feature, t, id AS measurement, toUInt8({ok}) AS ok,
     if({ok}, feature_kbps, NULL) AS kbps
 FROM {parsed} ARRAY JOIN feature_names AS feature, feature_statuses AS feature_status,
     feature_failures AS feature_failure, feature_throughputs AS feature_kbps
-WHERE fast AND n IN {accepted}"""
+WHERE fast{"" if accepted is None else f" AND n IN {accepted}"}"""

@@ -12,9 +12,10 @@ the engine parses and checks them (:mod:`.ingest_sql`) and extracts the
 rows. A line the engine refuses becomes a :class:`LineError` with the precise
 reason (:func:`.measurement.parse_line` explains it), a file that cannot be
 read a :class:`FileError`, a test that is not analysed a count in
-:attr:`IngestReport.skipped`; the rest goes on. Results are written before
-their measurements: a batch cut short by a crash is simply ingested again
-(the results table drops repeated rows when it merges, and reads see it as merged).
+:attr:`IngestReport.skipped`; the rest goes on. A batch's two tables are written
+at once; a batch cut short by a crash is made whole by ingesting the same source
+again, which writes the lines it finds stored from that very place once more
+(both tables drop repeated rows when they merge, and reads see them merged).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ EXPORT_FORMATS: dict[str, str] = {"jsonl": "JSONEachRow", "csv": "CSVWithNames",
                                   "parquet": "Parquet"}
 SCHEMA_VERSION = "2"
 BATCH_LINES = 50_000
-BATCH_BYTES = 64 * 1024 * 1024
+BATCH_BYTES = 128 * 1024 * 1024
 #: Result rows read at once for analysis (about 30 MB of columns).
 ANALYSIS_BATCH_ROWS = 1_000_000
 _MARKER = "noisewall-store"
@@ -198,8 +199,9 @@ class MeasurementStore:
         """Store one batch: the fast path first, the full checks on the lines it refuses."""
         engine = self._engine
         number = next(self._batches)
-        raw, fast, slow, dropped = (f"batch_{number}_{part}"
-                                    for part in ("raw", "fast", "slow", "dropped"))
+        raw, fast, slow, dropped, incoming, to_results, to_measurements = (
+            f"batch_{number}_{part}" for part in (
+                "raw", "fast", "slow", "dropped", "incoming", "to_results", "to_measurements"))
         try:
             engine.execute(f"CREATE TABLE {raw} (n UInt64, data String) ENGINE = Memory")
             engine.load_lines(raw, numbers, lines)
@@ -214,27 +216,39 @@ class MeasurementStore:
                 ok.append(f"SELECT n, id, digest FROM {slow} WHERE kind = 'ok'")
             accepted = "(" + " UNION ALL ".join(ok) + ")"
             engine.execute(f"CREATE TABLE {dropped} (n UInt64, data String) ENGINE = Memory")
-            not_stored = self._not_to_store(accepted, source, report, sources)
+            not_stored, rewritten = self._not_to_store(accepted, source, report, sources)
             if not_stored:
                 engine.load_lines(dropped, not_stored, [b""] * len(not_stored))
             keep = f"n NOT IN (SELECT n FROM {dropped})"
-            results = [fast_results_select(fast, f"(SELECT n FROM {fast} WHERE fast AND {keep})")]
-            stored = [f"SELECT id, digest, t, network, vantage, test_name, round, "
-                      f"{sql_string(source)}, n, data FROM {fast} WHERE fast AND {keep}"]
-            if refused:
-                results.append(results_select(
-                    slow, f"(SELECT n FROM {slow} WHERE kind = 'ok' AND {keep})"))
-                stored.append(f"SELECT id, digest, t, network, vantage, test_name, round, "
-                              f"source, n, data FROM {slow} WHERE kind = 'ok' AND {keep}")
             # No merge of each inserted block on its own: the batch holds no repeated key
             # (de-duplicated above), and reads merge with FINAL anyway.
-            no_merge = "\nSETTINGS optimize_on_insert = 0"
-            engine.execute("INSERT INTO results " + "\nUNION ALL ".join(results) + no_merge)
-            engine.execute("INSERT INTO measurements " + "\nUNION ALL ".join(stored) + no_merge)
+            no_merge = "optimize_on_insert = 0"
+            # The fast path's lines reach both tables in one pass: the engine writes the two
+            # at once (a view each on a table that keeps nothing). Which one lands first is
+            # not fixed, so a batch cut short by a crash can leave measurements without their
+            # results: ingesting the same source again rewrites its lines (see _not_to_store).
+            engine.execute(f"CREATE TABLE {incoming} ENGINE = Null AS SELECT *, "
+                           f"{sql_string(source)} AS source FROM {fast} WHERE 0")
+            engine.execute(f"CREATE MATERIALIZED VIEW {to_results} TO results AS "
+                           f"{fast_results_select(incoming)}")
+            engine.execute(f"CREATE MATERIALIZED VIEW {to_measurements} TO measurements AS "
+                           "SELECT id, digest, t, network, vantage, test_name, round, source, "
+                           f"n AS line, data AS raw FROM {incoming}")
+            engine.execute(f"INSERT INTO {incoming} SELECT *, {sql_string(source)} FROM {fast} "
+                           f"WHERE fast AND {keep} "
+                           f"SETTINGS {no_merge}, parallel_view_processing = 1")
+            if refused:  # results first: a crash in between leaves no measurement without them
+                engine.execute("INSERT INTO results " + results_select(
+                    slow, f"(SELECT n FROM {slow} WHERE kind = 'ok' AND {keep})")
+                    + f"\nSETTINGS {no_merge}")
+                engine.execute(
+                    f"INSERT INTO measurements SELECT id, digest, t, network, vantage, "
+                    f"test_name, round, source, n, data FROM {slow} WHERE kind = 'ok' AND {keep} "
+                    f"SETTINGS {no_merge}")
             ((count,),) = engine.rows(f"SELECT count() FROM {accepted}")
-            report.stored += count - len(not_stored)
+            report.stored += count - len(not_stored) - rewritten
         finally:
-            for table in (raw, fast, slow, dropped):
+            for table in (to_results, to_measurements, incoming, raw, fast, slow, dropped):
                 engine.execute(f"DROP TABLE IF EXISTS {table}")
 
     def _report_refused(self, slow: str, source: str, lines: dict[int, bytes],
@@ -247,16 +261,23 @@ class MeasurementStore:
             report.errors.append(LineError(source, n, _explain(lines[n])))
 
     def _not_to_store(self, accepted: str, source: str, report: IngestReport,
-                      sources: set[str]) -> list[int]:
+                      sources: set[str]) -> tuple[list[int], int]:
         """The accepted lines (rows ``n, id, digest``) not to store: ids stored before or
         seen earlier in this ingest. Only the lines whose id is one of those are read here.
+
+        Also how many lines are stored again although stored before: a line stored
+        from this very place (source and line) is written again, identical, so that a
+        batch a crash cut short is made whole by ingesting its source again (reads
+        merge the copies).
         """
         engine = self._engine
         known: dict[str, tuple[bytes, str, int]] = {
             mid: (digest, stored_source, line) for mid, digest, stored_source, line in engine.rows(
                 f"SELECT id, digest, source, line FROM measurements WHERE id IN "
                 f"(SELECT id FROM {accepted})")}
+        stored_before = set(known)
         not_stored = []
+        rewritten = 0
         for n, mid, digest in engine.rows(
                 f"SELECT n, id, digest FROM {accepted} WHERE id IN (SELECT id FROM measurements "
                 f"WHERE id IN (SELECT id FROM {accepted})) OR id IN (SELECT id FROM {accepted} "
@@ -265,12 +286,15 @@ class MeasurementStore:
                 error = duplicate_error(mid, digest, (source, n), known[mid], sources)
                 if error is None:
                     report.already_stored += 1
+                    if mid in stored_before and known[mid][1:] == (source, n):
+                        rewritten += 1
+                        continue
                 else:
                     report.errors.append(error)
                 not_stored.append(n)
                 continue
             known[mid] = (digest, source, n)
-        return not_stored
+        return not_stored, rewritten
 
     # reading --------------------------------------------------------------------------------
 
