@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 from chdb import session
 from chdb._exceptions import ChdbError
@@ -94,23 +95,40 @@ class ChdbEngine:
         columns = [column.to_pylist() for column in self.table(sql).columns]
         return list(zip(*columns, strict=True))
 
-    def load_lines(self, table: str, numbers: Sequence[int], lines: Sequence[bytes]) -> None:
+    def load_lines(self, table: str, numbers: Sequence[int] | npt.NDArray[np.uint64],
+                   lines: Sequence[bytes] | pa.ChunkedArray, *, strip: bool = False) -> None:
         """Insert rows ``(n, data)`` of ``table`` from ``numbers`` and ``lines``, in memory.
 
-        The lines become one Arrow column built over a single joined buffer (no copy
-        per line) that the engine reads in place (chDB's ``Python()`` table function):
-        no file, no text to split again.
+        The lines go over as Arrow columns that the engine reads in place (chDB's
+        ``Python()`` table function): no file, no text to split again. ``strip``: the
+        engine strips each line as ``bytes.strip()`` would and leaves out the blank ones.
         """
-        ends = np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)))
-        offsets = pa.py_buffer(np.concatenate(([0], ends)).astype(np.int64))
-        data = pa.LargeBinaryArray.from_buffers(
-            pa.large_binary(), len(lines), [None, offsets, pa.py_buffer(b"".join(lines))])
+        data = lines if isinstance(lines, pa.ChunkedArray) else pa.chunked_array(
+            [line_array(lines)], pa.large_binary())
         # ``Python(name)`` resolves ``name`` among the calling frames' locals: this one.
         noisewall_batch = pa.table({"n": pa.array(numbers, pa.uint64()),  # noqa: F841
                                     "data": data})
+        value = f"trimBoth(data, {_WHITESPACE})" if strip else "data"
+        kept = "WHERE line != ''" if strip else ""
         # Blocks of a few thousand rows: the statements that read the table use every core.
-        self.execute(f"INSERT INTO {table} SELECT assumeNotNull(n), assumeNotNull(data) "
-                     "FROM Python(noisewall_batch) SETTINGS max_block_size = 4096")
+        self.execute(f"INSERT INTO {table} SELECT assumeNotNull(n), assumeNotNull({value}) AS line "
+                     f"FROM Python(noisewall_batch) {kept} SETTINGS max_block_size = 4096")
+
+
+#: What ``bytes.strip()`` strips (ASCII whitespace), as a ClickHouse string literal.
+_WHITESPACE = r"' \t\n\r\x0b\x0c'"
+
+
+def line_array(lines: Sequence[bytes]) -> pa.LargeBinaryArray:
+    """``lines`` as one Arrow column over a single joined buffer (no object per line)."""
+    ends = np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)))
+    return block_array(b"".join(lines), np.concatenate(([0], ends)).astype(np.int64))
+
+
+def block_array(data: bytes, offsets: npt.NDArray[np.int64]) -> pa.LargeBinaryArray:
+    """The lines ``data[offsets[i]:offsets[i + 1]]`` as an Arrow column over ``data`` itself."""
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def sql_string(text: str) -> str:

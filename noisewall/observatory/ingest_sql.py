@@ -397,7 +397,7 @@ def fast_select(batch: str) -> str:
     round_digits = f"match({round_text}, '^-?[0-9]+$')"
     vantage = "m.annotations.vantage"
     return f"""
-SELECT n, data, assumeNotNull(m.id) AS id, sipHash128(data) AS digest,
+SELECT n, data, assumeNotNull(m.id) AS id,
     assumeNotNull(m.test_name) AS test_name,
     assumeNotNull(toFloat64(toUnixTimestamp({start}))) AS t,
     assumeNotNull(if(ifNull(m.probe_network_name, '') != '', m.probe_network_name, m.probe_asn))

@@ -11,6 +11,10 @@ A file that cannot be read as such (gzip data under a plain name, a truncated
 gzip stream, a system error) raises :class:`SourceError` once, naming the file;
 the items yielded before it stand. A line longer than :data:`MAX_LINE_BYTES` is
 skipped without being held in memory and yielded as a :class:`MeasurementError`.
+
+JSON lines are read :data:`READ_BYTES` at a time and handed over as
+:class:`LineBlock` s (:func:`read_blocks`): whole lines cut by NumPy, no
+Python object per line. :func:`read_items` gives the same lines one by one.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import json
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
+
+import numpy as np
+import numpy.typing as npt
 
 from noisewall.errors import InputError
 from noisewall.observatory.rows import MeasurementError
@@ -33,8 +41,38 @@ SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 STDIN = "-"
 _GZIP_MAGIC = b"\x1f\x8b"
 _SKIP_CHUNK = 1024 * 1024
+#: Bytes read at a time from a file of JSON lines.
+READ_BYTES = 8 * 1024 * 1024
+#: The bytes ``bytes.strip()`` removes: a line of only these is blank.
+_WHITESPACE = np.zeros(256, dtype=np.bool_)
+_WHITESPACE[list(b" \t\n\r\x0b\x0c")] = True
 
 Item = bytes | Mapping[str, Any] | MeasurementError
+
+
+@dataclass(frozen=True)
+class LineBlock:
+    """Whole lines as read, numbered from ``first``: line ``i`` of the block is
+    ``data[offsets[i]:offsets[i + 1]]``, with its line end (the file's last line may
+    have none) and any other whitespace around it.
+
+    ``blank`` counts the lines that hold nothing but whitespace: no measurement,
+    and not counted as read.
+    """
+
+    first: int
+    data: bytes
+    offsets: npt.NDArray[np.int64]
+    blank: int
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lines(self) -> Iterator[tuple[int, bytes]]:
+        """Each line with its number, as read."""
+        bounds = self.offsets.tolist()
+        for i in range(len(bounds) - 1):
+            yield self.first + i, self.data[bounds[i]:bounds[i + 1]]
 
 
 class _Reader(Protocol):
@@ -58,9 +96,20 @@ def expand(paths: Iterable[str | Path]) -> Iterator[str]:
 
 def read_items(source: str) -> Iterator[tuple[int, Item]]:
     """Numbered items of one source: line numbers, or entry numbers in a ``.json`` list."""
+    for number, item in read_blocks(source):
+        if isinstance(item, LineBlock):
+            yield from item.lines()
+        else:
+            yield number, item
+
+
+def read_blocks(source: str) -> Iterator[tuple[int, Item | LineBlock]]:
+    """As :func:`read_items`, but JSON lines come as :class:`LineBlock` s (numbered by
+    their first line) and only the lines too long to read come one by one.
+    """
     try:
         if source == STDIN:
-            yield from _lines(_maybe_gzip(sys.stdin.buffer))
+            yield from _line_blocks(_maybe_gzip(sys.stdin.buffer))
             return
         with open(source, "rb") as raw:
             handle: _Reader = gzip.GzipFile(fileobj=raw) if source.endswith(".gz") else raw
@@ -70,7 +119,7 @@ def read_items(source: str) -> Iterator[tuple[int, Item]]:
             if source.endswith((".json", ".json.gz")):
                 yield from _document(handle)
             else:
-                yield from _lines(handle)
+                yield from _line_blocks(handle)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise SourceError(f"broken gzip stream ({exc})") from None
     except OSError as exc:
@@ -85,18 +134,52 @@ def _maybe_gzip(stream: IO[bytes]) -> _Reader:
     return buffered
 
 
-def _lines(handle: _Reader) -> Iterator[tuple[int, Item]]:
-    number = 0
-    while True:
-        line = handle.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        number += 1
-        if len(line) > MAX_LINE_BYTES:
-            _skip_rest_of_line(handle, line)
-            yield number, MeasurementError(f"line longer than {MAX_LINE_BYTES >> 20} MiB; skipped")
-        else:
-            yield number, line
+def _line_blocks(handle: _Reader) -> Iterator[tuple[int, LineBlock | MeasurementError]]:
+    number = 1  # of the next line
+    pending = b""  # a line begun and not ended yet
+    while chunk := handle.read(READ_BYTES):
+        data = pending + chunk if pending else chunk
+        end = data.rfind(b"\n") + 1
+        pending = data[end:]
+        if end:
+            ends = np.flatnonzero(np.frombuffer(data, np.uint8, end) == ord("\n")) + 1
+            yield from _whole_lines(number, data, ends)
+            number += len(ends)
+        if len(pending) > MAX_LINE_BYTES:
+            _skip_rest_of_line(handle, pending)
+            yield number, _too_long()
+            number += 1
+            pending = b""
+    if pending:  # the last line, without a line end
+        yield from _whole_lines(number, pending, np.array([len(pending)]))
+
+
+def _whole_lines(number: int, data: bytes, ends: npt.NDArray[np.intp]
+                 ) -> Iterator[tuple[int, LineBlock | MeasurementError]]:
+    """The lines of ``data`` that end at ``ends``, numbered from ``number``, as blocks;
+    a line longer than :data:`MAX_LINE_BYTES` between them as an error.
+    """
+    offsets = np.concatenate(([0], ends)).astype(np.int64)
+    start = 0
+    for long in np.flatnonzero(np.diff(offsets) > MAX_LINE_BYTES).tolist():
+        if long > start:
+            yield number + start, _block(number + start, data, offsets[start:long + 1])
+        yield number + long, _too_long()
+        start = long + 1
+    if start < len(offsets) - 1:
+        yield number + start, _block(number + start, data, offsets[start:])
+
+
+def _block(first: int, data: bytes, offsets: npt.NDArray[np.int64]) -> LineBlock:
+    starts = offsets[:-1]
+    # Only a line that starts with whitespace can be blank: those few are looked at whole.
+    maybe = np.flatnonzero(_WHITESPACE[np.frombuffer(data, np.uint8)[starts]]).tolist()
+    blank = sum(1 for i in maybe if not data[offsets[i]:offsets[i + 1]].strip())
+    return LineBlock(first, data, offsets, blank)
+
+
+def _too_long() -> MeasurementError:
+    return MeasurementError(f"line longer than {MAX_LINE_BYTES >> 20} MiB; skipped")
 
 
 def _skip_rest_of_line(handle: _Reader, start: bytes) -> None:

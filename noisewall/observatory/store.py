@@ -23,20 +23,29 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 
-from noisewall.observatory.engine import ChdbEngine, EngineError, sql_string
+from noisewall.observatory.engine import (
+    ChdbEngine,
+    EngineError,
+    block_array,
+    line_array,
+    sql_string,
+)
 from noisewall.observatory.ingest_sql import (
     fast_results_select,
     fast_select,
     parsed_select,
     results_select,
 )
-from noisewall.observatory.inputs import Item, SourceError, expand, read_items
+from noisewall.observatory.inputs import Item, LineBlock, SourceError, expand, read_blocks
 from noisewall.observatory.measurement import canonical_json, parse_line
 from noisewall.observatory.rows import MeasurementError
 from noisewall.observatory.store_types import (
@@ -58,17 +67,26 @@ ExportFormat = Literal["jsonl", "csv", "parquet"]
 #: ClickHouse's output format for each export format.
 EXPORT_FORMATS: dict[str, str] = {"jsonl": "JSONEachRow", "csv": "CSVWithNames",
                                   "parquet": "Parquet"}
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 BATCH_LINES = 50_000
 BATCH_BYTES = 128 * 1024 * 1024
 #: Result rows read at once for analysis (about 30 MB of columns).
 ANALYSIS_BATCH_ROWS = 1_000_000
 _MARKER = "noisewall-store"
+_DIGEST = "FixedString(16) ALIAS sipHash128(raw)"
+#: Each earlier schema version and the statements that bring a store of it to the next.
+_MIGRATIONS = {
+    "2": ("ALTER TABLE measurements DROP COLUMN digest SETTINGS mutations_sync = 2",
+          f"ALTER TABLE measurements ADD COLUMN digest {_DIGEST} AFTER id"),
+}
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key String, value String) "
     "ENGINE = ReplacingMergeTree ORDER BY key",
-    "CREATE TABLE IF NOT EXISTS measurements (id String, digest FixedString(16), t Float64, "
+    "CREATE TABLE IF NOT EXISTS measurements (id String, "
+    # The line's digest tells a measurement ingested again from a different one under the same
+    # id: worked out from the stored line when it is read, not at every insert.
+    f"digest {_DIGEST}, t Float64, "
     "network LowCardinality(String), vantage LowCardinality(String), "
     "test_name LowCardinality(String), round Nullable(Int64), source String, line UInt64, "
     "raw String CODEC(ZSTD(1))) ENGINE = ReplacingMergeTree ORDER BY id",
@@ -122,8 +140,16 @@ class MeasurementStore:
         if not found:
             self._engine.execute(f"INSERT INTO meta VALUES ('schema_version', "
                                  f"{sql_string(SCHEMA_VERSION)})")
-        elif found[0][0] != SCHEMA_VERSION:
-            raise EngineError(f"schema version {found[0][0]}, this noisewall reads "
+            return
+        version = found[0][0]
+        while version in _MIGRATIONS:
+            for statement in _MIGRATIONS[version]:
+                self._engine.execute(statement)
+            version = str(int(version) + 1)
+            self._engine.execute(f"INSERT INTO meta VALUES ('schema_version', "
+                                 f"{sql_string(version)})")
+        if version != SCHEMA_VERSION:
+            raise EngineError(f"schema version {version}, this noisewall reads "
                               f"{SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -150,7 +176,7 @@ class MeasurementStore:
         for source in expand(paths):
             sources.add(source)
             try:
-                self._ingest_source(source, read_items(source), report, sources)
+                self._ingest_source(source, read_blocks(source), report, sources)
             except SourceError as exc:
                 report.file_errors.append(FileError(source, str(exc)))
         return report
@@ -166,37 +192,36 @@ class MeasurementStore:
         self._ingest_source(source, enumerate(measurements, 1), report, {source})
         return report
 
-    def _ingest_source(self, source: str, items: Iterator[tuple[int, Item | str]],
+    def _ingest_source(self, source: str, items: Iterator[tuple[int, Item | LineBlock | str]],
                        report: IngestReport, sources: set[str]) -> None:
-        numbers: list[int] = []
-        lines: list[bytes] = []
-        size = 0
-        try:
-            for number, item in items:
-                line = item.strip() if isinstance(item, bytes) else _line(item)
-                if isinstance(line, MeasurementError):
-                    report.lines += 1
-                    report.errors.append(LineError(source, number, str(line)))
-                    continue
-                if not line:
-                    continue
-                report.lines += 1
-                numbers.append(number)
-                lines.append(line)
-                size += len(line)
-                if len(lines) >= BATCH_LINES or size >= BATCH_BYTES:
-                    self._commit(source, numbers, lines, report, sources)
-                    numbers, lines, size = [], [], 0
-        except SourceError:
-            if lines:  # what was read before the source failed is stored: a rerun skips it
-                self._commit(source, numbers, lines, report, sources)
-            raise
-        if lines:
-            self._commit(source, numbers, lines, report, sources)
+        # The next batch is read while the engine (which lets go of the GIL) stores this one;
+        # one batch in the engine at a time, so batches are stored in order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="noisewall-ingest") as engine:
+            pending: Future[None] | None = None
+            try:
+                for batch in _batches(source, items, report):
+                    if pending is not None:
+                        pending.result()
+                    pending = engine.submit(self._commit, source, batch, report, sources)
+            finally:
+                if pending is not None:
+                    pending.result()
 
-    def _commit(self, source: str, numbers: list[int], lines: list[bytes],
-                report: IngestReport, sources: set[str]) -> None:
-        """Store one batch: the fast path first, the full checks on the lines it refuses."""
+    def _commit(self, source: str, batch: _Batch, report: IngestReport,
+                sources: set[str]) -> None:
+        """Store one batch: the fast path first, the full checks on the lines it refuses.
+
+        The batch's errors, those found while reading it too, join the report in line order.
+        """
+        first_error = len(report.errors)
+        report.errors.extend(batch.errors)
+        if batch.count:
+            self._store(source, batch, report, sources)
+        report.errors[first_error:] = sorted(report.errors[first_error:],
+                                             key=lambda error: error.line)
+
+    def _store(self, source: str, batch: _Batch, report: IngestReport,
+               sources: set[str]) -> None:
         engine = self._engine
         number = next(self._batches)
         raw, fast, slow, dropped, incoming, to_results, to_measurements = (
@@ -204,15 +229,16 @@ class MeasurementStore:
                 "raw", "fast", "slow", "dropped", "incoming", "to_results", "to_measurements"))
         try:
             engine.execute(f"CREATE TABLE {raw} (n UInt64, data String) ENGINE = Memory")
-            engine.load_lines(raw, numbers, lines)
+            engine.load_lines(raw, batch.numbers(), batch.column(), strip=True)
             engine.execute(f"CREATE TABLE {fast} ENGINE = Memory AS {fast_select(raw)}")
             engine.execute(f"DROP TABLE {raw}")
             ((refused,),) = engine.rows(f"SELECT countIf(NOT fast) FROM {fast}")
-            ok = [f"SELECT n, id, digest FROM {fast} WHERE fast"]
+            # Digests only of the lines the de-duplication reads (their ids were seen before).
+            ok = [f"SELECT n, id, sipHash128(data) AS digest FROM {fast} WHERE fast"]
             if refused:
                 engine.execute(f"CREATE TABLE {slow} ENGINE = Memory AS " + parsed_select(
                     f"(SELECT n, data FROM {fast} WHERE NOT fast)", source))
-                self._report_refused(slow, source, dict(zip(numbers, lines, strict=True)), report)
+                self._report_refused(slow, source, batch.text, report)
                 ok.append(f"SELECT n, id, digest FROM {slow} WHERE kind = 'ok'")
             accepted = "(" + " UNION ALL ".join(ok) + ")"
             engine.execute(f"CREATE TABLE {dropped} (n UInt64, data String) ENGINE = Memory")
@@ -232,7 +258,7 @@ class MeasurementStore:
             engine.execute(f"CREATE MATERIALIZED VIEW {to_results} TO results AS "
                            f"{fast_results_select(incoming)}")
             engine.execute(f"CREATE MATERIALIZED VIEW {to_measurements} TO measurements AS "
-                           "SELECT id, digest, t, network, vantage, test_name, round, source, "
+                           "SELECT id, t, network, vantage, test_name, round, source, "
                            f"n AS line, data AS raw FROM {incoming}")
             engine.execute(f"INSERT INTO {incoming} SELECT *, {sql_string(source)} FROM {fast} "
                            f"WHERE fast AND {keep} "
@@ -242,7 +268,7 @@ class MeasurementStore:
                     slow, f"(SELECT n FROM {slow} WHERE kind = 'ok' AND {keep})")
                     + f"\nSETTINGS {no_merge}")
                 engine.execute(
-                    f"INSERT INTO measurements SELECT id, digest, t, network, vantage, "
+                    f"INSERT INTO measurements SELECT id, t, network, vantage, "
                     f"test_name, round, source, n, data FROM {slow} WHERE kind = 'ok' AND {keep} "
                     f"SETTINGS {no_merge}")
             ((count,),) = engine.rows(f"SELECT count() FROM {accepted}")
@@ -251,14 +277,14 @@ class MeasurementStore:
             for table in (to_results, to_measurements, incoming, raw, fast, slow, dropped):
                 engine.execute(f"DROP TABLE IF EXISTS {table}")
 
-    def _report_refused(self, slow: str, source: str, lines: dict[int, bytes],
+    def _report_refused(self, slow: str, source: str, text: Callable[[int], bytes],
                         report: IngestReport) -> None:
         """Count the skipped tests and explain the errors among the lines the full checks read."""
         for test_name, count in self._engine.rows(
                 f"SELECT test_name, count() FROM {slow} WHERE kind = 'skip' GROUP BY test_name"):
             report.skipped[test_name] += count
         for (n,) in self._engine.rows(f"SELECT n FROM {slow} WHERE kind = 'error' ORDER BY n"):
-            report.errors.append(LineError(source, n, _explain(lines[n])))
+            report.errors.append(LineError(source, n, _explain(text(n))))
 
     def _not_to_store(self, accepted: str, source: str, report: IngestReport,
                       sources: set[str]) -> tuple[list[int], int]:
@@ -513,6 +539,100 @@ def _time_window(since: float | None, until: float | None) -> str:
     """SQL conditions (each with a leading AND) for ``since <= t < until``."""
     return "".join(("" if since is None else f" AND t >= {float(since)!r}",
                     "" if until is None else f" AND t < {float(until)!r}"))
+
+
+def _batches(source: str, items: Iterator[tuple[int, Item | LineBlock | str]],
+             report: IngestReport) -> Iterator[_Batch]:
+    """``items`` cut into batches of about :data:`BATCH_LINES` lines or :data:`BATCH_BYTES`.
+
+    When the source fails part-way, what was read before is handed over first (a rerun
+    skips what was stored), then the :class:`SourceError` is raised.
+    """
+    batch = _Batch()
+    try:
+        for number, item in items:
+            if isinstance(item, LineBlock):
+                report.lines += len(item) - item.blank
+                batch.add_block(item)
+            else:
+                line = item.strip() if isinstance(item, bytes) else _line(item)
+                if isinstance(line, MeasurementError):
+                    report.lines += 1
+                    batch.errors.append(LineError(source, number, str(line)))
+                    continue
+                if not line:
+                    continue
+                report.lines += 1
+                batch.add_line(number, line)
+            if batch.count >= BATCH_LINES or batch.size >= BATCH_BYTES:
+                yield batch
+                batch = _Batch()
+    except SourceError:
+        if batch.count or batch.errors:
+            yield batch
+        raise
+    if batch.count or batch.errors:
+        yield batch
+
+
+class _Batch:
+    """Lines cut for the engine, in order: blocks as read and single lines, with their numbers.
+
+    A block's lines go to the engine as they were read (with line ends, and blank
+    ones): the engine strips them and leaves the blank ones out, as :meth:`text` does.
+    """
+
+    def __init__(self) -> None:
+        self._numbers: list[npt.NDArray[np.uint64]] = []
+        self._columns: list[pa.LargeBinaryArray] = []
+        self._line_numbers: list[int] = []
+        self._lines: list[bytes] = []
+        #: Lines refused while reading (too long, not a JSON value).
+        self.errors: list[LineError] = []
+        self.count = 0
+        self.size = 0
+
+    def add_line(self, number: int, line: bytes) -> None:
+        """One line, stripped and not blank."""
+        self._line_numbers.append(number)
+        self._lines.append(line)
+        self.count += 1
+        self.size += len(line)
+
+    def add_block(self, block: LineBlock) -> None:
+        """A block of lines as read."""
+        self._close_lines()
+        self._numbers.append(np.arange(block.first, block.first + len(block), dtype=np.uint64))
+        self._columns.append(block_array(block.data, block.offsets))
+        self.count += len(block)
+        self.size += int(block.offsets[-1] - block.offsets[0])
+
+    def _close_lines(self) -> None:
+        if self._lines:
+            self._numbers.append(np.array(self._line_numbers, dtype=np.uint64))
+            self._columns.append(line_array(self._lines))
+            self._line_numbers, self._lines = [], []
+
+    def numbers(self) -> npt.NDArray[np.uint64]:
+        """Every line's number."""
+        self._close_lines()
+        return np.concatenate(self._numbers)
+
+    def column(self) -> pa.ChunkedArray:
+        """Every line, as read."""
+        self._close_lines()
+        return pa.chunked_array(self._columns, pa.large_binary())
+
+    def text(self, number: int) -> bytes:
+        """Line ``number``, stripped."""
+        self._close_lines()
+        for numbers, column in zip(self._numbers, self._columns, strict=True):
+            i = int(np.searchsorted(numbers, number))
+            if i < len(numbers) and numbers[i] == number:
+                line = column[i].as_py()
+                assert isinstance(line, bytes)
+                return line.strip()
+        raise KeyError(number)
 
 
 def _line(item: Mapping[str, Any] | str | MeasurementError) -> bytes | MeasurementError:

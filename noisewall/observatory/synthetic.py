@@ -179,7 +179,7 @@ FROM (SELECT *, multiIf({throttled}, NULL,
                 "',\"round\":', toJSONString(toString(round)), '}}')")
     stored = f"""
 INSERT INTO measurements
-SELECT id, sipHash128(raw), t, network, vantage, test_name, round, 'synthetic', m + 1, raw
+SELECT id, t, network, vantage, test_name, round, 'synthetic', m + 1, raw
 FROM (SELECT *, {sql_string(TEST_NAME)} AS test_name, {stand_in} AS raw
       FROM ({measurements}))"""  # noqa: S608
     return results, stored

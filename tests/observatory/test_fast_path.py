@@ -37,7 +37,7 @@ from tests.observatory.test_ingest_sql import (
     mutated_lines,
 )
 
-_COLUMNS = "n, id, digest, t, network, vantage, test_name, round"
+_COLUMNS = "n, id, t, network, vantage, test_name, round"
 _ROW = "measurement, feature, ok, failure, kbps"
 
 

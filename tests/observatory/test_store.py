@@ -116,6 +116,28 @@ def test_not_a_store(tmp_path: Path) -> None:
         MeasurementStore(newer)
 
 
+def test_a_schema_2_store_is_brought_to_this_version_and_keeps_its_measurements(
+        tmp_path: Path) -> None:
+    path, lines = tmp_path / "old.db", _lines()
+    with MeasurementStore(path) as store:
+        store.ingest_lines(lines[:10], source="first")
+        engine = store._engine  # as schema 2 kept it: the digest stored in a column of its own
+        engine.execute("ALTER TABLE measurements DROP COLUMN digest")
+        engine.execute("ALTER TABLE measurements ADD COLUMN digest FixedString(16) AFTER id")
+        engine.execute("ALTER TABLE measurements UPDATE digest = sipHash128(raw) WHERE 1 "
+                       "SETTINGS mutations_sync = 2")
+        engine.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    with MeasurementStore(path) as store:
+        again = store.ingest_lines(lines, source="second")
+        changed = json.loads(lines[0])
+        changed["probe_cc"] = "XX"
+        clash = store.ingest_lines([json.dumps(changed)], source="third")
+        assert store._engine.rows("SELECT value FROM meta FINAL") == [("3",)]
+        assert store.count() == 20
+    assert (again.stored, again.already_stored, again.errors) == (10, 10, [])
+    assert "with different content" in str(clash.errors[0])
+
+
 def test_ingest_measurements_api_takes_dicts(store: MeasurementStore) -> None:
     network = SyntheticNetwork("Net", "AS64500")
     report = store.ingest_measurements(synthetic_measurements(
