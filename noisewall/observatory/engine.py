@@ -13,8 +13,9 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import chdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -54,8 +55,17 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+class _Connection(Protocol):
+    """What the engine uses of a chDB session or connection."""
+
+    def query(self, sql: str, fmt: str = ..., /) -> Any: ...
+    def close(self) -> None: ...
+
+
 class ChdbEngine:
     """chDB on ``path`` (a folder, created if missing)."""
+
+    _session: _Connection
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -69,6 +79,16 @@ class ChdbEngine:
                                  "process has another store open); try again when it is "
                                  "done") from None
             raise EngineError(f"{path}: {message}") from None
+
+    def another_connection(self) -> ChdbEngine:
+        """A second connection to the same engine, for another thread: the two run queries
+        at once (one connection runs one query at a time) and see the same tables.
+        Close it before this one.
+        """
+        other = ChdbEngine.__new__(ChdbEngine)
+        other.path = self.path
+        other._session = chdb.connect(str(self.path))
+        return other
 
     def close(self) -> None:
         """Close the session."""

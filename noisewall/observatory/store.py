@@ -23,8 +23,11 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import threading
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,6 +137,7 @@ class MeasurementStore:
             self._engine.close()
             raise StoreError(f"{self.path}: not a usable measurement store ({exc})") from None
         self._batches = itertools.count()
+        self._parsing: ChdbEngine | None = None
 
     def _check_version(self) -> None:
         found = self._engine.rows("SELECT value FROM meta FINAL WHERE key = 'schema_version'")
@@ -154,6 +158,9 @@ class MeasurementStore:
 
     def close(self) -> None:
         """Close the engine."""
+        if self._parsing is not None:
+            self._parsing.close()
+            self._parsing = None
         self._engine.close()
 
     def __enter__(self) -> MeasurementStore:
@@ -194,51 +201,91 @@ class MeasurementStore:
 
     def _ingest_source(self, source: str, items: Iterator[tuple[int, Item | LineBlock | str]],
                        report: IngestReport, sources: set[str]) -> None:
-        # The next batch is read while the engine (which lets go of the GIL) stores this one;
-        # one batch in the engine at a time, so batches are stored in order.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="noisewall-ingest") as engine:
-            pending: Future[None] | None = None
-            try:
-                for batch in _batches(source, items, report):
-                    if pending is not None:
-                        pending.result()
-                    pending = engine.submit(self._commit, source, batch, report, sources)
-            finally:
-                if pending is not None:
-                    pending.result()
+        """Ingest one source's batches, three at a time in a pipeline.
 
-    def _commit(self, source: str, batch: _Batch, report: IngestReport,
-                sources: set[str]) -> None:
-        """Store one batch: the fast path first, the full checks on the lines it refuses.
-
-        The batch's errors, those found while reading it too, join the report in line order.
+        This thread reads the next batch while a second engine connection parses the one
+        before and the store's own connection stores the one before that: the engine
+        lets go of the GIL, and its two connections run at once. Batches are parsed in
+        order and stored in order, each after the one before is stored.
         """
-        first_error = len(report.errors)
-        report.errors.extend(batch.errors)
-        if batch.count:
-            self._store(source, batch, report, sources)
-        report.errors[first_error:] = sorted(report.errors[first_error:],
-                                             key=lambda error: error.line)
+        stop = threading.Event()
+        with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="noisewall-parse") as parsing,
+              ThreadPoolExecutor(max_workers=1, thread_name_prefix="noisewall-store") as storing):
 
-    def _store(self, source: str, batch: _Batch, report: IngestReport,
-               sources: set[str]) -> None:
-        engine = self._engine
-        number = next(self._batches)
-        raw, fast, slow, dropped, incoming, to_results, to_measurements = (
-            f"batch_{number}_{part}" for part in (
-                "raw", "fast", "slow", "dropped", "incoming", "to_results", "to_measurements"))
+            def parse(batch: _Batch) -> _Parsed:
+                return self._parse(source, batch, stop)
+
+            def store(parsed: Future[_Parsed]) -> None:
+                self._store(source, parsed.result(), report, sources, stop)
+
+            in_flight: deque[Future[None]] = deque()
+            try:
+                try:
+                    for batch in _batches(source, items, report):
+                        in_flight.append(storing.submit(store, parsing.submit(parse, batch)))
+                        if len(in_flight) > 2:
+                            in_flight.popleft().result()
+                finally:  # what was read before a source failed is stored: a rerun skips it
+                    while in_flight:
+                        in_flight.popleft().result()
+            except BaseException:
+                stop.set()
+                raise
+
+    def _parser(self) -> ChdbEngine:
+        """The second engine connection, which parses batches while the store's own stores."""
+        if self._parsing is None:
+            self._parsing = self._engine.another_connection()
+        return self._parsing
+
+    def _parse(self, source: str, batch: _Batch, stop: threading.Event) -> _Parsed:
+        """Parse one batch into its tables: the fast path, and the full checks on the lines
+        it refuses (whose errors and skipped tests the batch keeps).
+        """
+        parsed = _Parsed(f"batch_{next(self._batches)}", batch.errors)
+        if stop.is_set() or not batch.count:
+            return parsed
+        engine = self._parser()
+        raw, fast, slow = parsed.table("raw"), parsed.table("fast"), parsed.table("slow")
         try:
             engine.execute(f"CREATE TABLE {raw} (n UInt64, data String) ENGINE = Memory")
             engine.load_lines(raw, batch.numbers(), batch.column(), strip=True)
             engine.execute(f"CREATE TABLE {fast} ENGINE = Memory AS {fast_select(raw)}")
-            engine.execute(f"DROP TABLE {raw}")
             ((refused,),) = engine.rows(f"SELECT countIf(NOT fast) FROM {fast}")
-            # Digests only of the lines the de-duplication reads (their ids were seen before).
-            ok = [f"SELECT n, id, sipHash128(data) AS digest FROM {fast} WHERE fast"]
             if refused:
                 engine.execute(f"CREATE TABLE {slow} ENGINE = Memory AS " + parsed_select(
                     f"(SELECT n, data FROM {fast} WHERE NOT fast)", source))
-                self._report_refused(slow, source, batch.text, report)
+                for test_name, count in engine.rows(
+                        f"SELECT test_name, count() FROM {slow} WHERE kind = 'skip' "
+                        "GROUP BY test_name"):
+                    parsed.skipped[test_name] += count
+                parsed.errors.extend(
+                    LineError(source, n, _explain(batch.text(n))) for (n,) in engine.rows(
+                        f"SELECT n FROM {slow} WHERE kind = 'error' ORDER BY n"))
+        except BaseException:
+            for table in (raw, fast, slow):
+                engine.execute(f"DROP TABLE IF EXISTS {table}")
+            raise
+        engine.execute(f"DROP TABLE {raw}")
+        parsed.fast, parsed.slow = fast, slow if refused else None
+        return parsed
+
+    def _store(self, source: str, parsed: _Parsed, report: IngestReport,
+               sources: set[str], stop: threading.Event) -> None:
+        """Store one parsed batch and drop its tables; its errors join the report in line order."""
+        engine = self._engine
+        fast, slow = parsed.fast, parsed.slow
+        dropped, incoming, to_results, to_measurements = (
+            parsed.table(part) for part in ("dropped", "incoming", "to_results", "to_measurements"))
+        first_error = len(report.errors)
+        report.errors.extend(parsed.errors)
+        report.skipped.update(parsed.skipped)
+        try:
+            if fast is None or stop.is_set():
+                return
+            # Digests only of the lines the de-duplication reads (their ids were seen before).
+            ok = [f"SELECT n, id, sipHash128(data) AS digest FROM {fast} WHERE fast"]
+            if slow is not None:
                 ok.append(f"SELECT n, id, digest FROM {slow} WHERE kind = 'ok'")
             accepted = "(" + " UNION ALL ".join(ok) + ")"
             engine.execute(f"CREATE TABLE {dropped} (n UInt64, data String) ENGINE = Memory")
@@ -263,7 +310,7 @@ class MeasurementStore:
             engine.execute(f"INSERT INTO {incoming} SELECT *, {sql_string(source)} FROM {fast} "
                            f"WHERE fast AND {keep} "
                            f"SETTINGS {no_merge}, parallel_view_processing = 1")
-            if refused:  # results first: a crash in between leaves no measurement without them
+            if slow is not None:  # results first: a crash in between leaves no measurement
                 engine.execute("INSERT INTO results " + results_select(
                     slow, f"(SELECT n FROM {slow} WHERE kind = 'ok' AND {keep})")
                     + f"\nSETTINGS {no_merge}")
@@ -274,17 +321,11 @@ class MeasurementStore:
             ((count,),) = engine.rows(f"SELECT count() FROM {accepted}")
             report.stored += count - len(not_stored) - rewritten
         finally:
-            for table in (to_results, to_measurements, incoming, raw, fast, slow, dropped):
-                engine.execute(f"DROP TABLE IF EXISTS {table}")
-
-    def _report_refused(self, slow: str, source: str, text: Callable[[int], bytes],
-                        report: IngestReport) -> None:
-        """Count the skipped tests and explain the errors among the lines the full checks read."""
-        for test_name, count in self._engine.rows(
-                f"SELECT test_name, count() FROM {slow} WHERE kind = 'skip' GROUP BY test_name"):
-            report.skipped[test_name] += count
-        for (n,) in self._engine.rows(f"SELECT n FROM {slow} WHERE kind = 'error' ORDER BY n"):
-            report.errors.append(LineError(source, n, _explain(text(n))))
+            for table in (to_results, to_measurements, incoming, fast, slow, dropped):
+                if table is not None:
+                    engine.execute(f"DROP TABLE IF EXISTS {table}")
+            report.errors[first_error:] = sorted(report.errors[first_error:],
+                                                 key=lambda error: error.line)
 
     def _not_to_store(self, accepted: str, source: str, report: IngestReport,
                       sources: set[str]) -> tuple[list[int], int]:
@@ -573,6 +614,23 @@ def _batches(source: str, items: Iterator[tuple[int, Item | LineBlock | str]],
         raise
     if batch.count or batch.errors:
         yield batch
+
+
+@dataclass
+class _Parsed:
+    """A batch parsed into its tables (named from ``prefix``), waiting to be stored."""
+
+    prefix: str
+    errors: list[LineError]
+    skipped: Counter[str] = field(default_factory=Counter)
+    #: The fast path's table, None when nothing was parsed.
+    fast: str | None = None
+    #: The full checks' table, None when the fast path took every line.
+    slow: str | None = None
+
+    def table(self, part: str) -> str:
+        """The name of one of the batch's tables."""
+        return f"{self.prefix}_{part}"
 
 
 class _Batch:
