@@ -345,11 +345,13 @@ def _sql_type(info: FieldInfo) -> str:
 
 _FEATURE_TYPE = "Tuple(" + ", ".join(
     f"{name} {_sql_type(info)}" for name, info in FeatureResult.model_fields.items()) + ")"
-_LINE_TYPE = (
-    "Tuple(id Nullable(String), measurement_start_time Nullable(String), "
+#: The members of a ``noisewall_messaging`` line the store reads, with their engine types.
+LINE_COLUMNS = (
+    "id Nullable(String), measurement_start_time Nullable(String), "
     "probe_asn Nullable(String), probe_cc Nullable(String), probe_network_name Nullable(String), "
     "test_name Nullable(String), annotations Tuple(vantage Nullable(String), "
-    f"round Nullable(String)), test_keys Tuple(features Map(String, {_FEATURE_TYPE})))")
+    f"round Nullable(String)), test_keys Tuple(features Map(String, {_FEATURE_TYPE}))")
+_LINE_TYPE = f"Tuple({LINE_COLUMNS})"
 
 
 def _string(value: str) -> str:

@@ -526,16 +526,6 @@ class MeasurementStore:
         ((n, low, high),) = self._engine.rows("SELECT count(), min(t), max(t) FROM measurements")
         return None if n == 0 else (float(low), float(high))
 
-    def insert_raw(self, lines: list[bytes]) -> None:
-        """Insert ``lines`` unparsed into a scratch table (the benchmark's raw-insert baseline)."""
-        self._engine.execute("CREATE TABLE IF NOT EXISTS scratch_lines (n UInt64, data String) "
-                             "ENGINE = MergeTree ORDER BY n")
-        for start in range(0, len(lines), BATCH_LINES):
-            chunk = lines[start:start + BATCH_LINES]
-            self._engine.load_lines("scratch_lines", range(start + 1, start + len(chunk) + 1),
-                                    chunk)
-        self._engine.execute("DROP TABLE scratch_lines")
-
     def scan_results(self) -> int:
         """Read the analysed columns of every result row once, as :meth:`series_groups` hands
         them over (Arrow, one network at a time), but as stored: no merge, no order.

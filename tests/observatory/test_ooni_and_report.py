@@ -119,7 +119,7 @@ def test_bench_observe_quick_json() -> None:
                              "--json"], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     lines = json.loads(result.stdout)["results"]
-    assert [line["unit"] for line in lines] == ["measurements/s"] * 2 + ["rows/s", "MB",
+    assert [line["unit"] for line in lines] == ["measurements/s"] * 3 + ["rows/s", "MB",
                                                                          "episodes"]
     assert all(line["value"] > 0 and line["baseline"] > 0 for line in lines)
     assert lines[-1]["baseline"] == 20 and lines[-1]["value"] >= 18
