@@ -13,10 +13,10 @@ way out, whatever the way out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from noisewall.cancellation import cancel_and_wait
 from noisewall.censor import nftables
 from noisewall.censor.arrival.dns import DnsForger
 from noisewall.censor.flowrecord import FlowRecord
@@ -69,9 +69,7 @@ class InPath:
 
     async def _remove(self) -> None:
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await cancel_and_wait(self._watcher)
         try:
             tools.run("nft", "-f", "-", stdin=nftables.removal())
         except NetError as exc:

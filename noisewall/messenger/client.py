@@ -415,9 +415,8 @@ class MessengerClient:
         deadline = time.monotonic() + wait
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                pushes = [await asyncio.wait_for(
-                    connection.pushes.get(),
-                    min(remaining, RECEIPT_LINGER) if acks else remaining)]
+                async with asyncio.timeout(min(remaining, RECEIPT_LINGER) if acks else remaining):
+                    pushes = [await connection.pushes.get()]
             except TimeoutError:
                 await self._acknowledge(connection, acks)
                 continue

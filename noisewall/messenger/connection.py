@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from typing import Any, TypeVar
 
+from noisewall.cancellation import cancel_and_wait
 from noisewall.messenger import fragments, messages, wire
 from noisewall.messenger.messages import Closed, Reply, Request
 from noisewall.messenger.pipes import client_settings
@@ -101,7 +101,10 @@ class ChatConnection:
         self._waiting[request_id] = waiter
         await self.notify({**_as_wire(message), "id": request_id})
         try:
-            reply = await asyncio.wait_for(waiter, timeout)
+            # Not asyncio.wait_for: on 3.11 it returns a reply that lands together with a
+            # cancellation of the caller and drops the cancellation.
+            async with asyncio.timeout(timeout):
+                reply = await waiter
         finally:
             self._waiting.pop(request_id, None)
         if reply.get("type") == messages.Error.TYPE:
@@ -115,9 +118,7 @@ class ChatConnection:
 
     async def close(self) -> None:
         """Close the connection."""
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        await cancel_and_wait(self._reader)
         await self.stream.close()
 
     async def __aenter__(self) -> ChatConnection:

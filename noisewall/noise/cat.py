@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import io
 import sys
 import threading
 from dataclasses import dataclass
 
+from noisewall.cancellation import cancel_and_wait
 from noisewall.noise.errors import HandshakeStateError
 from noisewall.noise.settings import NoiseSettings
 from noisewall.noise.stream import Framing, NoiseServer, NoiseStream, connect
@@ -73,9 +73,7 @@ async def pipe(stream: NoiseStream) -> None:
     try:
         await _stream_to_stdout(stream)
     finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
+        await cancel_and_wait(sender)
 
 
 async def echo(stream: NoiseStream) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from noisewall.cancellation import cancel_and_wait
 from noisewall.clock import Clock
 from noisewall.messenger import payloads
 from noisewall.messenger.connection import ChatConnection
@@ -103,9 +103,7 @@ async def _exchange(probe: ChatProbe, connection: ChatConnection, peer: str, kin
             result.throughput_kbps = kbps(second, seconds)
     finally:
         if timed is not None and not timed.done():
-            timed.cancel()
-            with contextlib.suppress(asyncio.CancelledError, PhaseFailure):
-                await timed
+            await cancel_and_wait(timed, ignore=(PhaseFailure,))
 
 
 def _address(probe: ChatProbe) -> str:

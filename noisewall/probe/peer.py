@@ -10,9 +10,9 @@ batches receipts; a probe must not wait for that).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from noisewall.cancellation import cancel_and_wait
 from noisewall.clock import Clock
 from noisewall.messenger import payloads
 from noisewall.messenger.connection import ChatConnection, ChatError
@@ -46,9 +46,7 @@ class ProbePeer:
     async def close(self) -> None:
         """Stop answering and disconnect."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

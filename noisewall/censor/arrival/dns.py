@@ -13,12 +13,12 @@ address, so the client sees only the resolver.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Callable
 from typing import cast
 
+from noisewall.cancellation import cancel_and_wait
 from noisewall.censor import dnsforge
 from noisewall.censor.flowrecord import FlowRecord
 from noisewall.censor.policy import Decision
@@ -85,7 +85,4 @@ class DnsForger(asyncio.DatagramProtocol):
         """Stop answering; wait for queries being forwarded to end."""
         if self._transport is not None:
             self._transport.close()
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks, ignore=(Exception,))

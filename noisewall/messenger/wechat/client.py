@@ -122,7 +122,8 @@ class WeChatClient:
         deadline = time.monotonic() + wait
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                raw = await asyncio.wait_for(self.connection.pushes.get(), remaining)
+                async with asyncio.timeout(remaining):
+                    raw = await self.connection.pushes.get()
             except TimeoutError:
                 break
             push = parse_push(raw)
