@@ -275,8 +275,9 @@ class MeasurementStore:
         """Store one parsed batch and drop its tables; its errors join the report in line order."""
         engine = self._engine
         fast, slow = parsed.fast, parsed.slow
-        dropped, incoming, to_results, to_measurements = (
-            parsed.table(part) for part in ("dropped", "incoming", "to_results", "to_measurements"))
+        known, dropped, incoming, to_results, to_measurements = (
+            parsed.table(part) for part in ("known", "dropped", "incoming", "to_results",
+                                            "to_measurements"))
         first_error = len(report.errors)
         report.errors.extend(parsed.errors)
         report.skipped.update(parsed.skipped)
@@ -289,7 +290,8 @@ class MeasurementStore:
                 ok.append(f"SELECT n, id, digest FROM {slow} WHERE kind = 'ok'")
             accepted = "(" + " UNION ALL ".join(ok) + ")"
             engine.execute(f"CREATE TABLE {dropped} (n UInt64, data String) ENGINE = Memory")
-            not_stored, rewritten = self._not_to_store(accepted, source, report, sources)
+            not_stored, rewritten = self._not_to_store(accepted, known, source, report,
+                                                       sources)
             if not_stored:
                 engine.load_lines(dropped, not_stored, [b""] * len(not_stored))
             keep = f"n NOT IN (SELECT n FROM {dropped})"
@@ -321,13 +323,13 @@ class MeasurementStore:
             ((count,),) = engine.rows(f"SELECT count() FROM {accepted}")
             report.stored += count - len(not_stored) - rewritten
         finally:
-            for table in (to_results, to_measurements, incoming, fast, slow, dropped):
+            for table in (to_results, to_measurements, incoming, fast, slow, known, dropped):
                 if table is not None:
                     engine.execute(f"DROP TABLE IF EXISTS {table}")
             report.errors[first_error:] = sorted(report.errors[first_error:],
                                                  key=lambda error: error.line)
 
-    def _not_to_store(self, accepted: str, source: str, report: IngestReport,
+    def _not_to_store(self, accepted: str, known_table: str, source: str, report: IngestReport,
                       sources: set[str]) -> tuple[list[int], int]:
         """The accepted lines (rows ``n, id, digest``) not to store: ids stored before or
         seen earlier in this ingest. Only the lines whose id is one of those are read here.
@@ -338,17 +340,20 @@ class MeasurementStore:
         merge the copies).
         """
         engine = self._engine
+        # The batch's ids are spread over the whole store: looking them up reads every id
+        # stored, so it is done once, into ``known_table``.
+        engine.execute(f"CREATE TABLE {known_table} ENGINE = Memory AS SELECT id, digest, "
+                       f"source, line FROM measurements WHERE id IN (SELECT id FROM {accepted})")
         known: dict[str, tuple[bytes, str, int]] = {
             mid: (digest, stored_source, line) for mid, digest, stored_source, line in engine.rows(
-                f"SELECT id, digest, source, line FROM measurements WHERE id IN "
-                f"(SELECT id FROM {accepted})")}
+                f"SELECT id, digest, source, line FROM {known_table}")}
         stored_before = set(known)
         not_stored = []
         rewritten = 0
         for n, mid, digest in engine.rows(
-                f"SELECT n, id, digest FROM {accepted} WHERE id IN (SELECT id FROM measurements "
-                f"WHERE id IN (SELECT id FROM {accepted})) OR id IN (SELECT id FROM {accepted} "
-                "GROUP BY id HAVING count() > 1) ORDER BY n"):
+                f"SELECT n, id, digest FROM {accepted} WHERE id IN (SELECT id FROM {known_table}) "
+                f"OR id IN (SELECT id FROM {accepted} GROUP BY id HAVING count() > 1) "
+                "ORDER BY n"):
             if mid in known:
                 error = duplicate_error(mid, digest, (source, n), known[mid], sources)
                 if error is None:
